@@ -1,0 +1,533 @@
+//! `remit.toml`: parsed into the registry, the route table and gateway settings.
+//!
+//! Parsing is pure (text in, typed configuration out); the caller reads files. Every error
+//! names the file, line, column and field. Unknown fields are errors.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::identity::{ApiKeyCredential, Boundary, Identity, Limits, Registry, Schedule};
+use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
+use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
+use crate::vocab::{Kind, Rate, Status};
+
+/// Largest configuration file accepted.
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+/// Most identities in one registry.
+pub const MAX_IDENTITIES: usize = 100_000;
+/// Most routes (HTTP routes plus MCP tools).
+pub const MAX_ROUTES: usize = 10_000;
+/// Most purposes, boundary entries, credentials or origins on one identity.
+pub const MAX_PER_IDENTITY: usize = 256;
+/// Default limit on a `/v1/decide` body.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// Hard ceiling on `max_request_bytes`.
+pub const MAX_REQUEST_BYTES_CEILING: usize = 16 * 1024 * 1024;
+
+/// A configuration error: file, line, column, field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The field, as a path such as `identity[2].boundary`, or the key found there.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Settings of the gateway process itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// The admin listener: decision API, health.
+    pub admin_listen: SocketAddr,
+    /// The policy directory, relative to the configuration file's directory.
+    pub policy_dir: PathBuf,
+    /// Largest request body the decision API accepts.
+    pub max_request_bytes: usize,
+    /// This replica's id, written to every record.
+    pub replica_id: String,
+}
+
+/// A whole parsed configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Process settings.
+    pub gateway: GatewaySettings,
+    /// The identity registry.
+    pub registry: Registry,
+    /// The route table.
+    pub routes: RouteTable,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    gateway: Option<RawGateway>,
+    #[serde(default, rename = "identity")]
+    identities: Vec<Spanned<RawIdentity>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+    #[serde(default, rename = "mcp_server")]
+    mcp_servers: Vec<Spanned<RawMcpServer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    admin_listen: Option<Spanned<String>>,
+    policy_dir: Option<String>,
+    max_request_bytes: Option<Spanned<u64>>,
+    replica_id: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    id: IdentityId,
+    kind: Kind,
+    owner: Owner,
+    #[serde(default)]
+    purposes: Vec<Spanned<Purpose>>,
+    #[serde(default)]
+    boundary: Vec<Spanned<String>>,
+    #[serde(default, rename = "credential")]
+    credentials: Vec<Spanned<RawCredential>>,
+    #[serde(default)]
+    limits: Option<RawLimits>,
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    origins: Vec<Spanned<String>>,
+    expires: Option<Spanned<String>>,
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    #[serde(rename = "type")]
+    ctype: Spanned<String>,
+    id: Option<CredentialId>,
+    sha256: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    rate: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: Spanned<String>,
+    path: Spanned<String>,
+    action: ActionName,
+    resource: Spanned<String>,
+    #[serde(default)]
+    sensitive: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcpServer {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    session_action: Option<ActionName>,
+    #[serde(default, rename = "tool")]
+    tools: Vec<Spanned<RawTool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTool {
+    name: Spanned<String>,
+    action: ActionName,
+    #[serde(default)]
+    sensitive: Option<bool>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let at = span.start.min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.bytes().filter(|&c| c == b'\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = self.text[line_start..at].chars().count() + 1;
+        let mut field = field.into();
+        if field.is_empty() {
+            field = key_on_line(self.text, line_start);
+        }
+        ConfigError { file: self.file.to_owned(), line, column, field, message: message.into() }
+    }
+}
+
+/// The key (or table header) written on the line that starts at `line_start`.
+fn key_on_line(text: &str, line_start: usize) -> String {
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    if let Some(h) = line.strip_prefix('[') {
+        return h.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+    }
+    match line.split_once('=') {
+        Some((k, _)) => k.trim().to_owned(),
+        None => String::new(),
+    }
+}
+
+fn is_method(m: &str) -> bool {
+    !m.is_empty() && m.len() <= 16 && m.bytes().all(|c| c.is_ascii_uppercase())
+}
+
+impl Config {
+    /// Parses a configuration from `text`; `file` is used only to name it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cx = Ctx { file, text };
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(cx.err(0..0, "", format!("the file is larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim_end_matches('\n').to_owned();
+            cx.err(e.span().unwrap_or(0..0), "", msg)
+        })?;
+        let gateway = parse_gateway(&cx, raw.gateway)?;
+        let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
+        let registry = parse_identities(&cx, raw.identities, &routes)?;
+        Ok(Config { gateway, registry, routes })
+    }
+}
+
+fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySettings, ConfigError> {
+    let raw = raw.unwrap_or(RawGateway { admin_listen: None, policy_dir: None, max_request_bytes: None, replica_id: None });
+    let admin_listen = match raw.admin_listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 8441)),
+        Some(s) => s.get_ref().parse().map_err(|_| {
+            cx.err(s.span(), "gateway.admin_listen", format!("`{}` is not an address such as `127.0.0.1:8441`", s.get_ref()))
+        })?,
+    };
+    let max_request_bytes = match raw.max_request_bytes {
+        None => DEFAULT_MAX_REQUEST_BYTES,
+        Some(n) => usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| (1024..=MAX_REQUEST_BYTES_CEILING).contains(n))
+            .ok_or_else(|| {
+                cx.err(n.span(), "gateway.max_request_bytes", format!("must be between 1024 and {MAX_REQUEST_BYTES_CEILING}"))
+            })?,
+    };
+    let replica_id = match raw.replica_id {
+        None => "replica-1".to_owned(),
+        Some(s) => {
+            IdentityId::parse(s.get_ref()).map_err(|e| cx.err(s.span(), "gateway.replica_id", e.to_string()))?;
+            s.into_inner()
+        }
+    };
+    Ok(GatewaySettings {
+        admin_listen,
+        policy_dir: PathBuf::from(raw.policy_dir.unwrap_or_else(|| "policies".to_owned())),
+        max_request_bytes,
+        replica_id,
+    })
+}
+
+fn parse_routes(
+    cx: &Ctx<'_>,
+    raw: Vec<Spanned<RawRoute>>,
+    servers: Vec<Spanned<RawMcpServer>>,
+) -> Result<RouteTable, ConfigError> {
+    let mut table = RouteTable::default();
+    let tools: usize = servers.iter().map(|s| s.get_ref().tools.len()).sum();
+    if raw.len() + tools > MAX_ROUTES {
+        return Err(cx.err(0..0, "route", format!("more than {MAX_ROUTES} routes")));
+    }
+    for (i, r) in raw.into_iter().enumerate() {
+        let span = r.span();
+        let r = r.into_inner();
+        let field = |f: &str| format!("route[{i}].{f}");
+        let method = r.method.get_ref().clone();
+        if !is_method(&method) {
+            return Err(cx.err(r.method.span(), field("method"), format!("`{method}` is not an upper-case HTTP method")));
+        }
+        let path = r.path.get_ref().clone();
+        if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|c| !(0x21..=0x7e).contains(&c)) {
+            return Err(cx.err(r.path.span(), field("path"), format!("`{}` is not a path template such as `/tickets/{{id}}`", path.escape_default())));
+        }
+        let resource = ResourceTemplate::parse(r.resource.get_ref()).map_err(|m| cx.err(r.resource.span(), field("resource"), m))?;
+        let captured: BTreeSet<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|s| s.trim_start_matches('*'))
+            .collect();
+        if let Some(p) = resource.params().find(|p| !captured.contains(p)) {
+            return Err(cx.err(r.resource.span(), field("resource"), format!("`{{{p}}}` is not captured by path `{path}`")));
+        }
+        let route = HttpRoute { method, path, action: r.action, resource, sensitive: r.sensitive.unwrap_or(true) };
+        table.add_http(route).map_err(|m| cx.err(span.clone(), field("path"), m))?;
+    }
+    for (i, s) in servers.into_iter().enumerate() {
+        let span = s.span();
+        let s = s.into_inner();
+        let field = |f: &str| format!("mcp_server[{i}].{f}");
+        let name = s.name.get_ref().clone();
+        if let Err(e) = IdentityId::parse(&name) {
+            return Err(cx.err(s.name.span(), field("name"), e.to_string().replace("identity id", "server name")));
+        }
+        let session_action = match s.session_action {
+            Some(a) => a,
+            None => ActionName::parse(&format!("mcp.{name}.session")).map_err(|e| cx.err(s.name.span(), field("name"), e.to_string()))?,
+        };
+        let mut tools = HashMap::new();
+        for (j, t) in s.tools.into_iter().enumerate() {
+            let tspan = t.span();
+            let t = t.into_inner();
+            let tname = t.name.get_ref().clone();
+            if tname.is_empty() || tname.len() > 128 || tname.chars().any(char::is_control) {
+                return Err(cx.err(t.name.span(), field(&format!("tool[{j}].name")), "a tool name must be 1 to 128 printable characters"));
+            }
+            let tool = McpTool { name: tname.clone(), action: t.action, sensitive: t.sensitive.unwrap_or(true) };
+            if tools.insert(tname.clone(), tool).is_some() {
+                return Err(cx.err(tspan, field(&format!("tool[{j}].name")), format!("tool `{tname}` is listed twice")));
+            }
+        }
+        let server = McpServer { name, path: s.path.get_ref().clone(), session_action, tools };
+        table.add_mcp(server).map_err(|m| cx.err(span, field("path"), m))?;
+    }
+    Ok(table)
+}
+
+fn parse_boundary(
+    cx: &Ctx<'_>,
+    entries: Vec<Spanned<String>>,
+    routes: &RouteTable,
+    field: &str,
+) -> Result<Boundary, ConfigError> {
+    let mut exact = BTreeSet::new();
+    let mut prefixes = Vec::new();
+    for e in entries {
+        let s = e.get_ref();
+        if let Some(prefix) = s.strip_suffix('*') {
+            if !routes.actions().keys().any(|a| a.as_str().starts_with(prefix)) {
+                return Err(cx.err(e.span(), field, format!("`{s}` matches no action in the route table")));
+            }
+            prefixes.push(prefix.to_owned());
+        } else {
+            let a = ActionName::parse(s).map_err(|m| cx.err(e.span(), field, m.to_string()))?;
+            if a.is_unmapped() {
+                return Err(cx.err(e.span(), field, "`unmapped` can never be inside a boundary"));
+            }
+            if !routes.actions().contains_key(&a) {
+                return Err(cx.err(e.span(), field, format!("`{s}` is not an action in the route table")));
+            }
+            exact.insert(a);
+        }
+    }
+    Ok(Boundary::new(exact, prefixes))
+}
+
+fn parse_identities(
+    cx: &Ctx<'_>,
+    raw: Vec<Spanned<RawIdentity>>,
+    routes: &RouteTable,
+) -> Result<Registry, ConfigError> {
+    if raw.len() > MAX_IDENTITIES {
+        return Err(cx.err(0..0, "identity", format!("more than {MAX_IDENTITIES} identities")));
+    }
+    let mut seen_ids = HashSet::new();
+    let mut seen_creds = HashSet::new();
+    let mut seen_hashes = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let span = r.span();
+        let r = r.into_inner();
+        let field = |f: &str| format!("identity[{i}].{f}");
+        if !seen_ids.insert(r.id.clone()) {
+            return Err(cx.err(span, field("id"), format!("identity `{}` is defined twice", r.id)));
+        }
+        for (list, name) in [(r.purposes.len(), "purposes"), (r.boundary.len(), "boundary"), (r.credentials.len(), "credential"), (r.origins.len(), "origins")] {
+            if list > MAX_PER_IDENTITY {
+                return Err(cx.err(span.clone(), field(name), format!("more than {MAX_PER_IDENTITY} entries")));
+            }
+        }
+        let mut purposes = BTreeSet::new();
+        for p in r.purposes {
+            let ps = p.span();
+            if !purposes.insert(p.into_inner()) {
+                return Err(cx.err(ps, field("purposes"), "a purpose is listed twice"));
+            }
+        }
+        let boundary = parse_boundary(cx, r.boundary, routes, &field("boundary"))?;
+        let mut credentials = Vec::new();
+        for (j, c) in r.credentials.into_iter().enumerate() {
+            let cspan = c.span();
+            let c = c.into_inner();
+            let cf = |f: &str| field(&format!("credential[{j}].{f}"));
+            if c.ctype.get_ref() != "api_key" {
+                return Err(cx.err(c.ctype.span(), cf("type"), format!("`{}` is not a credential type this version reads: use `api_key`", c.ctype.get_ref())));
+            }
+            let hex_str = c.sha256.get_ref();
+            let mut sha256 = [0u8; 32];
+            if hex_str.len() != 64 || hex::decode_to_slice(hex_str, &mut sha256).is_err() {
+                return Err(cx.err(c.sha256.span(), cf("sha256"), "must be 64 hex digits: the SHA-256 of the key, as `remit key new` prints it"));
+            }
+            if !seen_hashes.insert(sha256) {
+                return Err(cx.err(c.sha256.span(), cf("sha256"), "this key is already registered to an identity"));
+            }
+            let id = match c.id {
+                Some(id) => id,
+                None => CredentialId::parse(&format!("key:{}", &hex_str[..16])).map_err(|e| cx.err(cspan.clone(), cf("id"), e.to_string()))?,
+            };
+            if !seen_creds.insert(id.clone()) {
+                return Err(cx.err(cspan, cf("id"), format!("credential id `{id}` is used twice")));
+            }
+            credentials.push(ApiKeyCredential { id, sha256 });
+        }
+        let rate = match r.limits.and_then(|l| l.rate) {
+            None => None,
+            Some(s) => Some(Rate::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("limits.rate"), m))?),
+        };
+        let schedule = match &r.schedule {
+            None if r.kind == Kind::ScheduledJob => {
+                return Err(cx.err(span, field("schedule"), "a `scheduled_job` needs a `schedule` such as `hourly`"));
+            }
+            None => None,
+            Some(s) => Some(Schedule::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("schedule"), m))?),
+        };
+        let mut origins = Vec::new();
+        for o in r.origins {
+            let s = o.get_ref();
+            let net = s
+                .parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| cx.err(o.span(), field("origins"), format!("`{s}` is not an address or network such as `10.0.0.0/8`")))?;
+            origins.push(net.trunc());
+        }
+        let expires = match r.expires {
+            None => None,
+            Some(s) => Some(OffsetDateTime::parse(s.get_ref(), &Rfc3339).map_err(|_| {
+                cx.err(s.span(), field("expires"), format!("`{}` is not an RFC 3339 time such as `2027-01-31T00:00:00Z`", s.get_ref()))
+            })?),
+        };
+        let _ = r.description;
+        out.push(Identity {
+            id: r.id,
+            kind: r.kind,
+            owner: r.owner,
+            purposes,
+            boundary,
+            credentials,
+            limits: Limits { rate },
+            schedule,
+            origins,
+            expires,
+            status: r.status.unwrap_or(Status::Active),
+        });
+    }
+    Ok(Registry::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[route]]
+method = "GET"
+path = "/tickets/{id}"
+action = "tickets.read"
+resource = "Ticket::{id}"
+
+[[identity]]
+id = "a"
+kind = "assistant"
+owner = "team"
+purposes = ["p"]
+boundary = ["tickets.read"]
+"#;
+
+    fn err(extra: &str) -> ConfigError {
+        Config::parse(&format!("{BASE}{extra}"), "remit.toml").unwrap_err()
+    }
+
+    #[test]
+    fn parses_the_minimal_config() {
+        let c = Config::parse(BASE, "remit.toml").unwrap();
+        assert_eq!(c.registry.len(), 1);
+        assert_eq!(c.gateway.admin_listen.port(), 8441);
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let e = err("colour = \"blue\"\n");
+        assert_eq!(e.line, 14);
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+        assert!(e.to_string().starts_with("remit.toml:14:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let e = Config::parse(&BASE.replace("[\"tickets.read\"]", "[\"tickets.write\"]"), "f.toml").unwrap_err();
+        assert_eq!(e.field, "identity[0].boundary");
+        assert_eq!(e.line, 13);
+        let e = err("[[identity]]\nid = \"a\"\nkind = \"agent\"\nowner = \"t\"\n");
+        assert!(e.message.contains("defined twice"), "{e}");
+        let e = err("expires = \"tomorrow\"\n");
+        assert_eq!(e.field, "identity[0].expires");
+        let e = err("kind2 = 1\n");
+        assert!(e.message.contains("unknown field"));
+        let e = Config::parse(&BASE.replace("assistant", "robot"), "f.toml").unwrap_err();
+        assert!(e.message.contains("unknown variant `robot`"), "{e}");
+        assert_eq!(e.line, 10);
+    }
+
+    #[test]
+    fn credentials_are_checked() {
+        let cred = |h: &str| format!("[[identity.credential]]\ntype = \"api_key\"\nsha256 = \"{h}\"\n");
+        let e = err(&cred("abc"));
+        assert_eq!(e.field, "identity[0].credential[0].sha256");
+        let h = "a".repeat(64);
+        let e = err(&format!("{}{}", cred(&h), cred(&h)));
+        assert!(e.message.contains("already registered"), "{e}");
+    }
+
+    #[test]
+    fn scheduled_jobs_need_a_schedule() {
+        let e = Config::parse(&BASE.replace("assistant", "scheduled_job"), "f.toml").unwrap_err();
+        assert_eq!(e.field, "identity[0].schedule");
+    }
+
+    #[test]
+    fn hostile_toml_is_an_error_not_a_panic() {
+        for text in ["[[[", "a = \"\u{0}\"", "identity = 5", "[gateway]\nmax_request_bytes = -1", "[gateway]\nmax_request_bytes = 99999999999"] {
+            assert!(Config::parse(text, "f.toml").is_err(), "{text:?}");
+        }
+    }
+}

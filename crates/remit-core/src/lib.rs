@@ -1,0 +1,26 @@
+//! remit's vocabulary and the pure parts of the pipeline: configuration parsing, the
+//! identity registry, the route table, canonical paths, request facts, classification and
+//! decisions. Nothing in this crate does IO.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod config;
+pub mod decision;
+pub mod identity;
+pub mod mcp;
+pub mod names;
+pub mod path;
+pub mod request;
+pub mod route;
+pub mod vocab;
+
+pub use classify::{Authn, Classification};
+pub use config::{Config, ConfigError};
+pub use decision::{ApprovalRequest, Decision, DecisionRecord, RecordSink, SinkError};
+pub use identity::{Identity, Registry};
+pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType};
+pub use path::CanonicalPath;
+pub use request::{BearerToken, RequestError, RequestFacts};
+pub use route::{ResourceRef, RouteTable, Scope};
+pub use vocab::{Authority, AuthorityKind, Class, Kind, Obligation, Principal, Rate, Status, Verdict};

@@ -1,0 +1,167 @@
+//! Validated names: identity ids, purposes, actions, resource types and credential ids.
+//!
+//! Each name is a newtype that can only be built by parsing, so a value that reaches the
+//! decision core is already known to be short, printable and free of separators that could
+//! confuse a log line, a Cedar entity id or a header.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest name remit accepts anywhere (identity ids, purposes, actions).
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Why a string is not a valid name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a valid {what}: {why}")]
+pub struct NameError {
+    /// What kind of name was expected.
+    pub what: &'static str,
+    /// The rejected input, shortened for display.
+    pub value: String,
+    /// What rule it broke.
+    pub why: &'static str,
+}
+
+impl NameError {
+    fn new(what: &'static str, value: &str, why: &'static str) -> Self {
+        let value: String = value.chars().take(64).flat_map(char::escape_default).collect();
+        Self { what, value, why }
+    }
+}
+
+/// Checks the shared name grammar: 1..=MAX_NAME_LEN bytes, first byte from `first`,
+/// every byte from `rest`.
+fn check(
+    what: &'static str,
+    s: &str,
+    first: fn(u8) -> bool,
+    rest: fn(u8) -> bool,
+    rule: &'static str,
+) -> Result<(), NameError> {
+    let b = s.as_bytes();
+    match b.first() {
+        None => Err(NameError::new(what, s, "it is empty")),
+        Some(_) if b.len() > MAX_NAME_LEN => Err(NameError::new(what, s, "it is longer than 128 bytes")),
+        Some(&c) if !first(c) => Err(NameError::new(what, s, rule)),
+        Some(_) if !b.iter().all(|&c| rest(c)) => Err(NameError::new(what, s, rule)),
+        Some(_) => Ok(()),
+    }
+}
+
+fn lower_alnum(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+fn slug_byte(c: u8) -> bool {
+    lower_alnum(c) || matches!(c, b'-' | b'_' | b'.')
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $first:expr, $rest:expr, $rule:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses a name, rejecting anything outside its grammar.
+            pub fn parse(s: &str) -> Result<Self, NameError> {
+                check($what, s, $first, $rest, $rule)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A registered identity's id, e.g. `support-assistant`.
+    IdentityId, "identity id", lower_alnum, slug_byte,
+    "use lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit"
+);
+name_type!(
+    /// A declared purpose, e.g. `case-summary`.
+    Purpose, "purpose", lower_alnum, slug_byte,
+    "use lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit"
+);
+name_type!(
+    /// An action from the route table, e.g. `tickets.read`.
+    ActionName, "action", |c: u8| c.is_ascii_lowercase(), slug_byte,
+    "use lowercase letters, digits, `-`, `_` and `.`, starting with a letter"
+);
+name_type!(
+    /// The accountable human or team behind an identity, e.g. `team-support`.
+    Owner, "owner", lower_alnum, |c: u8| slug_byte(c) || c == b'@',
+    "use lowercase letters, digits, `-`, `_`, `.` and `@`, starting with a letter or digit"
+);
+name_type!(
+    /// A credential's public id (a fingerprint, never the secret).
+    CredentialId, "credential id", |c: u8| c.is_ascii_alphanumeric(),
+    |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'),
+    "use letters, digits, `-`, `_`, `.` and `:`, starting with a letter or digit"
+);
+name_type!(
+    /// A Cedar entity type for resources, e.g. `Ticket`.
+    ResourceType, "resource type", |c: u8| c.is_ascii_uppercase(),
+    |c: u8| c.is_ascii_alphanumeric() || c == b'_',
+    "use a capitalised identifier such as `Ticket` (letters, digits and `_`)"
+);
+
+impl ActionName {
+    /// The action every request that no route maps is given. It is sensitive and no
+    /// boundary may contain it, so unmapped requests can only ever be denied.
+    pub fn unmapped() -> Self {
+        Self("unmapped".to_owned())
+    }
+
+    /// Whether this is the reserved action for unmapped requests.
+    pub fn is_unmapped(&self) -> bool {
+        self.0 == "unmapped"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reject_hostile_input() {
+        for bad in ["", "Upper", "-lead", "a b", "a/b", "a\"b", "a\nb", "ä", &"a".repeat(129)] {
+            assert!(IdentityId::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(IdentityId::parse("support-assistant").is_ok());
+        assert!(ActionName::parse("9x").is_err());
+        assert!(ResourceType::parse("ticket").is_err());
+        assert!(ResourceType::parse("Ticket").is_ok());
+    }
+
+    #[test]
+    fn error_message_escapes_control_characters() {
+        let e = Purpose::parse("a\u{1b}[31m").unwrap_err();
+        assert!(!e.to_string().contains('\u{1b}'));
+    }
+}

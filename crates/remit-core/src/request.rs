@@ -1,0 +1,234 @@
+//! Request facts: one HTTP-shaped request, parsed once at the edge into typed values.
+//!
+//! Every front door (decision API, proxy, ext_authz) builds a [`RequestFacts`] through
+//! [`RequestFacts::parse`], so header rules are the same whichever door a request used.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::names::Purpose;
+use crate::path::{CanonicalPath, PathError};
+
+/// Most headers accepted on one request.
+pub const MAX_HEADERS: usize = 128;
+/// Longest header name.
+pub const MAX_HEADER_NAME: usize = 256;
+/// Longest header value.
+pub const MAX_HEADER_VALUE: usize = 16 * 1024;
+/// Longest bearer credential.
+pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
+
+/// Headers that must appear at most once: a second copy could be read by remit and the
+/// upstream differently.
+pub const SINGLETON_HEADERS: &[&str] =
+    &["authorization", "host", "remit-purpose", "remit-approval", "content-length"];
+
+/// Why a request could not be parsed into facts (a 400, not a decision).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The method is not an HTTP token.
+    #[error("`{0}` is not an HTTP method")]
+    BadMethod(String),
+    /// The path cannot be read one way.
+    #[error("bad path: {0}")]
+    Path(#[from] PathError),
+    /// A header that must be unique was repeated.
+    #[error("header `{0}` appears more than once")]
+    Duplicate(String),
+    /// Too many headers.
+    #[error("more than {MAX_HEADERS} headers")]
+    TooManyHeaders,
+    /// A header name is not a token.
+    #[error("`{0}` is not a valid header name")]
+    BadHeaderName(String),
+    /// A header value remit reads is malformed.
+    #[error("header `{name}`: {why}")]
+    BadHeaderValue {
+        /// Lower-case header name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The source address is not an IP address.
+    #[error("`{0}` is not an IP address")]
+    BadSourceIp(String),
+}
+
+/// A bearer credential as presented. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken([redacted])")
+    }
+}
+
+impl BearerToken {
+    /// Parses the value of an `Authorization` header: `Bearer <b64token>` (RFC 6750 §2.1).
+    pub fn from_authorization(value: &str) -> Result<Self, String> {
+        let (scheme, token) = value
+            .split_once(' ')
+            .ok_or_else(|| "expected `Bearer <credential>`".to_owned())?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err("only the `Bearer` scheme is accepted".into());
+        }
+        let token = token.trim_matches(' ');
+        let body = token.trim_end_matches('=');
+        if body.is_empty()
+            || token.len() > MAX_CREDENTIAL_LEN
+            || !body
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        {
+            return Err("the credential is empty, too long or has characters a bearer token cannot have".into());
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    /// The secret. Callers hash it; they never log it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The facts of one request that every stage of the pipeline reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestFacts {
+    /// Upper-case method.
+    pub method: String,
+    /// The canonical path.
+    pub path: CanonicalPath,
+    /// The bearer credential, if one was presented.
+    pub credential: Option<BearerToken>,
+    /// The purpose declared in `Remit-Purpose`.
+    pub purpose: Option<Purpose>,
+    /// An approval reference from `Remit-Approval`.
+    pub approval: Option<String>,
+    /// The request body, if the caller has it.
+    pub body: Option<Vec<u8>>,
+    /// The client's address.
+    pub source_ip: Option<IpAddr>,
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+        })
+}
+
+fn utf8<'a>(name: &str, v: &'a [u8]) -> Result<&'a str, RequestError> {
+    std::str::from_utf8(v).map_err(|_| RequestError::BadHeaderValue { name: name.to_owned(), why: "not valid UTF-8".into() })
+}
+
+impl RequestFacts {
+    /// Parses a request from its parts. Header names are matched case-insensitively.
+    pub fn parse<'a>(
+        method: &str,
+        target: &str,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        body: Option<Vec<u8>>,
+        source_ip: Option<&str>,
+    ) -> Result<Self, RequestError> {
+        if !is_token(method) || method.len() > 32 {
+            return Err(RequestError::BadMethod(method.chars().take(32).flat_map(char::escape_default).collect()));
+        }
+        let method = method.to_ascii_uppercase();
+        let path = CanonicalPath::parse(target)?;
+        let mut seen = [false; SINGLETON_HEADERS.len()];
+        let (mut credential, mut purpose, mut approval) = (None, None, None);
+        for (count, (name, value)) in headers.into_iter().enumerate() {
+            if count >= MAX_HEADERS {
+                return Err(RequestError::TooManyHeaders);
+            }
+            if name.len() > MAX_HEADER_NAME || !is_token(name) {
+                return Err(RequestError::BadHeaderName(name.chars().take(64).flat_map(char::escape_default).collect()));
+            }
+            let lower = name.to_ascii_lowercase();
+            if value.len() > MAX_HEADER_VALUE {
+                return Err(RequestError::BadHeaderValue { name: lower, why: format!("longer than {MAX_HEADER_VALUE} bytes") });
+            }
+            if let Some(i) = SINGLETON_HEADERS.iter().position(|h| *h == lower) {
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(RequestError::Duplicate(lower));
+                }
+            }
+            match lower.as_str() {
+                "authorization" => {
+                    let v = utf8(&lower, value)?;
+                    credential = Some(
+                        BearerToken::from_authorization(v)
+                            .map_err(|why| RequestError::BadHeaderValue { name: lower.clone(), why })?,
+                    );
+                }
+                "remit-purpose" => {
+                    let v = utf8(&lower, value)?.trim();
+                    purpose = Some(Purpose::parse(v).map_err(|e| RequestError::BadHeaderValue { name: lower.clone(), why: e.to_string() })?);
+                }
+                "remit-approval" => {
+                    let v = utf8(&lower, value)?.trim();
+                    if v.is_empty() || v.len() > 128 || !v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+                        return Err(RequestError::BadHeaderValue { name: lower, why: "not an approval id".into() });
+                    }
+                    approval = Some(v.to_owned());
+                }
+                _ => {}
+            }
+        }
+        let source_ip = match source_ip {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|_| RequestError::BadSourceIp(s.chars().take(64).collect()))?),
+        };
+        Ok(Self { method, path, credential, purpose, approval, body, source_ip })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(headers: &[(&str, &str)]) -> Result<RequestFacts, RequestError> {
+        RequestFacts::parse("get", "/x", headers.iter().map(|(k, v)| (*k, v.as_bytes())), None, None)
+    }
+
+    #[test]
+    fn reads_remit_headers() {
+        let f = parse(&[("Authorization", "Bearer rk_abc"), ("Remit-Purpose", "case-summary")]).unwrap();
+        assert_eq!(f.method, "GET");
+        assert_eq!(f.credential.unwrap().expose_secret(), "rk_abc");
+        assert_eq!(f.purpose.unwrap().as_str(), "case-summary");
+    }
+
+    #[test]
+    fn repeated_singletons_are_rejected_case_insensitively() {
+        for h in ["Authorization", "Remit-Purpose", "Host", "Content-Length"] {
+            let v = if h == "Authorization" { "Bearer a" } else if h == "Remit-Purpose" { "p" } else { "1" };
+            let e = parse(&[(h, v), (&h.to_uppercase(), v)]).unwrap_err();
+            assert_eq!(e, RequestError::Duplicate(h.to_ascii_lowercase()));
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_rejected() {
+        assert!(matches!(parse(&[("Authorization", "Basic Zm9v")]), Err(RequestError::BadHeaderValue { .. })));
+        assert!(matches!(parse(&[("Authorization", "Bearer ")]), Err(RequestError::BadHeaderValue { .. })));
+        assert!(matches!(parse(&[("Authorization", "Bearer a\"b")]), Err(RequestError::BadHeaderValue { .. })));
+        assert!(matches!(parse(&[("Remit-Purpose", "Not A Purpose")]), Err(RequestError::BadHeaderValue { .. })));
+        assert!(matches!(parse(&[("Bad Name", "x")]), Err(RequestError::BadHeaderName(_))));
+        let bad_utf8 = RequestFacts::parse("GET", "/", [("remit-purpose", &b"\xff"[..])], None, None);
+        assert!(matches!(bad_utf8, Err(RequestError::BadHeaderValue { .. })));
+        let many: Vec<(String, String)> = (0..=MAX_HEADERS).map(|i| (format!("x-{i}"), "v".into())).collect();
+        let e = RequestFacts::parse("GET", "/", many.iter().map(|(k, v)| (k.as_str(), v.as_bytes())), None, None);
+        assert_eq!(e, Err(RequestError::TooManyHeaders));
+        assert!(matches!(RequestFacts::parse("G T", "/", [], None, None), Err(RequestError::BadMethod(_))));
+        assert!(matches!(RequestFacts::parse("GET", "/", [], None, Some("nope")), Err(RequestError::BadSourceIp(_))));
+    }
+
+    #[test]
+    fn debug_never_shows_the_credential() {
+        let f = parse(&[("Authorization", "Bearer rk_secret_value")]).unwrap();
+        assert!(!format!("{f:?}").contains("rk_secret_value"));
+    }
+}

@@ -1,0 +1,435 @@
+//! The route table: method + path template, or MCP method + tool name, to action, resource
+//! and sensitivity. DESIGN: unmapped routes are sensitive.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::mcp::{McpError, McpMessage};
+use crate::names::{ActionName, ResourceType};
+use crate::path::CanonicalPath;
+
+/// The resource type of every request no route maps.
+pub const UNMAPPED_RESOURCE_TYPE: &str = "Route";
+/// The resource type of MCP servers.
+pub const MCP_RESOURCE_TYPE: &str = "McpServer";
+/// Longest captured path parameter or resource id.
+pub const MAX_RESOURCE_ID_LEN: usize = 1024;
+
+/// A resource: a Cedar entity type and id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceRef {
+    /// The entity type, e.g. `Ticket`.
+    #[serde(rename = "type")]
+    pub rtype: ResourceType,
+    /// The entity id, e.g. `42`.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Lit(String),
+    Param(String),
+}
+
+/// A resource template such as `Ticket::{id}` or `Repo::{repo}/builds`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceTemplate {
+    rtype: ResourceType,
+    parts: Vec<TemplatePart>,
+}
+
+impl ResourceTemplate {
+    /// Parses `Type::id-template`; `{name}` in the id stands for a captured path parameter.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (t, id) = s
+            .split_once("::")
+            .ok_or_else(|| format!("`{s}` is not a resource template: write `Type::{{param}}`"))?;
+        let rtype = ResourceType::parse(t).map_err(|e| e.to_string())?;
+        let mut parts = Vec::new();
+        let mut rest = id;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(TemplatePart::Lit(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in resource template `{s}`"))?;
+            let name = &rest[open + 1..open + close];
+            if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                return Err(format!("`{{{name}}}` is not a parameter name in `{s}`"));
+            }
+            parts.push(TemplatePart::Param(name.to_owned()));
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("unopened `}}` in resource template `{s}`"));
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Lit(rest.to_owned()));
+        }
+        if parts.is_empty() {
+            return Err(format!("resource template `{s}` has an empty id"));
+        }
+        Ok(Self { rtype, parts })
+    }
+
+    /// The parameters the template uses.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            TemplatePart::Param(n) => Some(n.as_str()),
+            TemplatePart::Lit(_) => None,
+        })
+    }
+
+    /// The entity type.
+    pub fn rtype(&self) -> &ResourceType {
+        &self.rtype
+    }
+
+    fn render(&self, params: &[(String, String)]) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                TemplatePart::Lit(s) => out.push_str(s),
+                TemplatePart::Param(n) => {
+                    if let Some((_, v)) = params.iter().find(|(k, _)| k == n) {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One HTTP route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    /// Upper-case HTTP method.
+    pub method: String,
+    /// Path template (`/tickets/{id}`).
+    pub path: String,
+    /// The action it maps to.
+    pub action: ActionName,
+    /// The resource it maps to.
+    pub resource: ResourceTemplate,
+    /// Whether it is sensitive.
+    pub sensitive: bool,
+}
+
+/// One MCP tool on a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpTool {
+    /// The tool's name as the server lists it.
+    pub name: String,
+    /// The action a `tools/call` of it maps to.
+    pub action: ActionName,
+    /// Whether calling it is sensitive.
+    pub sensitive: bool,
+}
+
+/// One MCP server endpoint (Streamable HTTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpServer {
+    /// The server's name; resources are `McpServer::<name>`.
+    pub name: String,
+    /// The endpoint path, e.g. `/mcp/docs`.
+    pub path: String,
+    /// The action for lifecycle and listing messages (`initialize`, `ping`,
+    /// notifications, `*/list`) and for opening or closing the stream.
+    pub session_action: ActionName,
+    /// Its mapped tools by name.
+    pub tools: HashMap<String, McpTool>,
+}
+
+/// What the route table knows about an action, for the policy schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionInfo {
+    /// Resource types the action applies to.
+    pub resource_types: BTreeSet<ResourceType>,
+    /// Path parameters every route of this action captures.
+    pub params: BTreeSet<String>,
+}
+
+/// What a request asks to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    /// The action.
+    pub action: ActionName,
+    /// The resource.
+    pub resource: ResourceRef,
+    /// Whether the action or resource is sensitive.
+    pub sensitive: bool,
+    /// Captured path parameters.
+    pub params: Vec<(String, String)>,
+    /// The MCP message, for MCP endpoints.
+    pub mcp: Option<McpMessage>,
+    /// The route that matched, e.g. `GET /tickets/{id}` or `MCP docs tools/call search_docs`.
+    pub route: Option<String>,
+}
+
+/// Why a request's scope could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// An MCP endpoint got a body that is not one MCP message.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
+    /// An MCP endpoint got a POST without a body.
+    #[error("a POST to an MCP endpoint needs a JSON-RPC body")]
+    McpBodyMissing,
+    /// A captured parameter is too long to be a resource id.
+    #[error("a path parameter is longer than {MAX_RESOURCE_ID_LEN} bytes")]
+    ParamTooLong,
+}
+
+/// Routes by method and path, and MCP servers by path.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    http: HashMap<String, matchit::Router<usize>>,
+    routes: Vec<HttpRoute>,
+    mcp: HashMap<String, McpServer>,
+    actions: BTreeMap<ActionName, ActionInfo>,
+}
+
+/// MCP methods that only set up, keep alive or list: they map to the server's session action.
+fn is_session_method(m: &str) -> bool {
+    matches!(
+        m,
+        "initialize"
+            | "ping"
+            | "tools/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "prompts/list"
+            | "logging/setLevel"
+    ) || m.starts_with("notifications/")
+}
+
+impl RouteTable {
+    /// Adds an HTTP route. Fails on a template matchit rejects or one that conflicts.
+    pub fn add_http(&mut self, route: HttpRoute) -> Result<(), String> {
+        let idx = self.routes.len();
+        self.http
+            .entry(route.method.clone())
+            .or_default()
+            .insert(route.path.clone(), idx)
+            .map_err(|e| format!("path template `{}`: {e}", route.path))?;
+        self.note_action(&route.action, route.resource.rtype(), route.resource.params())?;
+        self.routes.push(route);
+        Ok(())
+    }
+
+    /// Adds an MCP server endpoint.
+    pub fn add_mcp(&mut self, server: McpServer) -> Result<(), String> {
+        let path = CanonicalPath::parse(&server.path).map_err(|e| format!("path `{}`: {e}", server.path))?;
+        if path.decoded() != server.path || path.query().is_some() {
+            return Err(format!("path `{}` is not canonical: write `{}`", server.path, path.decoded()));
+        }
+        if self.mcp.contains_key(&server.path) {
+            return Err(format!("two MCP servers use path `{}`", server.path));
+        }
+        let rtype = ResourceType::parse(MCP_RESOURCE_TYPE).map_err(|e| e.to_string())?;
+        self.note_action(&server.session_action, &rtype, std::iter::empty())?;
+        for tool in server.tools.values() {
+            self.note_action(&tool.action, &rtype, std::iter::empty())?;
+        }
+        self.mcp.insert(server.path.clone(), server);
+        Ok(())
+    }
+
+    fn note_action<'a>(
+        &mut self,
+        action: &ActionName,
+        rtype: &ResourceType,
+        params: impl Iterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        if action.is_unmapped() {
+            return Err("`unmapped` is reserved for requests no route maps".into());
+        }
+        let params: BTreeSet<String> = params.map(str::to_owned).collect();
+        match self.actions.get_mut(action) {
+            Some(info) => {
+                if info.params != params {
+                    return Err(format!(
+                        "action `{action}` is used by routes with different parameters ({:?} and {:?}); give them the same parameters or different actions",
+                        info.params, params
+                    ));
+                }
+                info.resource_types.insert(rtype.clone());
+            }
+            None => {
+                let mut info = ActionInfo { params, ..ActionInfo::default() };
+                info.resource_types.insert(rtype.clone());
+                self.actions.insert(action.clone(), info);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every mapped action and what it applies to.
+    pub fn actions(&self) -> &BTreeMap<ActionName, ActionInfo> {
+        &self.actions
+    }
+
+    /// Every HTTP route.
+    pub fn http_routes(&self) -> &[HttpRoute] {
+        &self.routes
+    }
+
+    /// Every MCP server.
+    pub fn mcp_servers(&self) -> impl Iterator<Item = &McpServer> {
+        self.mcp.values()
+    }
+
+    /// Every resource type any route can produce, plus the built-in ones.
+    pub fn resource_types(&self) -> BTreeSet<String> {
+        let mut set: BTreeSet<String> =
+            self.actions.values().flat_map(|a| a.resource_types.iter().map(|t| t.to_string())).collect();
+        set.insert(UNMAPPED_RESOURCE_TYPE.to_owned());
+        set.insert(MCP_RESOURCE_TYPE.to_owned());
+        set
+    }
+
+    /// Maps a request to its scope. Unmapped requests get the sensitive `unmapped` action.
+    pub fn resolve(&self, method: &str, path: &CanonicalPath, body: Option<&[u8]>) -> Result<Scope, ScopeError> {
+        if let Some(server) = self.mcp.get(path.decoded()) {
+            return self.resolve_mcp(server, method, body);
+        }
+        if let Some(m) = self.http.get(method).and_then(|r| r.at(path.decoded()).ok()) {
+            let route = &self.routes[*m.value];
+            let mut params = Vec::with_capacity(m.params.len());
+            for (k, v) in m.params.iter() {
+                if v.len() > MAX_RESOURCE_ID_LEN {
+                    return Err(ScopeError::ParamTooLong);
+                }
+                params.push((k.to_owned(), v.to_owned()));
+            }
+            let id = route.resource.render(&params);
+            return Ok(Scope {
+                action: route.action.clone(),
+                resource: ResourceRef { rtype: route.resource.rtype.clone(), id },
+                sensitive: route.sensitive,
+                params,
+                mcp: None,
+                route: Some(format!("{} {}", route.method, route.path)),
+            });
+        }
+        Ok(unmapped(format!("{method} {}", path.encoded()), None))
+    }
+
+    fn resolve_mcp(&self, server: &McpServer, method: &str, body: Option<&[u8]>) -> Result<Scope, ScopeError> {
+        let resource = || ResourceRef {
+            rtype: ResourceType::parse(MCP_RESOURCE_TYPE).unwrap_or_else(|_| unreachable!("constant")),
+            id: server.name.clone(),
+        };
+        let session = |mcp: Option<McpMessage>, what: &str| Scope {
+            action: server.session_action.clone(),
+            resource: resource(),
+            sensitive: false,
+            params: Vec::new(),
+            mcp,
+            route: Some(format!("MCP {} {what}", server.name)),
+        };
+        match method {
+            "GET" => return Ok(session(None, "stream")),
+            "DELETE" => return Ok(session(None, "session end")),
+            "POST" => {}
+            other => return Ok(unmapped(format!("{other} {}", server.path), None)),
+        }
+        let body = body.filter(|b| !b.is_empty()).ok_or(ScopeError::McpBodyMissing)?;
+        let msg = McpMessage::parse(body)?;
+        let Some(m) = msg.method.clone() else {
+            return Ok(session(Some(msg), "response"));
+        };
+        if is_session_method(&m) {
+            return Ok(session(Some(msg), &m));
+        }
+        if m == "tools/call" {
+            let name = msg.tool.clone().unwrap_or_default();
+            if let Some(tool) = server.tools.get(&name) {
+                return Ok(Scope {
+                    action: tool.action.clone(),
+                    resource: resource(),
+                    sensitive: tool.sensitive,
+                    params: Vec::new(),
+                    mcp: Some(msg),
+                    route: Some(format!("MCP {} tools/call {name}", server.name)),
+                });
+            }
+            let what = format!("MCP {} tools/call {}", server.name, name.escape_default());
+            return Ok(unmapped(what, Some(msg)));
+        }
+        let what = format!("MCP {} {}", server.name, m.escape_default());
+        Ok(unmapped(what, Some(msg)))
+    }
+}
+
+fn unmapped(what: String, mcp: Option<McpMessage>) -> Scope {
+    let mut id = what;
+    if id.len() > MAX_RESOURCE_ID_LEN {
+        let mut cut = MAX_RESOURCE_ID_LEN;
+        while !id.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        id.truncate(cut);
+    }
+    Scope {
+        action: ActionName::unmapped(),
+        resource: ResourceRef {
+            rtype: ResourceType::parse(UNMAPPED_RESOURCE_TYPE).unwrap_or_else(|_| unreachable!("constant")),
+            id,
+        },
+        sensitive: true,
+        params: Vec::new(),
+        mcp,
+        route: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let mut t = RouteTable::default();
+        t.add_http(HttpRoute {
+            method: "GET".into(),
+            path: "/tickets/{id}".into(),
+            action: ActionName::parse("tickets.read").unwrap(),
+            resource: ResourceTemplate::parse("Ticket::{id}").unwrap(),
+            sensitive: true,
+        })
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn maps_and_captures() {
+        let t = table();
+        let s = t.resolve("GET", &CanonicalPath::parse("/tickets/42").unwrap(), None).unwrap();
+        assert_eq!(s.action.as_str(), "tickets.read");
+        assert_eq!(s.resource.id, "42");
+        assert_eq!(s.params, vec![("id".to_owned(), "42".to_owned())]);
+    }
+
+    #[test]
+    fn unmapped_is_sensitive() {
+        let t = table();
+        let s = t.resolve("DELETE", &CanonicalPath::parse("/tickets/42").unwrap(), None).unwrap();
+        assert!(s.action.is_unmapped());
+        assert!(s.sensitive);
+        assert_eq!(s.resource.id, "DELETE /tickets/42");
+    }
+
+    #[test]
+    fn templates_parse() {
+        assert!(ResourceTemplate::parse("Ticket").is_err());
+        assert!(ResourceTemplate::parse("ticket::{id}").is_err());
+        assert!(ResourceTemplate::parse("Ticket::{id").is_err());
+        assert!(ResourceTemplate::parse("Ticket::{}").is_err());
+        assert!(ResourceTemplate::parse("Ticket::").is_err());
+        let t = ResourceTemplate::parse("Build::{repo}/{id}").unwrap();
+        assert_eq!(t.params().collect::<Vec<_>>(), ["repo", "id"]);
+    }
+}

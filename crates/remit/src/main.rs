@@ -1,0 +1,2 @@
+//! remit binary
+fn main() {}
