@@ -56,13 +56,19 @@ pub enum PurposeError {
 }
 
 /// The declared purpose: `Remit-Purpose`, or `_meta` on an MCP message; both must agree.
-pub fn declared_purpose(header: Option<&Purpose>, mcp: Option<&McpMessage>) -> Result<Option<Purpose>, PurposeError> {
+pub fn declared_purpose(
+    header: Option<&Purpose>,
+    mcp: Option<&McpMessage>,
+) -> Result<Option<Purpose>, PurposeError> {
     let meta = match mcp.and_then(|m| m.purpose.as_deref()) {
         None => None,
         Some(s) => Some(Purpose::parse(s).map_err(|e| PurposeError::Invalid(e.to_string()))?),
     };
     match (header, meta) {
-        (Some(h), Some(m)) if *h != m => Err(PurposeError::Conflict { header: h.to_string(), meta: m.to_string() }),
+        (Some(h), Some(m)) if *h != m => Err(PurposeError::Conflict {
+            header: h.to_string(),
+            meta: m.to_string(),
+        }),
         (Some(h), _) => Ok(Some(h.clone())),
         (None, m) => Ok(m),
     }
@@ -72,7 +78,9 @@ pub fn declared_purpose(header: Option<&Purpose>, mcp: Option<&McpMessage>) -> R
 pub fn classify<'a>(authn: Authn<'a>, purpose: Option<Purpose>) -> Classification<'a> {
     match authn {
         Authn::Identity { identity, .. } => {
-            let purpose_allowed = purpose.as_ref().is_some_and(|p| identity.purposes.contains(p));
+            let purpose_allowed = purpose
+                .as_ref()
+                .is_some_and(|p| identity.purposes.contains(p));
             Classification {
                 principal: Principal::Identity(identity.id.clone()),
                 identity: Some(identity),

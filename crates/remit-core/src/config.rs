@@ -179,7 +179,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let at = span.start.min(self.text.len());
         let before = &self.text[..at];
         let line = before.bytes().filter(|&c| c == b'\n').count() + 1;
@@ -189,7 +194,13 @@ impl Ctx<'_> {
         if field.is_empty() {
             field = key_on_line(self.text, line_start);
         }
-        ConfigError { file: self.file.to_owned(), line, column, field, message: message.into() }
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -214,7 +225,11 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cx = Ctx { file, text };
         if text.len() > MAX_CONFIG_BYTES {
-            return Err(cx.err(0..0, "", format!("the file is larger than {MAX_CONFIG_BYTES} bytes")));
+            return Err(cx.err(
+                0..0,
+                "",
+                format!("the file is larger than {MAX_CONFIG_BYTES} bytes"),
+            ));
         }
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim_end_matches('\n').to_owned();
@@ -223,16 +238,32 @@ impl Config {
         let gateway = parse_gateway(&cx, raw.gateway)?;
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
-        Ok(Config { gateway, registry, routes })
+        Ok(Config {
+            gateway,
+            registry,
+            routes,
+        })
     }
 }
 
 fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySettings, ConfigError> {
-    let raw = raw.unwrap_or(RawGateway { admin_listen: None, policy_dir: None, max_request_bytes: None, replica_id: None });
+    let raw = raw.unwrap_or(RawGateway {
+        admin_listen: None,
+        policy_dir: None,
+        max_request_bytes: None,
+        replica_id: None,
+    });
     let admin_listen = match raw.admin_listen {
         None => SocketAddr::from(([127, 0, 0, 1], 8441)),
         Some(s) => s.get_ref().parse().map_err(|_| {
-            cx.err(s.span(), "gateway.admin_listen", format!("`{}` is not an address such as `127.0.0.1:8441`", s.get_ref()))
+            cx.err(
+                s.span(),
+                "gateway.admin_listen",
+                format!(
+                    "`{}` is not an address such as `127.0.0.1:8441`",
+                    s.get_ref()
+                ),
+            )
         })?,
     };
     let max_request_bytes = match raw.max_request_bytes {
@@ -241,13 +272,18 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
             .ok()
             .filter(|n| (1024..=MAX_REQUEST_BYTES_CEILING).contains(n))
             .ok_or_else(|| {
-                cx.err(n.span(), "gateway.max_request_bytes", format!("must be between 1024 and {MAX_REQUEST_BYTES_CEILING}"))
+                cx.err(
+                    n.span(),
+                    "gateway.max_request_bytes",
+                    format!("must be between 1024 and {MAX_REQUEST_BYTES_CEILING}"),
+                )
             })?,
     };
     let replica_id = match raw.replica_id {
         None => "replica-1".to_owned(),
         Some(s) => {
-            IdentityId::parse(s.get_ref()).map_err(|e| cx.err(s.span(), "gateway.replica_id", e.to_string()))?;
+            IdentityId::parse(s.get_ref())
+                .map_err(|e| cx.err(s.span(), "gateway.replica_id", e.to_string()))?;
             s.into_inner()
         }
     };
@@ -275,23 +311,50 @@ fn parse_routes(
         let field = |f: &str| format!("route[{i}].{f}");
         let method = r.method.get_ref().clone();
         if !is_method(&method) {
-            return Err(cx.err(r.method.span(), field("method"), format!("`{method}` is not an upper-case HTTP method")));
+            return Err(cx.err(
+                r.method.span(),
+                field("method"),
+                format!("`{method}` is not an upper-case HTTP method"),
+            ));
         }
         let path = r.path.get_ref().clone();
-        if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|c| !(0x21..=0x7e).contains(&c)) {
-            return Err(cx.err(r.path.span(), field("path"), format!("`{}` is not a path template such as `/tickets/{{id}}`", path.escape_default())));
+        if !path.starts_with('/')
+            || path.len() > 1024
+            || path.bytes().any(|c| !(0x21..=0x7e).contains(&c))
+        {
+            return Err(cx.err(
+                r.path.span(),
+                field("path"),
+                format!(
+                    "`{}` is not a path template such as `/tickets/{{id}}`",
+                    path.escape_default()
+                ),
+            ));
         }
-        let resource = ResourceTemplate::parse(r.resource.get_ref()).map_err(|m| cx.err(r.resource.span(), field("resource"), m))?;
+        let resource = ResourceTemplate::parse(r.resource.get_ref())
+            .map_err(|m| cx.err(r.resource.span(), field("resource"), m))?;
         let captured: BTreeSet<&str> = path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|s| s.trim_start_matches('*'))
             .collect();
         if let Some(p) = resource.params().find(|p| !captured.contains(p)) {
-            return Err(cx.err(r.resource.span(), field("resource"), format!("`{{{p}}}` is not captured by path `{path}`")));
+            return Err(cx.err(
+                r.resource.span(),
+                field("resource"),
+                format!("`{{{p}}}` is not captured by path `{path}`"),
+            ));
         }
-        let route = HttpRoute { method, path, action: r.action, resource, sensitive: r.sensitive.unwrap_or(true) };
-        table.add_http(route).map_err(|m| cx.err(span.clone(), field("path"), m))?;
+        let route = HttpRoute {
+            method,
+            path,
+            action: r.action,
+            resource,
+            sensitive: r.sensitive.unwrap_or(true),
+        };
+        table
+            .add_http(route)
+            .map_err(|m| cx.err(span.clone(), field("path"), m))?;
     }
     for (i, s) in servers.into_iter().enumerate() {
         let span = s.span();
@@ -299,11 +362,16 @@ fn parse_routes(
         let field = |f: &str| format!("mcp_server[{i}].{f}");
         let name = s.name.get_ref().clone();
         if let Err(e) = IdentityId::parse(&name) {
-            return Err(cx.err(s.name.span(), field("name"), e.to_string().replace("identity id", "server name")));
+            return Err(cx.err(
+                s.name.span(),
+                field("name"),
+                e.to_string().replace("identity id", "server name"),
+            ));
         }
         let session_action = match s.session_action {
             Some(a) => a,
-            None => ActionName::parse(&format!("mcp.{name}.session")).map_err(|e| cx.err(s.name.span(), field("name"), e.to_string()))?,
+            None => ActionName::parse(&format!("mcp.{name}.session"))
+                .map_err(|e| cx.err(s.name.span(), field("name"), e.to_string()))?,
         };
         let mut tools = HashMap::new();
         for (j, t) in s.tools.into_iter().enumerate() {
@@ -311,15 +379,34 @@ fn parse_routes(
             let t = t.into_inner();
             let tname = t.name.get_ref().clone();
             if tname.is_empty() || tname.len() > 128 || tname.chars().any(char::is_control) {
-                return Err(cx.err(t.name.span(), field(&format!("tool[{j}].name")), "a tool name must be 1 to 128 printable characters"));
+                return Err(cx.err(
+                    t.name.span(),
+                    field(&format!("tool[{j}].name")),
+                    "a tool name must be 1 to 128 printable characters",
+                ));
             }
-            let tool = McpTool { name: tname.clone(), action: t.action, sensitive: t.sensitive.unwrap_or(true) };
+            let tool = McpTool {
+                name: tname.clone(),
+                action: t.action,
+                sensitive: t.sensitive.unwrap_or(true),
+            };
             if tools.insert(tname.clone(), tool).is_some() {
-                return Err(cx.err(tspan, field(&format!("tool[{j}].name")), format!("tool `{tname}` is listed twice")));
+                return Err(cx.err(
+                    tspan,
+                    field(&format!("tool[{j}].name")),
+                    format!("tool `{tname}` is listed twice"),
+                ));
             }
         }
-        let server = McpServer { name, path: s.path.get_ref().clone(), session_action, tools };
-        table.add_mcp(server).map_err(|m| cx.err(span, field("path"), m))?;
+        let server = McpServer {
+            name,
+            path: s.path.get_ref().clone(),
+            session_action,
+            tools,
+        };
+        table
+            .add_mcp(server)
+            .map_err(|m| cx.err(span, field("path"), m))?;
     }
     Ok(table)
 }
@@ -335,8 +422,16 @@ fn parse_boundary(
     for e in entries {
         let s = e.get_ref();
         if let Some(prefix) = s.strip_suffix('*') {
-            if !routes.actions().keys().any(|a| a.as_str().starts_with(prefix)) {
-                return Err(cx.err(e.span(), field, format!("`{s}` matches no action in the route table")));
+            if !routes
+                .actions()
+                .keys()
+                .any(|a| a.as_str().starts_with(prefix))
+            {
+                return Err(cx.err(
+                    e.span(),
+                    field,
+                    format!("`{s}` matches no action in the route table"),
+                ));
             }
             prefixes.push(prefix.to_owned());
         } else {
@@ -345,7 +440,11 @@ fn parse_boundary(
                 return Err(cx.err(e.span(), field, "`unmapped` can never be inside a boundary"));
             }
             if !routes.actions().contains_key(&a) {
-                return Err(cx.err(e.span(), field, format!("`{s}` is not an action in the route table")));
+                return Err(cx.err(
+                    e.span(),
+                    field,
+                    format!("`{s}` is not an action in the route table"),
+                ));
             }
             exact.insert(a);
         }
@@ -359,7 +458,11 @@ fn parse_identities(
     routes: &RouteTable,
 ) -> Result<Registry, ConfigError> {
     if raw.len() > MAX_IDENTITIES {
-        return Err(cx.err(0..0, "identity", format!("more than {MAX_IDENTITIES} identities")));
+        return Err(cx.err(
+            0..0,
+            "identity",
+            format!("more than {MAX_IDENTITIES} identities"),
+        ));
     }
     let mut seen_ids = HashSet::new();
     let mut seen_creds = HashSet::new();
@@ -370,11 +473,24 @@ fn parse_identities(
         let r = r.into_inner();
         let field = |f: &str| format!("identity[{i}].{f}");
         if !seen_ids.insert(r.id.clone()) {
-            return Err(cx.err(span, field("id"), format!("identity `{}` is defined twice", r.id)));
+            return Err(cx.err(
+                span,
+                field("id"),
+                format!("identity `{}` is defined twice", r.id),
+            ));
         }
-        for (list, name) in [(r.purposes.len(), "purposes"), (r.boundary.len(), "boundary"), (r.credentials.len(), "credential"), (r.origins.len(), "origins")] {
+        for (list, name) in [
+            (r.purposes.len(), "purposes"),
+            (r.boundary.len(), "boundary"),
+            (r.credentials.len(), "credential"),
+            (r.origins.len(), "origins"),
+        ] {
             if list > MAX_PER_IDENTITY {
-                return Err(cx.err(span.clone(), field(name), format!("more than {MAX_PER_IDENTITY} entries")));
+                return Err(cx.err(
+                    span.clone(),
+                    field(name),
+                    format!("more than {MAX_PER_IDENTITY} entries"),
+                ));
             }
         }
         let mut purposes = BTreeSet::new();
@@ -391,35 +507,63 @@ fn parse_identities(
             let c = c.into_inner();
             let cf = |f: &str| field(&format!("credential[{j}].{f}"));
             if c.ctype.get_ref() != "api_key" {
-                return Err(cx.err(c.ctype.span(), cf("type"), format!("`{}` is not a credential type this version reads: use `api_key`", c.ctype.get_ref())));
+                return Err(cx.err(
+                    c.ctype.span(),
+                    cf("type"),
+                    format!(
+                        "`{}` is not a credential type this version reads: use `api_key`",
+                        c.ctype.get_ref()
+                    ),
+                ));
             }
             let hex_str = c.sha256.get_ref();
             let mut sha256 = [0u8; 32];
             if hex_str.len() != 64 || hex::decode_to_slice(hex_str, &mut sha256).is_err() {
-                return Err(cx.err(c.sha256.span(), cf("sha256"), "must be 64 hex digits: the SHA-256 of the key, as `remit key new` prints it"));
+                return Err(cx.err(
+                    c.sha256.span(),
+                    cf("sha256"),
+                    "must be 64 hex digits: the SHA-256 of the key, as `remit key new` prints it",
+                ));
             }
             if !seen_hashes.insert(sha256) {
-                return Err(cx.err(c.sha256.span(), cf("sha256"), "this key is already registered to an identity"));
+                return Err(cx.err(
+                    c.sha256.span(),
+                    cf("sha256"),
+                    "this key is already registered to an identity",
+                ));
             }
             let id = match c.id {
                 Some(id) => id,
-                None => CredentialId::parse(&format!("key:{}", &hex_str[..16])).map_err(|e| cx.err(cspan.clone(), cf("id"), e.to_string()))?,
+                None => CredentialId::parse(&format!("key:{}", &hex_str[..16]))
+                    .map_err(|e| cx.err(cspan.clone(), cf("id"), e.to_string()))?,
             };
             if !seen_creds.insert(id.clone()) {
-                return Err(cx.err(cspan, cf("id"), format!("credential id `{id}` is used twice")));
+                return Err(cx.err(
+                    cspan,
+                    cf("id"),
+                    format!("credential id `{id}` is used twice"),
+                ));
             }
             credentials.push(ApiKeyCredential { id, sha256 });
         }
         let rate = match r.limits.and_then(|l| l.rate) {
             None => None,
-            Some(s) => Some(Rate::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("limits.rate"), m))?),
+            Some(s) => Some(
+                Rate::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("limits.rate"), m))?,
+            ),
         };
         let schedule = match &r.schedule {
             None if r.kind == Kind::ScheduledJob => {
-                return Err(cx.err(span, field("schedule"), "a `scheduled_job` needs a `schedule` such as `hourly`"));
+                return Err(cx.err(
+                    span,
+                    field("schedule"),
+                    "a `scheduled_job` needs a `schedule` such as `hourly`",
+                ));
             }
             None => None,
-            Some(s) => Some(Schedule::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("schedule"), m))?),
+            Some(s) => Some(
+                Schedule::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("schedule"), m))?,
+            ),
         };
         let mut origins = Vec::new();
         for o in r.origins {
@@ -427,13 +571,26 @@ fn parse_identities(
             let net = s
                 .parse::<IpNet>()
                 .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| cx.err(o.span(), field("origins"), format!("`{s}` is not an address or network such as `10.0.0.0/8`")))?;
+                .map_err(|_| {
+                    cx.err(
+                        o.span(),
+                        field("origins"),
+                        format!("`{s}` is not an address or network such as `10.0.0.0/8`"),
+                    )
+                })?;
             origins.push(net.trunc());
         }
         let expires = match r.expires {
             None => None,
             Some(s) => Some(OffsetDateTime::parse(s.get_ref(), &Rfc3339).map_err(|_| {
-                cx.err(s.span(), field("expires"), format!("`{}` is not an RFC 3339 time such as `2027-01-31T00:00:00Z`", s.get_ref()))
+                cx.err(
+                    s.span(),
+                    field("expires"),
+                    format!(
+                        "`{}` is not an RFC 3339 time such as `2027-01-31T00:00:00Z`",
+                        s.get_ref()
+                    ),
+                )
             })?),
         };
         let _ = r.description;
@@ -494,7 +651,11 @@ boundary = ["tickets.read"]
 
     #[test]
     fn semantic_errors_name_the_field() {
-        let e = Config::parse(&BASE.replace("[\"tickets.read\"]", "[\"tickets.write\"]"), "f.toml").unwrap_err();
+        let e = Config::parse(
+            &BASE.replace("[\"tickets.read\"]", "[\"tickets.write\"]"),
+            "f.toml",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "identity[0].boundary");
         assert_eq!(e.line, 13);
         let e = err("[[identity]]\nid = \"a\"\nkind = \"agent\"\nowner = \"t\"\n");
@@ -510,7 +671,8 @@ boundary = ["tickets.read"]
 
     #[test]
     fn credentials_are_checked() {
-        let cred = |h: &str| format!("[[identity.credential]]\ntype = \"api_key\"\nsha256 = \"{h}\"\n");
+        let cred =
+            |h: &str| format!("[[identity.credential]]\ntype = \"api_key\"\nsha256 = \"{h}\"\n");
         let e = err(&cred("abc"));
         assert_eq!(e.field, "identity[0].credential[0].sha256");
         let h = "a".repeat(64);
@@ -526,7 +688,13 @@ boundary = ["tickets.read"]
 
     #[test]
     fn hostile_toml_is_an_error_not_a_panic() {
-        for text in ["[[[", "a = \"\u{0}\"", "identity = 5", "[gateway]\nmax_request_bytes = -1", "[gateway]\nmax_request_bytes = 99999999999"] {
+        for text in [
+            "[[[",
+            "a = \"\u{0}\"",
+            "identity = 5",
+            "[gateway]\nmax_request_bytes = -1",
+            "[gateway]\nmax_request_bytes = 99999999999",
+        ] {
             assert!(Config::parse(text, "f.toml").is_err(), "{text:?}");
         }
     }

@@ -19,7 +19,9 @@ pub struct ApiKeyCredential {
 
 impl std::fmt::Debug for ApiKeyCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyCredential").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("ApiKeyCredential")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -43,7 +45,10 @@ impl Boundary {
     pub fn allows(&self, action: &ActionName) -> bool {
         !action.is_unmapped()
             && (self.exact.contains(action)
-                || self.prefixes.iter().any(|p| action.as_str().starts_with(p.as_str())))
+                || self
+                    .prefixes
+                    .iter()
+                    .any(|p| action.as_str().starts_with(p.as_str())))
     }
 
     /// The exact entries.
@@ -76,7 +81,9 @@ impl Schedule {
             other => {
                 let spec = other
                     .strip_prefix("every ")
-                    .ok_or_else(|| format!("`{other}` is not a schedule: use `hourly`, `daily` or `every 15m`"))?
+                    .ok_or_else(|| {
+                        format!("`{other}` is not a schedule: use `hourly`, `daily` or `every 15m`")
+                    })?
                     .trim();
                 let (n, mult) = match spec.char_indices().last() {
                     Some((i, 's')) => (&spec[..i], 1),
@@ -84,10 +91,14 @@ impl Schedule {
                     Some((i, 'h')) => (&spec[..i], 3600),
                     _ => return Err(format!("`{spec}` needs a unit: s, m or h")),
                 };
-                let n: u32 = n.parse().map_err(|_| format!("`{n}` is not a whole number"))?;
+                let n: u32 = n
+                    .parse()
+                    .map_err(|_| format!("`{n}` is not a whole number"))?;
                 n.checked_mul(mult)
                     .filter(|s| (60..=7 * 86_400).contains(s))
-                    .ok_or_else(|| "a schedule's period must be between 1 minute and 7 days".to_owned())?
+                    .ok_or_else(|| {
+                        "a schedule's period must be between 1 minute and 7 days".to_owned()
+                    })?
             }
         };
         Ok(Self::Every { seconds })
@@ -153,7 +164,11 @@ pub struct Registry {
 impl Registry {
     /// Builds a registry; the caller has already rejected duplicate ids.
     pub fn new(identities: Vec<Identity>) -> Self {
-        let index = identities.iter().enumerate().map(|(i, id)| (id.id.clone(), i)).collect();
+        let index = identities
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.id.clone(), i))
+            .collect();
         Self { identities, index }
     }
 
@@ -184,9 +199,22 @@ mod tests {
 
     #[test]
     fn schedules_parse() {
-        assert_eq!(Schedule::parse("hourly"), Ok(Schedule::Every { seconds: 3600 }));
-        assert_eq!(Schedule::parse("every 15m"), Ok(Schedule::Every { seconds: 900 }));
-        for bad in ["weekly-ish", "every", "every 5", "every 1s", "every 9999999999h", "every 30d"] {
+        assert_eq!(
+            Schedule::parse("hourly"),
+            Ok(Schedule::Every { seconds: 3600 })
+        );
+        assert_eq!(
+            Schedule::parse("every 15m"),
+            Ok(Schedule::Every { seconds: 900 })
+        );
+        for bad in [
+            "weekly-ish",
+            "every",
+            "every 5",
+            "every 1s",
+            "every 9999999999h",
+            "every 30d",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
     }

@@ -23,4 +23,6 @@ pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceTy
 pub use path::CanonicalPath;
 pub use request::{BearerToken, RequestError, RequestFacts};
 pub use route::{ResourceRef, RouteTable, Scope};
-pub use vocab::{Authority, AuthorityKind, Class, Kind, Obligation, Principal, Rate, Status, Verdict};
+pub use vocab::{
+    Authority, AuthorityKind, Class, Kind, Obligation, Principal, Rate, Status, Verdict,
+};

@@ -83,7 +83,12 @@ impl McpMessage {
         } else if env.method.as_deref() == Some("tools/call") {
             return Err(McpError::MissingToolName);
         }
-        Ok(Self { method: env.method, tool, arguments, purpose })
+        Ok(Self {
+            method: env.method,
+            tool,
+            arguments,
+            purpose,
+        })
     }
 }
 
@@ -104,10 +109,18 @@ mod tests {
     #[test]
     fn rejects_malformed_messages() {
         assert_eq!(McpMessage::parse(b" [{}]"), Err(McpError::Batch));
-        assert!(matches!(McpMessage::parse(b"{"), Err(McpError::NotJsonRpc(_))));
-        assert!(matches!(McpMessage::parse(br#"{"jsonrpc":"1.0","method":"x"}"#), Err(McpError::NotJsonRpc(_))));
+        assert!(matches!(
+            McpMessage::parse(b"{"),
+            Err(McpError::NotJsonRpc(_))
+        ));
+        assert!(matches!(
+            McpMessage::parse(br#"{"jsonrpc":"1.0","method":"x"}"#),
+            Err(McpError::NotJsonRpc(_))
+        ));
         assert_eq!(
-            McpMessage::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#),
+            McpMessage::parse(
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#
+            ),
             Err(McpError::MissingToolName)
         );
         assert_eq!(

@@ -25,7 +25,11 @@ pub struct NameError {
 
 impl NameError {
     fn new(what: &'static str, value: &str, why: &'static str) -> Self {
-        let value: String = value.chars().take(64).flat_map(char::escape_default).collect();
+        let value: String = value
+            .chars()
+            .take(64)
+            .flat_map(char::escape_default)
+            .collect();
         Self { what, value, why }
     }
 }
@@ -42,7 +46,9 @@ fn check(
     let b = s.as_bytes();
     match b.first() {
         None => Err(NameError::new(what, s, "it is empty")),
-        Some(_) if b.len() > MAX_NAME_LEN => Err(NameError::new(what, s, "it is longer than 128 bytes")),
+        Some(_) if b.len() > MAX_NAME_LEN => {
+            Err(NameError::new(what, s, "it is longer than 128 bytes"))
+        }
         Some(&c) if !first(c) => Err(NameError::new(what, s, rule)),
         Some(_) if !b.iter().all(|&c| rest(c)) => Err(NameError::new(what, s, rule)),
         Some(_) => Ok(()),
@@ -150,8 +156,21 @@ mod tests {
 
     #[test]
     fn names_reject_hostile_input() {
-        for bad in ["", "Upper", "-lead", "a b", "a/b", "a\"b", "a\nb", "ä", &"a".repeat(129)] {
-            assert!(IdentityId::parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "Upper",
+            "-lead",
+            "a b",
+            "a/b",
+            "a\"b",
+            "a\nb",
+            "ä",
+            &"a".repeat(129),
+        ] {
+            assert!(
+                IdentityId::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         assert!(IdentityId::parse("support-assistant").is_ok());
         assert!(ActionName::parse("9x").is_err());

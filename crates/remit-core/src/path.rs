@@ -86,8 +86,21 @@ fn is_raw_pchar(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
-            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
-                | b',' | b'=' | b':' | b'@'
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
         )
 }
 
@@ -143,7 +156,9 @@ impl CanonicalPath {
             return Err(PathError::NotAbsolute);
         }
         if let Some(bad) = target.bytes().find(|c| !(0x21..=0x7e).contains(c)) {
-            return Err(PathError::RawByte(char::from(bad).escape_default().to_string()));
+            return Err(PathError::RawByte(
+                char::from(bad).escape_default().to_string(),
+            ));
         }
         if target.contains('#') {
             return Err(PathError::Fragment);
@@ -188,7 +203,11 @@ impl CanonicalPath {
             decoded.push('/');
             encoded.push('/');
         }
-        Ok(Self { decoded, encoded, query })
+        Ok(Self {
+            decoded,
+            encoded,
+            query,
+        })
     }
 
     /// The decoded path routes are matched on.
@@ -252,10 +271,25 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(CanonicalPath::parse(input), Err(want), "{input:?}");
         }
-        assert!(matches!(CanonicalPath::parse("/a b"), Err(PathError::RawByte(_))));
-        assert!(matches!(CanonicalPath::parse("/a\\b"), Err(PathError::RawByte(_))));
-        assert!(matches!(CanonicalPath::parse("/é"), Err(PathError::RawByte(_))));
-        assert_eq!(CanonicalPath::parse(&format!("/{}", "a".repeat(MAX_TARGET_LEN))), Err(PathError::TooLong));
-        assert_eq!(CanonicalPath::parse(&"/a".repeat(MAX_SEGMENTS + 1)), Err(PathError::TooManySegments));
+        assert!(matches!(
+            CanonicalPath::parse("/a b"),
+            Err(PathError::RawByte(_))
+        ));
+        assert!(matches!(
+            CanonicalPath::parse("/a\\b"),
+            Err(PathError::RawByte(_))
+        ));
+        assert!(matches!(
+            CanonicalPath::parse("/é"),
+            Err(PathError::RawByte(_))
+        ));
+        assert_eq!(
+            CanonicalPath::parse(&format!("/{}", "a".repeat(MAX_TARGET_LEN))),
+            Err(PathError::TooLong)
+        );
+        assert_eq!(
+            CanonicalPath::parse(&"/a".repeat(MAX_SEGMENTS + 1)),
+            Err(PathError::TooManySegments)
+        );
     }
 }

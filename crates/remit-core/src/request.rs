@@ -20,8 +20,13 @@ pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
 
 /// Headers that must appear at most once: a second copy could be read by remit and the
 /// upstream differently.
-pub const SINGLETON_HEADERS: &[&str] =
-    &["authorization", "host", "remit-purpose", "remit-approval", "content-length"];
+pub const SINGLETON_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "remit-purpose",
+    "remit-approval",
+    "content-length",
+];
 
 /// Why a request could not be parsed into facts (a 400, not a decision).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,11 +82,14 @@ impl BearerToken {
         let body = token.trim_end_matches('=');
         if body.is_empty()
             || token.len() > MAX_CREDENTIAL_LEN
-            || !body
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+            || !body.bytes().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+            })
         {
-            return Err("the credential is empty, too long or has characters a bearer token cannot have".into());
+            return Err(
+                "the credential is empty, too long or has characters a bearer token cannot have"
+                    .into(),
+            );
         }
         Ok(Self(token.to_owned()))
     }
@@ -115,12 +123,31 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|c| {
             c.is_ascii_alphanumeric()
-                || matches!(c, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+                || matches!(
+                    c,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
         })
 }
 
 fn utf8<'a>(name: &str, v: &'a [u8]) -> Result<&'a str, RequestError> {
-    std::str::from_utf8(v).map_err(|_| RequestError::BadHeaderValue { name: name.to_owned(), why: "not valid UTF-8".into() })
+    std::str::from_utf8(v).map_err(|_| RequestError::BadHeaderValue {
+        name: name.to_owned(),
+        why: "not valid UTF-8".into(),
+    })
 }
 
 impl RequestFacts {
@@ -133,7 +160,13 @@ impl RequestFacts {
         source_ip: Option<&str>,
     ) -> Result<Self, RequestError> {
         if !is_token(method) || method.len() > 32 {
-            return Err(RequestError::BadMethod(method.chars().take(32).flat_map(char::escape_default).collect()));
+            return Err(RequestError::BadMethod(
+                method
+                    .chars()
+                    .take(32)
+                    .flat_map(char::escape_default)
+                    .collect(),
+            ));
         }
         let method = method.to_ascii_uppercase();
         let path = CanonicalPath::parse(target)?;
@@ -144,11 +177,19 @@ impl RequestFacts {
                 return Err(RequestError::TooManyHeaders);
             }
             if name.len() > MAX_HEADER_NAME || !is_token(name) {
-                return Err(RequestError::BadHeaderName(name.chars().take(64).flat_map(char::escape_default).collect()));
+                return Err(RequestError::BadHeaderName(
+                    name.chars()
+                        .take(64)
+                        .flat_map(char::escape_default)
+                        .collect(),
+                ));
             }
             let lower = name.to_ascii_lowercase();
             if value.len() > MAX_HEADER_VALUE {
-                return Err(RequestError::BadHeaderValue { name: lower, why: format!("longer than {MAX_HEADER_VALUE} bytes") });
+                return Err(RequestError::BadHeaderValue {
+                    name: lower,
+                    why: format!("longer than {MAX_HEADER_VALUE} bytes"),
+                });
             }
             if let Some(i) = SINGLETON_HEADERS.iter().position(|h| *h == lower) {
                 if std::mem::replace(&mut seen[i], true) {
@@ -158,19 +199,33 @@ impl RequestFacts {
             match lower.as_str() {
                 "authorization" => {
                     let v = utf8(&lower, value)?;
-                    credential = Some(
-                        BearerToken::from_authorization(v)
-                            .map_err(|why| RequestError::BadHeaderValue { name: lower.clone(), why })?,
-                    );
+                    credential = Some(BearerToken::from_authorization(v).map_err(|why| {
+                        RequestError::BadHeaderValue {
+                            name: lower.clone(),
+                            why,
+                        }
+                    })?);
                 }
                 "remit-purpose" => {
                     let v = utf8(&lower, value)?.trim();
-                    purpose = Some(Purpose::parse(v).map_err(|e| RequestError::BadHeaderValue { name: lower.clone(), why: e.to_string() })?);
+                    purpose =
+                        Some(Purpose::parse(v).map_err(|e| RequestError::BadHeaderValue {
+                            name: lower.clone(),
+                            why: e.to_string(),
+                        })?);
                 }
                 "remit-approval" => {
                     let v = utf8(&lower, value)?.trim();
-                    if v.is_empty() || v.len() > 128 || !v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
-                        return Err(RequestError::BadHeaderValue { name: lower, why: "not an approval id".into() });
+                    if v.is_empty()
+                        || v.len() > 128
+                        || !v
+                            .bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                    {
+                        return Err(RequestError::BadHeaderValue {
+                            name: lower,
+                            why: "not an approval id".into(),
+                        });
                     }
                     approval = Some(v.to_owned());
                 }
@@ -179,9 +234,20 @@ impl RequestFacts {
         }
         let source_ip = match source_ip {
             None => None,
-            Some(s) => Some(s.parse().map_err(|_| RequestError::BadSourceIp(s.chars().take(64).collect()))?),
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|_| RequestError::BadSourceIp(s.chars().take(64).collect()))?,
+            ),
         };
-        Ok(Self { method, path, credential, purpose, approval, body, source_ip })
+        Ok(Self {
+            method,
+            path,
+            credential,
+            purpose,
+            approval,
+            body,
+            source_ip,
+        })
     }
 }
 
@@ -190,12 +256,22 @@ mod tests {
     use super::*;
 
     fn parse(headers: &[(&str, &str)]) -> Result<RequestFacts, RequestError> {
-        RequestFacts::parse("get", "/x", headers.iter().map(|(k, v)| (*k, v.as_bytes())), None, None)
+        RequestFacts::parse(
+            "get",
+            "/x",
+            headers.iter().map(|(k, v)| (*k, v.as_bytes())),
+            None,
+            None,
+        )
     }
 
     #[test]
     fn reads_remit_headers() {
-        let f = parse(&[("Authorization", "Bearer rk_abc"), ("Remit-Purpose", "case-summary")]).unwrap();
+        let f = parse(&[
+            ("Authorization", "Bearer rk_abc"),
+            ("Remit-Purpose", "case-summary"),
+        ])
+        .unwrap();
         assert_eq!(f.method, "GET");
         assert_eq!(f.credential.unwrap().expose_secret(), "rk_abc");
         assert_eq!(f.purpose.unwrap().as_str(), "case-summary");
@@ -204,7 +280,13 @@ mod tests {
     #[test]
     fn repeated_singletons_are_rejected_case_insensitively() {
         for h in ["Authorization", "Remit-Purpose", "Host", "Content-Length"] {
-            let v = if h == "Authorization" { "Bearer a" } else if h == "Remit-Purpose" { "p" } else { "1" };
+            let v = if h == "Authorization" {
+                "Bearer a"
+            } else if h == "Remit-Purpose" {
+                "p"
+            } else {
+                "1"
+            };
             let e = parse(&[(h, v), (&h.to_uppercase(), v)]).unwrap_err();
             assert_eq!(e, RequestError::Duplicate(h.to_ascii_lowercase()));
         }
@@ -212,18 +294,48 @@ mod tests {
 
     #[test]
     fn malformed_values_are_rejected() {
-        assert!(matches!(parse(&[("Authorization", "Basic Zm9v")]), Err(RequestError::BadHeaderValue { .. })));
-        assert!(matches!(parse(&[("Authorization", "Bearer ")]), Err(RequestError::BadHeaderValue { .. })));
-        assert!(matches!(parse(&[("Authorization", "Bearer a\"b")]), Err(RequestError::BadHeaderValue { .. })));
-        assert!(matches!(parse(&[("Remit-Purpose", "Not A Purpose")]), Err(RequestError::BadHeaderValue { .. })));
-        assert!(matches!(parse(&[("Bad Name", "x")]), Err(RequestError::BadHeaderName(_))));
-        let bad_utf8 = RequestFacts::parse("GET", "/", [("remit-purpose", &b"\xff"[..])], None, None);
+        assert!(matches!(
+            parse(&[("Authorization", "Basic Zm9v")]),
+            Err(RequestError::BadHeaderValue { .. })
+        ));
+        assert!(matches!(
+            parse(&[("Authorization", "Bearer ")]),
+            Err(RequestError::BadHeaderValue { .. })
+        ));
+        assert!(matches!(
+            parse(&[("Authorization", "Bearer a\"b")]),
+            Err(RequestError::BadHeaderValue { .. })
+        ));
+        assert!(matches!(
+            parse(&[("Remit-Purpose", "Not A Purpose")]),
+            Err(RequestError::BadHeaderValue { .. })
+        ));
+        assert!(matches!(
+            parse(&[("Bad Name", "x")]),
+            Err(RequestError::BadHeaderName(_))
+        ));
+        let bad_utf8 =
+            RequestFacts::parse("GET", "/", [("remit-purpose", &b"\xff"[..])], None, None);
         assert!(matches!(bad_utf8, Err(RequestError::BadHeaderValue { .. })));
-        let many: Vec<(String, String)> = (0..=MAX_HEADERS).map(|i| (format!("x-{i}"), "v".into())).collect();
-        let e = RequestFacts::parse("GET", "/", many.iter().map(|(k, v)| (k.as_str(), v.as_bytes())), None, None);
+        let many: Vec<(String, String)> = (0..=MAX_HEADERS)
+            .map(|i| (format!("x-{i}"), "v".into()))
+            .collect();
+        let e = RequestFacts::parse(
+            "GET",
+            "/",
+            many.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            None,
+            None,
+        );
         assert_eq!(e, Err(RequestError::TooManyHeaders));
-        assert!(matches!(RequestFacts::parse("G T", "/", [], None, None), Err(RequestError::BadMethod(_))));
-        assert!(matches!(RequestFacts::parse("GET", "/", [], None, Some("nope")), Err(RequestError::BadSourceIp(_))));
+        assert!(matches!(
+            RequestFacts::parse("G T", "/", [], None, None),
+            Err(RequestError::BadMethod(_))
+        ));
+        assert!(matches!(
+            RequestFacts::parse("GET", "/", [], None, Some("nope")),
+            Err(RequestError::BadSourceIp(_))
+        ));
     }
 
     #[test]

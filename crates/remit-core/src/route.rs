@@ -215,16 +215,25 @@ impl RouteTable {
             .or_default()
             .insert(route.path.clone(), idx)
             .map_err(|e| format!("path template `{}`: {e}", route.path))?;
-        self.note_action(&route.action, route.resource.rtype(), route.resource.params())?;
+        self.note_action(
+            &route.action,
+            route.resource.rtype(),
+            route.resource.params(),
+        )?;
         self.routes.push(route);
         Ok(())
     }
 
     /// Adds an MCP server endpoint.
     pub fn add_mcp(&mut self, server: McpServer) -> Result<(), String> {
-        let path = CanonicalPath::parse(&server.path).map_err(|e| format!("path `{}`: {e}", server.path))?;
+        let path = CanonicalPath::parse(&server.path)
+            .map_err(|e| format!("path `{}`: {e}", server.path))?;
         if path.decoded() != server.path || path.query().is_some() {
-            return Err(format!("path `{}` is not canonical: write `{}`", server.path, path.decoded()));
+            return Err(format!(
+                "path `{}` is not canonical: write `{}`",
+                server.path,
+                path.decoded()
+            ));
         }
         if self.mcp.contains_key(&server.path) {
             return Err(format!("two MCP servers use path `{}`", server.path));
@@ -259,7 +268,10 @@ impl RouteTable {
                 info.resource_types.insert(rtype.clone());
             }
             None => {
-                let mut info = ActionInfo { params, ..ActionInfo::default() };
+                let mut info = ActionInfo {
+                    params,
+                    ..ActionInfo::default()
+                };
                 info.resource_types.insert(rtype.clone());
                 self.actions.insert(action.clone(), info);
             }
@@ -284,19 +296,31 @@ impl RouteTable {
 
     /// Every resource type any route can produce, plus the built-in ones.
     pub fn resource_types(&self) -> BTreeSet<String> {
-        let mut set: BTreeSet<String> =
-            self.actions.values().flat_map(|a| a.resource_types.iter().map(|t| t.to_string())).collect();
+        let mut set: BTreeSet<String> = self
+            .actions
+            .values()
+            .flat_map(|a| a.resource_types.iter().map(|t| t.to_string()))
+            .collect();
         set.insert(UNMAPPED_RESOURCE_TYPE.to_owned());
         set.insert(MCP_RESOURCE_TYPE.to_owned());
         set
     }
 
     /// Maps a request to its scope. Unmapped requests get the sensitive `unmapped` action.
-    pub fn resolve(&self, method: &str, path: &CanonicalPath, body: Option<&[u8]>) -> Result<Scope, ScopeError> {
+    pub fn resolve(
+        &self,
+        method: &str,
+        path: &CanonicalPath,
+        body: Option<&[u8]>,
+    ) -> Result<Scope, ScopeError> {
         if let Some(server) = self.mcp.get(path.decoded()) {
             return self.resolve_mcp(server, method, body);
         }
-        if let Some(m) = self.http.get(method).and_then(|r| r.at(path.decoded()).ok()) {
+        if let Some(m) = self
+            .http
+            .get(method)
+            .and_then(|r| r.at(path.decoded()).ok())
+        {
             let route = &self.routes[*m.value];
             let mut params = Vec::with_capacity(m.params.len());
             for (k, v) in m.params.iter() {
@@ -308,7 +332,10 @@ impl RouteTable {
             let id = route.resource.render(&params);
             return Ok(Scope {
                 action: route.action.clone(),
-                resource: ResourceRef { rtype: route.resource.rtype.clone(), id },
+                resource: ResourceRef {
+                    rtype: route.resource.rtype.clone(),
+                    id,
+                },
                 sensitive: route.sensitive,
                 params,
                 mcp: None,
@@ -318,9 +345,15 @@ impl RouteTable {
         Ok(unmapped(format!("{method} {}", path.encoded()), None))
     }
 
-    fn resolve_mcp(&self, server: &McpServer, method: &str, body: Option<&[u8]>) -> Result<Scope, ScopeError> {
+    fn resolve_mcp(
+        &self,
+        server: &McpServer,
+        method: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Scope, ScopeError> {
         let resource = || ResourceRef {
-            rtype: ResourceType::parse(MCP_RESOURCE_TYPE).unwrap_or_else(|_| unreachable!("constant")),
+            rtype: ResourceType::parse(MCP_RESOURCE_TYPE)
+                .unwrap_or_else(|_| unreachable!("constant")),
             id: server.name.clone(),
         };
         let session = |mcp: Option<McpMessage>, what: &str| Scope {
@@ -337,7 +370,9 @@ impl RouteTable {
             "POST" => {}
             other => return Ok(unmapped(format!("{other} {}", server.path), None)),
         }
-        let body = body.filter(|b| !b.is_empty()).ok_or(ScopeError::McpBodyMissing)?;
+        let body = body
+            .filter(|b| !b.is_empty())
+            .ok_or(ScopeError::McpBodyMissing)?;
         let msg = McpMessage::parse(body)?;
         let Some(m) = msg.method.clone() else {
             return Ok(session(Some(msg), "response"));
@@ -377,7 +412,8 @@ fn unmapped(what: String, mcp: Option<McpMessage>) -> Scope {
     Scope {
         action: ActionName::unmapped(),
         resource: ResourceRef {
-            rtype: ResourceType::parse(UNMAPPED_RESOURCE_TYPE).unwrap_or_else(|_| unreachable!("constant")),
+            rtype: ResourceType::parse(UNMAPPED_RESOURCE_TYPE)
+                .unwrap_or_else(|_| unreachable!("constant")),
             id,
         },
         sensitive: true,
@@ -407,7 +443,9 @@ mod tests {
     #[test]
     fn maps_and_captures() {
         let t = table();
-        let s = t.resolve("GET", &CanonicalPath::parse("/tickets/42").unwrap(), None).unwrap();
+        let s = t
+            .resolve("GET", &CanonicalPath::parse("/tickets/42").unwrap(), None)
+            .unwrap();
         assert_eq!(s.action.as_str(), "tickets.read");
         assert_eq!(s.resource.id, "42");
         assert_eq!(s.params, vec![("id".to_owned(), "42".to_owned())]);
@@ -416,7 +454,13 @@ mod tests {
     #[test]
     fn unmapped_is_sensitive() {
         let t = table();
-        let s = t.resolve("DELETE", &CanonicalPath::parse("/tickets/42").unwrap(), None).unwrap();
+        let s = t
+            .resolve(
+                "DELETE",
+                &CanonicalPath::parse("/tickets/42").unwrap(),
+                None,
+            )
+            .unwrap();
         assert!(s.action.is_unmapped());
         assert!(s.sensitive);
         assert_eq!(s.resource.id, "DELETE /tickets/42");

@@ -125,12 +125,18 @@ pub struct Authority {
 impl Authority {
     /// No authority: unauthenticated or refused credentials.
     pub fn none() -> Self {
-        Self { kind: AuthorityKind::None, on_behalf_of: None }
+        Self {
+            kind: AuthorityKind::None,
+            on_behalf_of: None,
+        }
     }
 
     /// The identity's own grant.
     pub fn own() -> Self {
-        Self { kind: AuthorityKind::Own, on_behalf_of: None }
+        Self {
+            kind: AuthorityKind::Own,
+            on_behalf_of: None,
+        }
     }
 }
 
@@ -161,7 +167,11 @@ impl Rate {
             "min" | "minute" => 60,
             "h" | "hour" => 3600,
             "day" => 86_400,
-            other => return Err(format!("`{other}` is not a rate unit: use s, min, hour or day")),
+            other => {
+                return Err(format!(
+                    "`{other}` is not a rate unit: use s, min, hour or day"
+                ));
+            }
         };
         Ok(Self { count, per_s })
     }
@@ -223,9 +233,22 @@ mod tests {
 
     #[test]
     fn rates_parse_and_reject() {
-        assert_eq!(Rate::parse("30/min"), Ok(Rate { count: 30, per_s: 60 }));
+        assert_eq!(
+            Rate::parse("30/min"),
+            Ok(Rate {
+                count: 30,
+                per_s: 60
+            })
+        );
         assert_eq!(Rate::parse("5 / s"), Ok(Rate { count: 5, per_s: 1 }));
-        for bad in ["30", "0/min", "-1/min", "30/fortnight", "x/min", "99999999999/min"] {
+        for bad in [
+            "30",
+            "0/min",
+            "-1/min",
+            "30/fortnight",
+            "x/min",
+            "99999999999/min",
+        ] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }
     }

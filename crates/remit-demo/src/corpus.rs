@@ -2,6 +2,8 @@
 //! `search_docs` tool: short runbook snippets of a fictional retailer,
 //! Fernhill Outfitters, and a small case-insensitive term search over them.
 
+use std::cmp::Reverse;
+
 /// One internal-doc snippet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Doc {
@@ -113,7 +115,7 @@ pub(crate) fn search(terms: &[String], limit: usize) -> Vec<&'static Doc> {
         })
         .collect();
     // Stable sort, so equal scores stay in corpus order.
-    hits.sort_by(|a, b| b.0.cmp(&a.0));
+    hits.sort_by_key(|&(score, _)| Reverse(score));
     hits.into_iter().take(limit).map(|(_, doc)| doc).collect()
 }
 

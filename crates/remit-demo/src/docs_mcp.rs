@@ -78,7 +78,7 @@ struct SearchDocsArgs {
     /// (case-insensitive).
     query: String,
     /// How many documents to return at most (default 5, at most 20).
-    #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_LIMIT))]
     limit: Option<u32>,
 }
 
@@ -98,11 +98,12 @@ impl DocsServer {
 
 #[tool_router]
 impl DocsServer {
-    /// Search Fernhill Outfitters' internal runbooks (deploys, on-call,
-    /// inventory sync, support escalation, refunds, credentials). Returns
-    /// one text block per matching document: title, URL and text.
     #[tool(
         name = "search_docs",
+        description = "Search Fernhill Outfitters' internal runbooks (deploys, rollbacks, on-call, \
+                       incident severity, inventory sync, support escalation, refunds, credential \
+                       rotation). A document matches if it contains any of the query's words \
+                       (case-insensitive). Returns one text block per match: title, URL and text.",
         annotations(
             title = "Search internal docs",
             read_only_hint = true,
@@ -138,10 +139,10 @@ impl DocsServer {
         Ok(CallToolResult::success(content).with_meta(echo_meta(&context)))
     }
 
-    /// Rebuild the docs search index. Admin only: drops the current index
-    /// while it rebuilds.
     #[tool(
         name = "admin_reindex",
+        description = "Rebuild the docs search index from scratch. Administrators only: the \
+                       current index is dropped while it rebuilds.",
         annotations(
             title = "Rebuild the docs index",
             read_only_hint = false,

@@ -1,1 +1,267 @@
-//! placeholder
+//! The pipeline: authenticate, classify, decide, record.
+//!
+//! [`Engine::decide`] is pure and synchronous: request facts and a clock reading in, a
+//! decision out. [`Engine::decide_and_record`] adds the one IO step, making the decision
+//! record durable through a [`RecordSink`], and turns any failure there into a deny
+//! (Architecture Invariants 1 and 2).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cases;
+pub mod load;
+pub mod wire;
+
+use remit_core::classify::{classify, declared_purpose};
+use remit_core::route::ScopeError;
+use remit_core::{
+    ApprovalRequest, Authn, Class, Config, CredentialId, Decision, DecisionRecord, Obligation,
+    Principal, RecordSink, RequestFacts, Verdict,
+};
+use remit_policy::{PolicyEngine, PolicyError, PolicyInput, PolicySource, PolicyVerdict};
+use remit_token::Authenticator;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The pseudo-policy id reported when an identity's boundary refuses an action.
+pub const BOUNDARY_POLICY: &str = "remit.boundary";
+/// The pseudo-policy id reported when an identity's origins refuse a source address.
+pub const ORIGINS_POLICY: &str = "remit.origins";
+
+/// Why a request was refused before any decision (an HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    /// The request's parts could not be parsed.
+    #[error(transparent)]
+    Request(#[from] remit_core::RequestError),
+    /// The request's scope could not be read.
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    /// The declared purpose could not be read.
+    #[error(transparent)]
+    Purpose(#[from] remit_core::classify::PurposeError),
+}
+
+/// A decision together with what its record needs from the request.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// The decision.
+    pub decision: Decision,
+    /// The route that matched.
+    pub route: Option<String>,
+    /// The MCP method.
+    pub mcp_method: Option<String>,
+    /// The MCP tool.
+    pub mcp_tool: Option<String>,
+}
+
+/// The loaded pipeline: configuration, credentials and policies.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    authn: Authenticator,
+    policy: PolicyEngine,
+}
+
+impl Engine {
+    /// Builds the pipeline from a parsed configuration and policy files.
+    pub fn new(config: Config, policies: &[PolicySource]) -> Result<Self, PolicyError> {
+        let policy = PolicyEngine::load(policies, &config.registry, &config.routes)?;
+        let authn = Authenticator::new(&config.registry);
+        Ok(Self {
+            config,
+            authn,
+            policy,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The policy layer.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    /// Decides one request. Pure: no IO, no clock but `now`.
+    pub fn decide(
+        &self,
+        facts: &RequestFacts,
+        decision_id: String,
+        now: OffsetDateTime,
+    ) -> Result<Decided, BadRequest> {
+        let registry = &self.config.registry;
+        let mut unknown: Option<CredentialId> = None;
+        let (authn, note) =
+            self.authn
+                .authenticate(registry, facts.credential.as_ref(), now, &mut unknown);
+        let scope =
+            self.config
+                .routes
+                .resolve(&facts.method, &facts.path, facts.body.as_deref())?;
+        let purpose = declared_purpose(facts.purpose.as_ref(), scope.mcp.as_ref())?;
+        let cls = classify(authn.authn, purpose);
+        let mut reasons: Vec<String> = note.into_iter().collect();
+        let identity_id = cls.identity.map(|i| i.id.clone());
+        let credential = authn.credential.cloned();
+        let mcp_method = scope.mcp.as_ref().and_then(|m| m.method.clone());
+        let mcp_tool = scope.mcp.as_ref().and_then(|m| m.tool.clone());
+        let mut decision = Decision {
+            verdict: Verdict::Deny,
+            decision_id,
+            identity: identity_id,
+            credential_id: credential,
+            class: cls.class,
+            authority: cls.authority.clone(),
+            purpose: cls.purpose.clone(),
+            action: scope.action.clone(),
+            resource: scope.resource.clone(),
+            sensitive: scope.sensitive,
+            reasons: Vec::new(),
+            policies: Vec::new(),
+            obligations: Vec::new(),
+            approval: None,
+            retry_after_s: None,
+        };
+        let decided = |mut decision: Decision, reasons: Vec<String>| {
+            decision.reasons = reasons;
+            Decided {
+                decision,
+                route: scope.route.clone(),
+                mcp_method: mcp_method.clone(),
+                mcp_tool: mcp_tool.clone(),
+            }
+        };
+        if scope.action.is_unmapped() {
+            reasons.push(format!(
+                "no route maps `{}`; unmapped requests are sensitive",
+                scope.resource.id
+            ));
+        }
+        // The ceilings no policy can lift: the identity's boundary and origins.
+        if let (Authn::Identity { identity, .. }, Principal::Identity(_)) =
+            (authn.authn, &cls.principal)
+        {
+            if !identity.boundary.allows(&scope.action) {
+                reasons.push(format!(
+                    "`{}` is outside identity `{}`'s boundary",
+                    scope.action, identity.id
+                ));
+                decision.policies.push(BOUNDARY_POLICY.into());
+                return Ok(decided(decision, reasons));
+            }
+            if !identity.origins.is_empty() {
+                let inside = facts
+                    .source_ip
+                    .is_some_and(|ip| identity.origins.iter().any(|n| n.contains(&ip)));
+                if !inside {
+                    reasons.push(match facts.source_ip {
+                        Some(ip) => format!("source `{ip}` is outside identity `{}`'s origins", identity.id),
+                        None => format!("identity `{}` is limited to its origins and the source address is unknown", identity.id),
+                    });
+                    decision.policies.push(ORIGINS_POLICY.into());
+                    return Ok(decided(decision, reasons));
+                }
+            }
+        }
+        let input = PolicyInput {
+            principal: &cls.principal,
+            action: &scope.action,
+            resource: &scope.resource,
+            class: cls.class,
+            authority: cls.authority.kind,
+            purpose: cls.purpose.as_ref(),
+            sensitive: scope.sensitive,
+            method: &facts.method,
+            path: facts.path.encoded(),
+            source_ip: facts.source_ip,
+            params: &scope.params,
+            mcp_method: mcp_method.as_deref(),
+            mcp_tool: mcp_tool.as_deref(),
+            risk: 0,
+            chain_depth: 0,
+        };
+        let outcome = self.policy.evaluate(&input);
+        decision.policies = outcome.policies;
+        reasons.extend(outcome.reasons);
+        match outcome.verdict {
+            PolicyVerdict::Allow => {
+                decision.verdict = Verdict::Allow;
+                decision.obligations = outcome.obligations;
+                if let Some(rate) = cls.identity.and_then(|i| i.limits.rate) {
+                    decision.obligations.push(Obligation::Rate {
+                        rate,
+                        source: "identity".into(),
+                    });
+                }
+            }
+            PolicyVerdict::ApprovalRequired => {
+                decision.verdict = Verdict::ApprovalRequired;
+                decision.approval = Some(ApprovalRequest {
+                    required_by: decision.policies.clone(),
+                    id: None,
+                });
+            }
+            PolicyVerdict::Deny => {}
+        }
+        debug_assert!(
+            decision.verdict != Verdict::Allow
+                || !(decision.class == Class::Unclassified && decision.sensitive),
+            "invariant: unclassified traffic never performs a sensitive action"
+        );
+        Ok(decided(decision, reasons))
+    }
+
+    /// The audit record for a decision.
+    pub fn record(
+        &self,
+        decided: &Decided,
+        facts: &RequestFacts,
+        now: OffsetDateTime,
+        decide_us: u64,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            v: remit_core::decision::RECORD_VERSION,
+            time: now.format(&Rfc3339).unwrap_or_default(),
+            replica: self.config.gateway.replica_id.clone(),
+            decision: decided.decision.clone(),
+            method: facts.method.clone(),
+            path: facts.path.encoded().to_owned(),
+            route: decided.route.clone(),
+            mcp_method: decided.mcp_method.clone(),
+            mcp_tool: decided.mcp_tool.clone(),
+            source_ip: facts.source_ip,
+            body_sha256: facts.body.as_ref().map(|b| hex::encode(Sha256::digest(b))),
+            decide_us,
+        }
+    }
+
+    /// Decides and, unless `dry_run`, makes the record durable before returning. If the
+    /// record cannot be written the verdict becomes deny (fail closed).
+    pub async fn decide_and_record(
+        &self,
+        facts: &RequestFacts,
+        decision_id: String,
+        sink: &dyn RecordSink,
+        dry_run: bool,
+    ) -> Result<Decision, BadRequest> {
+        let now = OffsetDateTime::now_utc();
+        let started = std::time::Instant::now();
+        let decided = self.decide(facts, decision_id, now)?;
+        if dry_run {
+            return Ok(decided.decision);
+        }
+        let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let record = self.record(&decided, facts, now, decide_us);
+        let mut decision = decided.decision;
+        if let Err(e) = sink.append(record).await {
+            tracing::error!(decision_id = %decision.decision_id, error = %e, "decision record not written; denying");
+            decision.fail_closed(format!(
+                "the decision record could not be written ({e}), so the request is denied"
+            ));
+        }
+        Ok(decision)
+    }
+}

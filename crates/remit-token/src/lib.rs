@@ -1,1 +1,245 @@
-//! placeholder
+//! Credentials: API keys today (stored only as SHA-256 hashes); JWT bearer tokens, mTLS
+//! client certificates and remit-issued tokens plug in here later.
+//!
+//! Authentication never fails open: a credential that is unknown, malformed, expired or
+//! belongs to a suspended identity yields [`Authn::Refused`], which classifies as
+//! `unclassified` with authority `none`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use remit_core::{Authn, BearerToken, CredentialId, IdentityId, Registry};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+/// The prefix of every API key remit generates.
+pub const API_KEY_PREFIX: &str = "rk_";
+
+/// SHA-256 of a key: what the registry stores.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A public fingerprint of a credential nobody registered: 64 bits of its SHA-256.
+/// It lets records and detectors correlate repeated use of one unknown key without
+/// storing the key.
+pub fn fingerprint(key: &str) -> CredentialId {
+    let h = hash_key(key);
+    CredentialId::parse(&format!("unknown:{}", hex::encode(&h[..8])))
+        .unwrap_or_else(|_| unreachable!("hex is a valid credential id"))
+}
+
+/// A freshly generated API key: `rk_` followed by 256 random bits, base64url.
+#[derive(Debug)]
+pub struct NewKey {
+    /// The key. Shown once, never stored.
+    pub key: String,
+    /// Its SHA-256, hex: what goes in `remit.toml`.
+    pub sha256_hex: String,
+}
+
+/// Generates a new API key from the thread-local CSPRNG (seeded from the operating system).
+pub fn new_api_key() -> NewKey {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let sha256_hex = hex::encode(hash_key(&key));
+    NewKey { key, sha256_hex }
+}
+
+/// What authentication found, with the credential's public id for the record.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthnResult<'r> {
+    /// The outcome.
+    pub authn: Authn<'r>,
+    /// The credential's registered id, or a fingerprint of an unknown one.
+    pub credential: Option<&'r CredentialId>,
+}
+
+struct Entry {
+    sha256: [u8; 32],
+    identity: IdentityId,
+    credential: CredentialId,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("identity", &self.identity)
+            .field("credential", &self.credential)
+            .finish()
+    }
+}
+
+/// Maps presented API keys to identities.
+///
+/// Keys are bucketed by the first 8 bytes of their hash; inside a bucket the full 32-byte
+/// hashes are compared in constant time (`subtle`), so the comparison itself reveals
+/// nothing about how close a guess was.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    buckets: HashMap<[u8; 8], Vec<Entry>>,
+}
+
+fn bucket(h: &[u8; 32]) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    b
+}
+
+impl Authenticator {
+    /// Indexes every API key in the registry.
+    pub fn new(registry: &Registry) -> Self {
+        let mut buckets: HashMap<[u8; 8], Vec<Entry>> = HashMap::new();
+        for identity in registry.iter() {
+            for c in &identity.credentials {
+                buckets.entry(bucket(&c.sha256)).or_default().push(Entry {
+                    sha256: c.sha256,
+                    identity: identity.id.clone(),
+                    credential: c.id.clone(),
+                });
+            }
+        }
+        Self { buckets }
+    }
+
+    /// Authenticates a presented credential against `registry` at `now`.
+    ///
+    /// `unknown` receives the fingerprint of an unregistered key so the caller can record it.
+    pub fn authenticate<'r>(
+        &'r self,
+        registry: &'r Registry,
+        token: Option<&BearerToken>,
+        now: OffsetDateTime,
+        unknown: &'r mut Option<CredentialId>,
+    ) -> (AuthnResult<'r>, Option<String>) {
+        let Some(token) = token else {
+            return (
+                AuthnResult {
+                    authn: Authn::Anonymous,
+                    credential: None,
+                },
+                None,
+            );
+        };
+        let secret = token.expose_secret();
+        let h = hash_key(secret);
+        let found = self
+            .buckets
+            .get(&bucket(&h))
+            .and_then(|entries| entries.iter().find(|e| bool::from(e.sha256.ct_eq(&h))));
+        let Some(entry) = found else {
+            *unknown = Some(fingerprint(secret));
+            let note = "the credential is not registered to any identity".to_owned();
+            return (
+                AuthnResult {
+                    authn: Authn::Refused,
+                    credential: unknown.as_ref(),
+                },
+                Some(note),
+            );
+        };
+        let credential = Some(&entry.credential);
+        let Some(identity) = registry.get(&entry.identity) else {
+            let note = format!("identity `{}` is no longer registered", entry.identity);
+            return (
+                AuthnResult {
+                    authn: Authn::Refused,
+                    credential,
+                },
+                Some(note),
+            );
+        };
+        if let Some(why) = identity.inactive_reason(now) {
+            return (
+                AuthnResult {
+                    authn: Authn::Refused,
+                    credential,
+                },
+                Some(why),
+            );
+        }
+        (
+            AuthnResult {
+                authn: Authn::Identity {
+                    identity,
+                    credential: &entry.credential,
+                },
+                credential,
+            },
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remit_core::Config;
+
+    fn registry(extra: &str) -> Registry {
+        let key = hex::encode(hash_key("rk_test"));
+        let text = format!(
+            "[[route]]\nmethod = \"GET\"\npath = \"/a\"\naction = \"a.read\"\nresource = \"A::x\"\n\
+             [[identity]]\nid = \"bot\"\nkind = \"agent\"\nowner = \"t\"\n{extra}\n\
+             [[identity.credential]]\ntype = \"api_key\"\nid = \"bot-key\"\nsha256 = \"{key}\"\n"
+        );
+        Config::parse(&text, "t.toml").unwrap().registry
+    }
+
+    fn run(reg: &Registry, key: Option<&str>) -> (bool, Option<String>, Option<String>) {
+        let auth = Authenticator::new(reg);
+        let token = key.map(|k| BearerToken::from_authorization(&format!("Bearer {k}")).unwrap());
+        let mut unknown = None;
+        let (r, note) =
+            auth.authenticate(reg, token.as_ref(), OffsetDateTime::now_utc(), &mut unknown);
+        (
+            matches!(r.authn, Authn::Identity { .. }),
+            r.credential.map(|c| c.to_string()),
+            note,
+        )
+    }
+
+    #[test]
+    fn known_key_authenticates() {
+        let reg = registry("");
+        assert_eq!(
+            run(&reg, Some("rk_test")),
+            (true, Some("bot-key".into()), None)
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_a_fingerprint() {
+        let reg = registry("");
+        let (ok, cred, note) = run(&reg, Some("rk_other"));
+        assert!(!ok);
+        assert!(cred.unwrap().starts_with("unknown:"));
+        assert!(note.unwrap().contains("not registered"));
+    }
+
+    #[test]
+    fn suspended_and_expired_identities_are_refused() {
+        let (ok, _, note) = run(&registry("status = \"suspended\""), Some("rk_test"));
+        assert!(!ok && note.unwrap().contains("suspended"));
+        let (ok, _, note) = run(
+            &registry("expires = \"2000-01-01T00:00:00Z\""),
+            Some("rk_test"),
+        );
+        assert!(!ok && note.unwrap().contains("expired"));
+    }
+
+    #[test]
+    fn generated_keys_are_unique_and_hash_as_stored() {
+        let a = new_api_key();
+        let b = new_api_key();
+        assert_ne!(a.key, b.key);
+        assert!(a.key.starts_with(API_KEY_PREFIX) && a.key.len() == 46);
+        assert_eq!(a.sha256_hex, hex::encode(hash_key(&a.key)));
+    }
+}

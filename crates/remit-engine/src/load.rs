@@ -1,0 +1,98 @@
+//! Loading a configuration and its policy directory from disk (start-up only).
+
+use std::path::{Path, PathBuf};
+
+use remit_core::config::MAX_CONFIG_BYTES;
+use remit_core::{Config, ConfigError};
+use remit_policy::{MAX_POLICY_FILE_BYTES, PolicyError, PolicySource};
+
+use crate::Engine;
+
+/// Most `.cedar` files in a policy directory.
+pub const MAX_POLICY_FILES: usize = 1000;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The policies are invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+fn read_limited(path: &Path, limit: usize) -> Result<String, LoadError> {
+    let io = |message: String| LoadError::Io {
+        path: path.display().to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(io("not a regular file".into()));
+    }
+    if meta.len() > limit as u64 {
+        return Err(io(format!("larger than {limit} bytes")));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
+    String::from_utf8(bytes)
+        .map_err(|e| io(format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
+}
+
+/// Reads and parses a configuration file.
+pub fn read_config(path: &Path) -> Result<Config, LoadError> {
+    let text = read_limited(path, MAX_CONFIG_BYTES)?;
+    Ok(Config::parse(&text, &path.display().to_string())?)
+}
+
+/// The policy directory of a configuration read from `config_path`.
+pub fn policy_dir(config_path: &Path, config: &Config) -> PathBuf {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    base.join(&config.gateway.policy_dir)
+}
+
+/// Reads every `*.cedar` file in `dir`, in name order.
+pub fn read_policies(dir: &Path) -> Result<Vec<PolicySource>, LoadError> {
+    let io = |message: String| LoadError::Io {
+        path: dir.display().to_string(),
+        message,
+    };
+    let mut files = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).map_err(|e| io(format!("cannot read the policy directory: {e}")))?
+    {
+        let entry = entry.map_err(|e| io(e.to_string()))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            files.push(path);
+            if files.len() > MAX_POLICY_FILES {
+                return Err(io(format!("more than {MAX_POLICY_FILES} policy files")));
+            }
+        }
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            Ok(PolicySource {
+                file: p.display().to_string(),
+                text: read_limited(&p, MAX_POLICY_FILE_BYTES)?,
+            })
+        })
+        .collect()
+}
+
+/// Loads the whole pipeline from a configuration file and its policy directory.
+pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
+    let config = read_config(config_path)?;
+    let policies = read_policies(&policy_dir(config_path, &config))?;
+    Ok(Engine::new(config, &policies)?)
+}

@@ -1,0 +1,229 @@
+//! The pipeline end to end without a network: the quickstart decision corpus, policy
+//! diagnostics, and failing closed.
+
+use std::path::{Path, PathBuf};
+
+use remit_core::decision::{SinkError, SinkFuture};
+use remit_core::{DecisionRecord, RecordSink, RequestFacts, Verdict};
+use remit_engine::load::{LoadError, load_engine};
+use remit_engine::{Engine, cases};
+use remit_policy::PolicyError;
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+}
+
+fn engine() -> Engine {
+    load_engine(&quickstart().join("remit.toml")).expect("the quickstart loads")
+}
+
+#[test]
+fn quickstart_corpus() {
+    let results = cases::run_dir(&engine(), &quickstart().join("cases")).unwrap();
+    assert!(
+        results.len() >= 30,
+        "the corpus has {} cases",
+        results.len()
+    );
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{}:\n  {}", r.file.display(), r.failures.join("\n  ")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} case(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+/// A copy of the quickstart with one extra policy file, loaded.
+fn with_policy(text: &str) -> Result<Engine, LoadError> {
+    let dir = tempfile::tempdir().unwrap();
+    let q = quickstart();
+    std::fs::copy(q.join("remit.toml"), dir.path().join("remit.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::copy(
+        q.join("policies/quickstart.cedar"),
+        dir.path().join("policies/quickstart.cedar"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("policies/extra.cedar"), text).unwrap();
+    load_engine(&dir.path().join("remit.toml"))
+}
+
+fn diagnostics(text: &str) -> String {
+    match with_policy(text) {
+        Err(LoadError::Policy(PolicyError::Invalid(d))) => d
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => panic!("expected policy diagnostics, got {e}"),
+        Ok(_) => panic!("expected the policy to be rejected"),
+    }
+}
+
+#[test]
+fn unparsable_policy_names_file_and_line() {
+    let d = diagnostics(
+        "// first line\n\npermit (principal, action, resource) when { context.class == };\n",
+    );
+    assert!(d.contains("extra.cedar:3:"), "{d}");
+    assert!(d.contains("error"), "{d}");
+}
+
+#[test]
+fn policy_failing_validation_names_file_line_and_policy() {
+    let d = diagnostics(
+        "@id(\"ok\")\npermit (principal, action == Action::\"status.read\", resource);\n\n\
+         @id(\"typo\")\npermit (principal, action == Action::\"tickets.read\", resource)\nwhen { context.purpse == \"x\" };\n",
+    );
+    assert!(d.contains("extra.cedar:6:"), "{d}");
+    assert!(d.contains("policy `typo`"), "{d}");
+}
+
+#[test]
+fn params_not_captured_by_the_route_fail_validation() {
+    let d = diagnostics(
+        "permit (principal, action == Action::\"status.read\", resource) when { context.params.id == \"1\" };\n",
+    );
+    assert!(d.contains("extra.cedar:1:"), "{d}");
+}
+
+#[test]
+fn bad_annotations_and_reserved_ids_are_rejected() {
+    let d = diagnostics("@obligation(\"teleport\")\npermit (principal, action, resource);\n");
+    assert!(d.contains("is not an obligation"), "{d}");
+    let d = diagnostics("@id(\"baseline.mine\")\nforbid (principal, action, resource);\n");
+    assert!(d.contains("reserved"), "{d}");
+    let d = diagnostics("@id(\"status.public\")\nforbid (principal, action, resource);\n");
+    assert!(d.contains("already used at"), "{d}");
+    let d = diagnostics("@remedy(\"approval\")\npermit (principal, action, resource);\n");
+    assert!(d.contains("belongs on a forbid"), "{d}");
+    let d = diagnostics("permit (principal == ?principal, action, resource);\n");
+    assert!(d.contains("templates"), "{d}");
+}
+
+fn facts(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestFacts {
+    RequestFacts::parse(
+        method,
+        path,
+        headers.iter().map(|(k, v)| (*k, v.as_bytes())),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
+fn support_read() -> RequestFacts {
+    facts(
+        "GET",
+        "/tickets/1",
+        &[
+            ("Authorization", "Bearer rk_demo_support_assistant"),
+            ("Remit-Purpose", "case-summary"),
+        ],
+    )
+}
+
+/// A forbid that raises an error must deny: Cedar alone would skip it.
+#[test]
+fn regression_erroring_forbid_fails_closed() {
+    let e = with_policy(
+        "@id(\"no-big-ids\")\nforbid (principal, action == Action::\"tickets.read\", resource)\n\
+         when { context.params.id like \"*\" && (9223372036854775807 + context.risk + 1) > 0 };\n",
+    )
+    .unwrap();
+    let d = e
+        .decide(&support_read(), "t".into(), time::OffsetDateTime::now_utc())
+        .unwrap()
+        .decision;
+    assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("could not be evaluated")),
+        "{:?}",
+        d.reasons
+    );
+}
+
+struct FailingSink;
+impl RecordSink for FailingSink {
+    fn append(&self, _: DecisionRecord) -> SinkFuture<'_> {
+        Box::pin(async { Err(SinkError::Store("disk full".into())) })
+    }
+}
+
+struct CountingSink(std::sync::Mutex<Vec<DecisionRecord>>);
+impl RecordSink for CountingSink {
+    fn append(&self, r: DecisionRecord) -> SinkFuture<'_> {
+        self.0.lock().unwrap().push(r);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_record_turns_allow_into_deny() {
+    let e = engine();
+    let d = e
+        .decide_and_record(&support_read(), "t".into(), &FailingSink, false)
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert!(d.obligations.is_empty());
+    assert!(
+        d.reasons.iter().any(|r| r.contains("could not be written")),
+        "{:?}",
+        d.reasons
+    );
+}
+
+#[tokio::test]
+async fn dry_run_writes_no_record_and_records_never_hold_the_key() {
+    let e = engine();
+    let sink = CountingSink(Default::default());
+    let d = e
+        .decide_and_record(&support_read(), "a".into(), &sink, true)
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(sink.0.lock().unwrap().is_empty());
+    e.decide_and_record(&support_read(), "b".into(), &sink, false)
+        .await
+        .unwrap();
+    let records = sink.0.lock().unwrap();
+    assert_eq!(records.len(), 1);
+    let json = serde_json::to_string(&records[0]).unwrap();
+    assert!(!json.contains("rk_demo_support_assistant"), "{json}");
+    assert!(
+        json.contains("support-assistant-demo"),
+        "the credential id is recorded: {json}"
+    );
+}
+
+#[test]
+fn expired_identity_is_unclassified() {
+    let text = std::fs::read_to_string(quickstart().join("remit.toml"))
+        .unwrap()
+        .replace(
+            "id = \"support-assistant\"\n",
+            "id = \"support-assistant\"\nexpires = \"2026-01-01T00:00:00Z\"\n",
+        );
+    let config = remit_core::Config::parse(&text, "remit.toml").unwrap();
+    let policies = remit_engine::load::read_policies(&quickstart().join("policies")).unwrap();
+    let e = Engine::new(config, &policies).unwrap();
+    let d = e
+        .decide(&support_read(), "t".into(), time::OffsetDateTime::now_utc())
+        .unwrap()
+        .decision;
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(d.class, remit_core::Class::Unclassified);
+    assert!(
+        d.reasons.iter().any(|r| r.contains("expired")),
+        "{:?}",
+        d.reasons
+    );
+}
