@@ -1,1 +1,162 @@
-//! placeholder
+//! The front doors. Today: the admin listener with the decision API (`POST /v1/decide`)
+//! and `GET /healthz`. The reverse proxy, ext_authz and the token endpoint are thin adapters
+//! over the same [`remit_engine::Engine`] and come in later issues.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod problem;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use remit_core::RecordSink;
+use remit_engine::Engine;
+use remit_engine::wire::WireRequest;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+
+pub use problem::Problem;
+
+/// How long one decision may take, recording included, before it is answered as a deny.
+pub const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests the admin listener serves at once; more are refused with 503.
+pub const MAX_CONCURRENT: usize = 1024;
+
+/// What the admin listener's handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The pipeline.
+    pub engine: Arc<Engine>,
+    /// Where decision records go.
+    pub sink: Arc<dyn RecordSink>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The admin listener's routes and layers.
+pub fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/decide", post(decide))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                // Shed load beyond a fixed number of requests in flight (a limit, answered 503).
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async {
+                        Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the decision point is overloaded; treat this as a deny",
+                        )
+                        .with("decision", json!("deny"))
+                    },
+                ))
+                .load_shed()
+                .concurrency_limit(MAX_CONCURRENT),
+        )
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")),
+    }
+}
+
+async fn decide(
+    State(state): State<AdminState>,
+    query: Result<Query<DecideQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "the only query parameter is `dry_run=true|false`",
+        )
+        .into_response();
+    };
+    if !is_json(&headers) {
+        return Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as `application/json`",
+        )
+        .into_response();
+    }
+    let limit = state.engine.config().gateway.max_request_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request is larger than {limit} bytes"),
+            )
+            .into_response();
+        }
+    };
+    let facts = match WireRequest::from_json(&bytes)
+        .and_then(|w| w.into_facts().map_err(|e| e.to_string()))
+    {
+        Ok(f) => f,
+        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let work =
+        state
+            .engine
+            .decide_and_record(&facts, id.clone(), state.sink.as_ref(), query.dry_run);
+    match tokio::time::timeout(DECIDE_TIMEOUT, work).await {
+        Ok(Ok(decision)) => axum::Json(decision).into_response(),
+        Ok(Err(bad)) => Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the decision timed out; treat this as a deny",
+        )
+        .with("decision", json!("deny"))
+        .with("decision_id", json!(id))
+        .into_response(),
+    }
+}
+
+/// Serves the admin listener until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, admin_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,2 +1,321 @@
-//! remit binary
-fn main() {}
+//! The `remit` command: serve the gateway, run the quickstart demo, check requests offline,
+//! validate and test policies, and mint API keys.
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use remit_engine::Engine;
+use remit_engine::load::load_engine;
+use remit_engine::wire::WireRequest;
+
+/// remit: a gateway and policy decision point for non-human traffic.
+#[derive(Debug, Parser)]
+#[command(name = "remit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway: the admin listener with the decision API.
+    Serve {
+        /// The configuration file (`remit.toml`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where state lives (SQLite); default `data/` beside the configuration.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the quickstart: the gateway on the demo configuration, with demo upstreams.
+    Demo {
+        /// Where state lives; default a fresh temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Decide one request offline, through the same code as `POST /v1/decide`.
+    /// Exit code: 0 allow, 1 any other verdict, 2 bad input.
+    Check {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A JSON request as `POST /v1/decide` takes it (`-` for standard input).
+        #[arg(long)]
+        request: PathBuf,
+        /// Accepted for symmetry with `serve`; `check` writes no record.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Work with policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Work with API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Parse and validate the policy directory against the generated schema.
+    Validate {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a directory of decision cases (request JSON -> expected verdict).
+    Test {
+        /// The directory of `*.json` cases.
+        dir: PathBuf,
+        /// The configuration file; default `remit.toml` in DIR or its parent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the Cedar schema generated from the registry and route table.
+    Schema {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Generate a new API key; print it once, and the lines to paste into `remit.toml`.
+    New {
+        /// The credential id to print in the snippet.
+        #[arg(long, default_value = "key-1")]
+        id: String,
+    },
+}
+
+/// A failure whose message is already printed and whose exit code is chosen.
+#[derive(Debug)]
+struct Exit(u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(Exit(code)) => ExitCode::from(*code),
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, data_dir } => {
+            let engine = load(&config)?;
+            let data_dir =
+                data_dir.unwrap_or_else(|| config.parent().unwrap_or(Path::new(".")).join("data"));
+            runtime()?.block_on(serve(engine, data_dir, None))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { data_dir } => {
+            runtime()?.block_on(demo::run(data_dir))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            config,
+            request,
+            data_dir: _,
+        } => check(&config, &request),
+        Command::Policy {
+            command: PolicyCommand::Validate { config },
+        } => {
+            let engine = load(&config)?;
+            println!(
+                "ok: {} policies valid against the schema (baseline pack included)",
+                engine.policy().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { dir, config },
+        } => policy_test(&dir, config),
+        Command::Policy {
+            command: PolicyCommand::Schema { config },
+        } => {
+            print!("{}", load(&config)?.policy().schema_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key {
+            command: KeyCommand::New { id },
+        } => {
+            remit_core::CredentialId::parse(&id)?;
+            let k = remit_token::new_api_key();
+            println!(
+                "key (shown once; give it to the client, store it nowhere else):\n  {}\n",
+                k.key
+            );
+            println!("add to the identity in remit.toml:\n");
+            println!(
+                "[[identity.credential]]\ntype = \"api_key\"\nid = \"{id}\"\nsha256 = \"{}\"",
+                k.sha256_hex
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Loads the pipeline, printing policy warnings.
+fn load(config: &Path) -> Result<Engine> {
+    let engine = load_engine(config)?;
+    for w in engine.policy().warnings() {
+        eprintln!("{w}");
+    }
+    Ok(engine)
+}
+
+/// Serves the admin listener until Ctrl-C or SIGTERM. `ready` is told the bound address.
+pub(crate) async fn serve(
+    engine: Engine,
+    data_dir: PathBuf,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<()> {
+    let store = remit_store::SqliteStore::open(&data_dir).await?;
+    let addr = engine.config().gateway.admin_listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(admin = %bound, data_dir = %data_dir.display(), "remit is serving");
+    if let Some(tx) = ready {
+        let _ = tx.send(bound);
+    }
+    let state = remit_gateway::AdminState {
+        engine: Arc::new(engine),
+        sink: Arc::new(store),
+    };
+    remit_gateway::serve_admin(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+fn check(config: &Path, request: &Path) -> Result<ExitCode> {
+    let engine = load(config)?;
+    let bytes = if request == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::io::stdin(),
+                engine.config().gateway.max_request_bytes as u64 + 1,
+            ),
+            &mut buf,
+        )?;
+        buf
+    } else {
+        std::fs::read(request).with_context(|| format!("reading {}", request.display()))?
+    };
+    if bytes.len() > engine.config().gateway.max_request_bytes {
+        bail!(
+            "{}: larger than {} bytes",
+            request.display(),
+            engine.config().gateway.max_request_bytes
+        );
+    }
+    let facts = WireRequest::from_json(&bytes)
+        .and_then(|w| w.into_facts().map_err(|e| e.to_string()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+    let decided = engine
+        .decide(
+            &facts,
+            uuid::Uuid::now_v7().to_string(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+    println!("{}", serde_json::to_string_pretty(&decided.decision)?);
+    Ok(if decided.decision.verdict == remit_core::Verdict::Allow {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn policy_test(dir: &Path, config: Option<PathBuf>) -> Result<ExitCode> {
+    let config = match config {
+        Some(c) => c,
+        None => [dir.join("remit.toml"), dir.join("../remit.toml")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "no remit.toml in {} or its parent: pass --config",
+                    dir.display()
+                )
+            })?,
+    };
+    let engine = load(&config)?;
+    let results = remit_engine::cases::run_dir(&engine, dir).map_err(anyhow::Error::msg)?;
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    for r in &results {
+        if r.passed() {
+            println!("ok    {}", r.file.display());
+        } else {
+            println!("FAIL  {}", r.file.display());
+            for f in &r.failures {
+                println!("        {f}");
+            }
+        }
+    }
+    println!("{} passed, {} failed", results.len() - failed, failed);
+    if results.is_empty() {
+        bail!("{}: no *.json cases", dir.display());
+    }
+    if failed > 0 {
+        return Err(Exit(1).into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
