@@ -607,6 +607,11 @@ impl World {
     }
 
     /// The equivalent Rego module: one rule body per Cedar policy, baseline included.
+    ///
+    /// `baseline.purpose-not-allowed` tests `input.context.purpose` explicitly rather than
+    /// binding it first (`p := input.context.purpose; not p in ...`): regorus 0.14.1's RVM
+    /// does not stop at an assignment from an undefined value, so the bound form wrongly
+    /// fires there when no purpose is declared (the interpreter gets it right).
     pub fn rego_text(&self) -> String {
         let mut out = String::from(
             "package remit\n\n\
@@ -626,8 +631,8 @@ impl World {
              # baseline.purpose-not-allowed\n\
              forbidden if {\n\
              \tinput.principal.type == \"Identity\"\n\
-             \tp := input.context.purpose\n\
-             \tnot p in data.identities[input.principal.id].purposes\n\
+             \tinput.context.purpose\n\
+             \tnot input.context.purpose in data.identities[input.principal.id].purposes\n\
              }\n\n",
         );
         for (i, p) in self.policies.iter().enumerate() {

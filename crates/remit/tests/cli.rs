@@ -1,0 +1,345 @@
+//! The `remit` binary as a user runs it: exit codes, messages naming file and line, the
+//! quickstart corpus, key generation, and `serve` and `demo` answering real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn remit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_remit"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+}
+
+fn config() -> String {
+    quickstart().join("remit.toml").display().to_string()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn check_exit_codes_follow_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = write(dir.path(), "allow.json", &json!({"method": "GET", "path": "/tickets/1",
+        "headers": {"Authorization": "Bearer rk_demo_support_assistant", "Remit-Purpose": "case-summary"}}).to_string());
+    let o = remit(&["check", "--config", &config(), "--request", &allow]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["decision"], "allow");
+
+    let deny = write(
+        dir.path(),
+        "deny.json",
+        &json!({"method": "GET", "path": "/tickets/1"}).to_string(),
+    );
+    let o = remit(&["check", "--config", &config(), "--request", &deny]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    for (name, content, want) in [
+        ("bad.json", "{\"method\":", "invalid request JSON"),
+        (
+            "unknown.json",
+            "{\"method\":\"GET\",\"path\":\"/\",\"x\":1}",
+            "unknown field",
+        ),
+        (
+            "dup.json",
+            "{\"method\":\"GET\",\"path\":\"/\",\"headers\":{\"Authorization\":\"Bearer a\",\"authorization\":\"Bearer b\"}}",
+            "more than once",
+        ),
+        (
+            "path.json",
+            "{\"method\":\"GET\",\"path\":\"/a%2fb\"}",
+            "encodes `/`",
+        ),
+    ] {
+        let f = write(dir.path(), name, content);
+        let o = remit(&["check", "--config", &config(), "--request", &f]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        assert!(
+            text(&o).contains(want) && text(&o).contains(name),
+            "{name}: {}",
+            text(&o)
+        );
+    }
+    let o = remit(&[
+        "check",
+        "--config",
+        &config(),
+        "--request",
+        "/nonexistent.json",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn config_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(quickstart().join("remit.toml")).unwrap();
+    let broken = original.replace(
+        "kind = \"assistant\"",
+        "kind = \"assistant\"\ncolour = \"blue\"",
+    );
+    let cfg = write(dir.path(), "remit.toml", &broken);
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("colour"))
+        .unwrap()
+        + 1;
+    let o = remit(&["policy", "validate", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = text(&o);
+    assert!(out.contains(&format!("remit.toml:{line}:")), "{out}");
+    assert!(out.contains("unknown field `colour`"), "{out}");
+}
+
+#[test]
+fn policy_validate_reports_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        quickstart().join("remit.toml"),
+        dir.path().join("remit.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let cfg = dir.path().join("remit.toml").display().to_string();
+    let o = remit(&["policy", "validate", "--config", &cfg]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "an empty policy directory is valid: {}",
+        text(&o)
+    );
+    write(
+        &dir.path().join("policies"),
+        "bad.cedar",
+        "permit (principal, action, resource)\nwhen { context.nope };\n",
+    );
+    let o = remit(&["policy", "validate", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("bad.cedar:2:"), "{}", text(&o));
+}
+
+#[test]
+fn policy_test_runs_the_quickstart_corpus() {
+    let cases = quickstart().join("cases").display().to_string();
+    let o = remit(&["policy", "test", &cases]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" passed, 0 failed"),
+        "{}",
+        text(&o)
+    );
+
+    // A case that expects the wrong verdict fails the run with exit code 1.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "wrong.json",
+        &json!({"request": {"method": "GET", "path": "/status"}, "expect": {"decision": "deny"}})
+            .to_string(),
+    );
+    let o = remit(&[
+        "policy",
+        "test",
+        &dir.path().display().to_string(),
+        "--config",
+        &config(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("expected \"deny\", got \"allow\""),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn key_new_prints_a_key_and_its_hash() {
+    let o = remit(&["key", "new", "--id", "bot-key"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("rk_"))
+        .unwrap();
+    let hash = out
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = \""))
+        .unwrap()
+        .trim_end_matches('"');
+    assert_eq!(hash, remit_hash(key));
+    assert!(out.contains("id = \"bot-key\""));
+    let o = remit(&["key", "new", "--id", "bad id"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+fn remit_hash(key: &str) -> String {
+    // The binary must print SHA-256(key); check with the system's sha256sum.
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), key.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `remit` with `args` and waits for the log line naming the admin address.
+fn spawn_serving(args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remit"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("admin=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("remit started serving");
+    (running, addr)
+}
+
+async fn decide(addr: &str, req: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/v1/decide"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_decides_and_keeps_records_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(quickstart().join("remit.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8441", "127.0.0.1:0");
+    std::fs::write(dir.path().join("remit.toml"), text).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::copy(
+        quickstart().join("policies/quickstart.cedar"),
+        dir.path().join("policies/q.cedar"),
+    )
+    .unwrap();
+    let data = dir.path().join("state");
+    let cfg = dir.path().join("remit.toml").display().to_string();
+    let (_server, addr) = spawn_serving(&[
+        "serve",
+        "--config",
+        &cfg,
+        "--data-dir",
+        &data.display().to_string(),
+    ]);
+    let v = decide(&addr, json!({"method": "GET", "path": "/status"})).await;
+    assert_eq!(v["decision"], "allow", "{v}");
+    assert!(
+        data.join("remit.db").is_file(),
+        "the store lives in --data-dir"
+    );
+}
+
+/// The quickstart as the README runs it: `remit demo`, then each scenario.
+#[tokio::test]
+async fn demo_runs_the_quickstart_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_demo, addr) = spawn_serving(&["demo", "--data-dir", &dir.path().display().to_string()]);
+    let bearer = |k: &str| format!("Bearer rk_demo_{k}");
+    let scenarios = [
+        (
+            json!({"method": "GET", "path": "/tickets/42", "headers": {"Authorization": bearer("support_assistant"), "Remit-Purpose": "case-summary"}}),
+            "allow",
+        ),
+        (
+            json!({"method": "POST", "path": "/tickets/42/comments", "headers": {"Authorization": bearer("support_assistant"), "Remit-Purpose": "case-summary"}}),
+            "deny",
+        ),
+        (
+            json!({"method": "POST", "path": "/repos/web/pulls", "headers": {"Authorization": bearer("codegen_workflow"), "Remit-Purpose": "code-change"}}),
+            "allow",
+        ),
+        (
+            json!({"method": "POST", "path": "/repos/web/deployments", "headers": {"Authorization": bearer("codegen_workflow"), "Remit-Purpose": "code-change"}}),
+            "approval_required",
+        ),
+        (
+            json!({"method": "POST", "path": "/mcp/docs", "headers": {"Authorization": bearer("retrieval_agent"), "Remit-Purpose": "doc-retrieval"},
+            "body": {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search_docs", "arguments": {"query": "deploy"}}}}),
+            "allow",
+        ),
+        (
+            json!({"method": "PUT", "path": "/inventory/sku-1", "headers": {"Authorization": bearer("inventory_sync"), "Remit-Purpose": "inventory-refresh"}, "source_ip": "127.0.0.1"}),
+            "allow",
+        ),
+        (
+            json!({"method": "GET", "path": "/tickets/42", "headers": {"Authorization": "Bearer rk_somebody_else"}}),
+            "deny",
+        ),
+    ];
+    for (req, want) in scenarios {
+        let v = decide(&addr, req.clone()).await;
+        assert_eq!(v["decision"], want, "{req} -> {v}");
+    }
+    // The demo upstreams are up too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match reqwest::get("http://127.0.0.1:8450/status").await {
+            Ok(r) if r.status().is_success() => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("the demo API did not answer: {other:?}"),
+        }
+    }
+}
