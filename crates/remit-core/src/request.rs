@@ -191,10 +191,10 @@ impl RequestFacts {
                     why: format!("longer than {MAX_HEADER_VALUE} bytes"),
                 });
             }
-            if let Some(i) = SINGLETON_HEADERS.iter().position(|h| *h == lower) {
-                if std::mem::replace(&mut seen[i], true) {
-                    return Err(RequestError::Duplicate(lower));
-                }
+            if let Some(i) = SINGLETON_HEADERS.iter().position(|h| *h == lower)
+                && std::mem::replace(&mut seen[i], true)
+            {
+                return Err(RequestError::Duplicate(lower));
             }
             match lower.as_str() {
                 "authorization" => {

@@ -1,6 +1,8 @@
 //! Properties of the parsers that face attackers: they never panic, and what they accept
 //! they accept in one reading only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use remit_core::mcp::McpMessage;
 use remit_core::{CanonicalPath, Config, RequestFacts};

@@ -93,10 +93,10 @@ fn check<T: PartialEq + std::fmt::Debug>(
     want: Option<T>,
     got: T,
 ) {
-    if let Some(w) = want {
-        if w != got {
-            failures.push(format!("{what}: expected {w:?}, got {got:?}"));
-        }
+    if let Some(w) = want
+        && w != got
+    {
+        failures.push(format!("{what}: expected {w:?}, got {got:?}"));
     }
 }
 

@@ -1,6 +1,8 @@
 //! The admin listener over real HTTP with a real SQLite store: the decision API's contract,
 //! hostile input, and failing closed when the store is gone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 

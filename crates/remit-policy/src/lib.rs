@@ -634,15 +634,14 @@ impl PolicyEngine {
             && forbids
                 .iter()
                 .all(|id| self.meta.get(id).is_some_and(|m| m.remedy_approval))
+            && let Ok((CedarDecision::Allow, _)) = self.authorize(input, set, true)
         {
-            if let Ok((CedarDecision::Allow, _)) = self.authorize(input, set, true) {
-                return PolicyOutcome {
-                    verdict: PolicyVerdict::ApprovalRequired,
-                    reasons: self.reasons(&forbids, input),
-                    policies: forbids.iter().map(ToString::to_string).collect(),
-                    obligations: Vec::new(),
-                };
-            }
+            return PolicyOutcome {
+                verdict: PolicyVerdict::ApprovalRequired,
+                reasons: self.reasons(&forbids, input),
+                policies: forbids.iter().map(ToString::to_string).collect(),
+                obligations: Vec::new(),
+            };
         }
         let reasons = if forbids.is_empty() {
             vec![format!(

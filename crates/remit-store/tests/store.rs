@@ -1,6 +1,8 @@
 //! The SQLite store against a real database file: group commit, durability across reopen,
 //! and failing (so the caller denies) when closed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use remit_core::decision::SinkError;
 use remit_core::{
     ActionName, Authority, Class, Decision, DecisionRecord, RecordSink, ResourceRef, ResourceType,

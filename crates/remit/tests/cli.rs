@@ -1,6 +1,8 @@
 //! The `remit` binary as a user runs it: exit codes, messages naming file and line, the
 //! quickstart corpus, key generation, and `serve` and `demo` answering real HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
