@@ -1,6 +1,8 @@
 //! End-to-end tests of the demo upstreams: both servers run on
 //! `127.0.0.1:0` and are exercised with real HTTP and MCP clients.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 
 use http::{HeaderName, HeaderValue};

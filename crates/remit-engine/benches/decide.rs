@@ -173,8 +173,9 @@ fn agree(
     (allow, deny)
 }
 
-/// p50 and p99 of `TIMED` individually timed calls of `f` over the pool, in nanoseconds.
-fn percentiles(pool: &[Prepared], mut f: impl FnMut(&Prepared) -> bool) -> (u64, u64, u64) {
+/// `TIMED` individually timed calls of `f`, rotating through the pool, in nanoseconds
+/// (call `i` used `pool[i % pool.len()]`).
+fn time_each(pool: &[Prepared], mut f: impl FnMut(&Prepared) -> bool) -> Vec<u64> {
     for i in 0..WARM_UP {
         black_box(f(&pool[i % pool.len()]));
     }
@@ -185,9 +186,18 @@ fn percentiles(pool: &[Prepared], mut f: impl FnMut(&Prepared) -> bool) -> (u64,
         black_box(f(p));
         ns.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
     }
-    let mean = ns.iter().sum::<u64>() / ns.len() as u64;
+    ns
+}
+
+/// p50, p99 and mean, in nanoseconds.
+fn summary(mut ns: Vec<u64>) -> (u64, u64, u64) {
+    let mean = ns.iter().sum::<u64>() / ns.len().max(1) as u64;
     ns.sort_unstable();
     (ns[ns.len() / 2], ns[ns.len() * 99 / 100], mean)
+}
+
+fn percentiles(pool: &[Prepared], f: impl FnMut(&Prepared) -> bool) -> (u64, u64, u64) {
+    summary(time_each(pool, f))
 }
 
 fn us(ns: u64) -> String {
@@ -195,7 +205,11 @@ fn us(ns: u64) -> String {
 }
 
 fn main() {
-    let bench_mode = std::env::args().any(|a| a == "--bench");
+    // The table runs under `cargo bench`, not under `cargo test --benches` (criterion's
+    // test mode) nor with criterion's `--profile-time` (for profilers).
+    let args: Vec<String> = std::env::args().collect();
+    let bench_mode =
+        args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--profile-time");
     let world = World::generate(7);
     let started = Instant::now();
     let engine = world.engine();
@@ -231,6 +245,14 @@ fn main() {
             synth: r,
         })
         .collect();
+
+    let slice_sizes: Vec<usize> = pool.iter().map(|p| world.slice_size(&p.synth)).collect();
+    eprintln!(
+        "slices: remit evaluates {:.1} policies per request on average (max {}), bare Cedar {}",
+        slice_sizes.iter().sum::<usize>() as f64 / POOL as f64,
+        slice_sizes.iter().max().copied().unwrap_or(0),
+        engine.policy().len()
+    );
 
     let mut c = Criterion::default()
         .sample_size(30)
@@ -282,11 +304,9 @@ fn main() {
         return;
     }
 
+    let remit_ns = time_each(&pool, |p| pipeline(&engine, &p.facts, now));
     let rows: Vec<(&str, (u64, u64, u64))> = vec![
-        (
-            "remit pipeline (Engine::decide)",
-            percentiles(&pool, |p| pipeline(&engine, &p.facts, now)),
-        ),
+        ("remit pipeline (Engine::decide)", summary(remit_ns.clone())),
         (
             "remit pipeline + RequestFacts::parse",
             percentiles(&pool, |p| pipeline(&engine, &parse(p), now)),
@@ -333,13 +353,27 @@ fn main() {
     for (name, (p50, p99, mean)) in rows.iter().chain(&breakdown) {
         println!("| {name} | {} | {} | {} |", us(*p50), us(*p99), us(*mean));
     }
+    // How the pipeline's time follows the size of the slice Cedar evaluates.
+    let mut by_size: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
+    for (i, ns) in remit_ns.iter().enumerate() {
+        by_size.entry(slice_sizes[i % POOL]).or_default().push(*ns);
+    }
+    println!();
+    println!("remit pipeline by slice size (policies Cedar evaluates, baseline included):");
+    println!("| slice size | share of requests | p50 µs | p99 µs |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for (size, ns) in by_size {
+        let share = 100.0 * ns.len() as f64 / TIMED as f64;
+        let (p50, p99, _) = summary(ns);
+        println!("| {size} | {share:.1}% | {} | {} |", us(p50), us(p99));
+    }
     let (remit50, remit99, _) = rows[0].1;
     println!();
-    println!("| pipeline vs | p50 ratio | p99 ratio |");
+    println!("| peer | peer p50 / pipeline p50 | peer p99 / pipeline p99 |");
     println!("| --- | ---: | ---: |");
     for (name, (p50, p99, _)) in &rows[2..] {
         println!(
-            "| {name} | {:.2}x faster | {:.2}x faster |",
+            "| {name} | {:.2}x | {:.2}x |",
             *p50 as f64 / remit50 as f64,
             *p99 as f64 / remit99 as f64
         );

@@ -1,6 +1,8 @@
 //! The pipeline end to end without a network: the quickstart decision corpus, policy
 //! diagnostics, and failing closed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -72,140 +72,29 @@ const fn r(
     }
 }
 
-/// The route table: 20 actions over seven resource types, 13 of them sensitive.
+/// The route table: 20 actions over eight resource types, 13 of them sensitive.
+#[rustfmt::skip]
 pub const ROUTES: [RouteDef; 20] = [
     r("GET", "/status", "status.read", "Service", "api", false),
     r("GET", "/search", "search.query", "Service", "search", false),
-    r(
-        "GET",
-        "/tickets/{id}",
-        "tickets.read",
-        "Ticket",
-        "{id}",
-        true,
-    ),
-    r(
-        "GET",
-        "/tickets/{id}/history",
-        "tickets.history.read",
-        "Ticket",
-        "{id}",
-        true,
-    ),
-    r(
-        "POST",
-        "/tickets/{id}/comments",
-        "tickets.comment",
-        "Ticket",
-        "{id}",
-        true,
-    ),
-    r(
-        "PUT",
-        "/tickets/{id}",
-        "tickets.update",
-        "Ticket",
-        "{id}",
-        true,
-    ),
-    r(
-        "GET",
-        "/repos/{repo}",
-        "repos.read",
-        "Repo",
-        "{repo}",
-        false,
-    ),
-    r(
-        "POST",
-        "/repos/{repo}/pulls",
-        "repos.pulls.create",
-        "Repo",
-        "{repo}",
-        true,
-    ),
-    r(
-        "GET",
-        "/repos/{repo}/builds/{id}",
-        "repos.builds.read",
-        "Repo",
-        "{repo}",
-        false,
-    ),
-    r(
-        "POST",
-        "/repos/{repo}/deployments",
-        "repos.deploy",
-        "Repo",
-        "{repo}",
-        true,
-    ),
-    r(
-        "GET",
-        "/inventory/{sku}",
-        "inventory.read",
-        "Sku",
-        "{sku}",
-        false,
-    ),
-    r(
-        "PUT",
-        "/inventory/{sku}",
-        "inventory.write",
-        "Sku",
-        "{sku}",
-        true,
-    ),
-    r(
-        "DELETE",
-        "/inventory/{sku}",
-        "inventory.delete",
-        "Sku",
-        "{sku}",
-        true,
-    ),
+    r("GET", "/tickets/{id}", "tickets.read", "Ticket", "{id}", true),
+    r("GET", "/tickets/{id}/history", "tickets.history.read", "Ticket", "{id}", true),
+    r("POST", "/tickets/{id}/comments", "tickets.comment", "Ticket", "{id}", true),
+    r("PUT", "/tickets/{id}", "tickets.update", "Ticket", "{id}", true),
+    r("GET", "/repos/{repo}", "repos.read", "Repo", "{repo}", false),
+    r("POST", "/repos/{repo}/pulls", "repos.pulls.create", "Repo", "{repo}", true),
+    r("GET", "/repos/{repo}/builds/{id}", "repos.builds.read", "Repo", "{repo}", false),
+    r("POST", "/repos/{repo}/deployments", "repos.deploy", "Repo", "{repo}", true),
+    r("GET", "/inventory/{sku}", "inventory.read", "Sku", "{sku}", false),
+    r("PUT", "/inventory/{sku}", "inventory.write", "Sku", "{sku}", true),
+    r("DELETE", "/inventory/{sku}", "inventory.delete", "Sku", "{sku}", true),
     r("GET", "/docs/{doc}", "docs.read", "Doc", "{doc}", false),
     r("PUT", "/docs/{doc}", "docs.write", "Doc", "{doc}", true),
-    r(
-        "GET",
-        "/invoices/{id}",
-        "invoices.read",
-        "Invoice",
-        "{id}",
-        true,
-    ),
-    r(
-        "POST",
-        "/invoices/{id}/payments",
-        "invoices.pay",
-        "Invoice",
-        "{id}",
-        true,
-    ),
-    r(
-        "GET",
-        "/customers/{id}",
-        "customers.read",
-        "Customer",
-        "{id}",
-        true,
-    ),
-    r(
-        "DELETE",
-        "/customers/{id}",
-        "customers.delete",
-        "Customer",
-        "{id}",
-        true,
-    ),
-    r(
-        "GET",
-        "/metrics/{name}",
-        "metrics.read",
-        "Metric",
-        "{name}",
-        false,
-    ),
+    r("GET", "/invoices/{id}", "invoices.read", "Invoice", "{id}", true),
+    r("POST", "/invoices/{id}/payments", "invoices.pay", "Invoice", "{id}", true),
+    r("GET", "/customers/{id}", "customers.read", "Customer", "{id}", true),
+    r("DELETE", "/customers/{id}", "customers.delete", "Customer", "{id}", true),
+    r("GET", "/metrics/{name}", "metrics.read", "Metric", "{name}", false),
 ];
 
 /// Identity kinds and the class each maps to.
@@ -836,12 +725,14 @@ impl World {
     /// The oracle: what every evaluator should answer, computed directly from the model.
     pub fn expected(&self, r: &SynthRequest) -> bool {
         let sensitive = r.route().sensitive;
-        let baseline_forbids = (r.identity.is_none() && sensitive)
-            || (sensitive && r.purpose.is_none())
-            || r.identity.is_some_and(|n| {
-                r.purpose
-                    .is_some_and(|p| !self.identities[n].purposes.contains(&p))
-            });
+        // The baseline pack's three forbids, one by one.
+        let unclassified_sensitive = r.identity.is_none() && sensitive;
+        let purpose_required = sensitive && r.purpose.is_none();
+        let purpose_not_allowed = r.identity.is_some_and(|n| {
+            r.purpose
+                .is_some_and(|p| !self.identities[n].purposes.contains(&p))
+        });
+        let baseline_forbids = unclassified_sensitive || purpose_required || purpose_not_allowed;
         let permitted = self.policies.iter().any(|p| p.permit && self.matches(p, r));
         let forbidden = self
             .policies
@@ -968,6 +859,24 @@ impl World {
             Entity::new(uid("Identity", &i.id), attrs, HashSet::new()).expect("entity")
         });
         Entities::from_entities(entities, None).expect("entities")
+    }
+
+    /// How many policies (baseline included) remit's slice for `r` holds: those whose
+    /// action scope admits the action and whose principal scope is not another identity.
+    pub fn slice_size(&self, r: &SynthRequest) -> usize {
+        let applies = |p: &&SynthPolicy| {
+            let action = match &p.action {
+                ActionScope::Any => true,
+                ActionScope::Eq(a) => *a == r.route,
+                ActionScope::In(list) => list.contains(&r.route),
+            };
+            let principal = match p.principal {
+                PrincipalScope::Any | PrincipalScope::IsIdentity => true,
+                PrincipalScope::Eq(n) => r.identity == Some(n),
+            };
+            action && principal
+        };
+        3 + self.policies.iter().filter(applies).count()
     }
 
     /// Distinct actions, for reporting.
