@@ -14,15 +14,18 @@
 
 mod diag;
 pub mod schema;
+mod slice;
+
+use slice::{CONTEXT_ATTRS, Needs, Sliced, Slices};
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity,
-    EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use remit_core::{
     ActionName, AuthorityKind, Class, IdentityId, Obligation, Principal, Purpose, Rate, Registry,
@@ -72,12 +75,6 @@ struct PolicyMeta {
     reason: Option<String>,
     obligations: Vec<Obligation>,
     remedy_approval: bool,
-}
-
-#[derive(Debug, Default)]
-struct Slice {
-    generic: PolicySet,
-    by_principal: HashMap<EntityUid, PolicySet>,
 }
 
 /// What the policy layer decided.
@@ -145,9 +142,9 @@ pub struct PolicyEngine {
     schema_json: serde_json::Value,
     entities: Entities,
     authorizer: Authorizer,
-    all: PolicySet,
-    slices: HashMap<ActionName, Slice>,
-    empty: PolicySet,
+    all: Sliced,
+    slices: Slices,
+    empty: Sliced,
     principals: HashMap<IdentityId, EntityUid>,
     unclassified: EntityUid,
     actions: HashMap<ActionName, EntityUid>,
@@ -455,14 +452,17 @@ impl PolicyEngine {
             let n = EntityTypeName::from_str(&t).map_err(|e| PolicyError::Schema(e.to_string()))?;
             resource_types.insert(t, n);
         }
-        let slices = slice(&all, &actions)?;
+        let slices = Slices::build(&all, &actions)?;
         Ok(Self {
             schema_json,
             entities,
             authorizer: Authorizer::new(),
-            all,
+            all: Sliced {
+                set: all,
+                needs: Needs::ALL,
+            },
             slices,
-            empty: PolicySet::new(),
+            empty: Sliced::default(),
             principals,
             unclassified: uid(schema::UNCLASSIFIED_TYPE, schema::UNCLASSIFIED_ID)?,
             actions,
@@ -509,8 +509,13 @@ impl PolicyEngine {
         }
     }
 
-    /// Builds the Cedar request for `input`.
-    fn request(&self, input: &PolicyInput<'_>, approved: bool) -> Result<Request, String> {
+    /// Builds the Cedar request for `input`, with only the context attributes in `needs`.
+    fn request(
+        &self,
+        input: &PolicyInput<'_>,
+        approved: bool,
+        needs: Needs,
+    ) -> Result<Request, String> {
         let principal = self
             .principal_uid(input.principal)
             .ok_or("the principal is not registered")?
@@ -531,95 +536,73 @@ impl PolicyEngine {
             })?;
         let resource =
             EntityUid::from_type_name_and_id(rtype.clone(), EntityId::new(&input.resource.id));
-        let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(14);
-        ctx.push((
-            "class".into(),
-            RestrictedExpression::new_string(input.class.as_str().into()),
-        ));
-        ctx.push((
-            "authority".into(),
-            RestrictedExpression::new_string(input.authority.as_str().into()),
-        ));
-        if let Some(p) = input.purpose {
-            ctx.push((
-                "purpose".into(),
-                RestrictedExpression::new_string(p.to_string()),
-            ));
-        }
-        ctx.push((
-            "sensitive".into(),
-            RestrictedExpression::new_bool(input.sensitive),
-        ));
-        ctx.push((
-            "method".into(),
-            RestrictedExpression::new_string(input.method.into()),
-        ));
-        ctx.push((
-            "path".into(),
-            RestrictedExpression::new_string(input.path.into()),
-        ));
-        if let Some(ip) = input.source_ip {
-            ctx.push((
-                "source_ip".into(),
-                RestrictedExpression::new_ip(ip.to_string()),
-            ));
-        }
-        ctx.push(("risk".into(), RestrictedExpression::new_long(input.risk)));
-        ctx.push(("approved".into(), RestrictedExpression::new_bool(approved)));
-        ctx.push((
-            "chain_depth".into(),
-            RestrictedExpression::new_long(input.chain_depth),
-        ));
-        if let Some(m) = input.mcp_method {
-            let mut rec = vec![(
-                "method".to_owned(),
-                RestrictedExpression::new_string(m.into()),
-            )];
-            if let Some(t) = input.mcp_tool {
-                rec.push((
-                    "tool".to_owned(),
-                    RestrictedExpression::new_string(t.into()),
-                ));
+        let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(CONTEXT_ATTRS.len());
+        for (i, name) in CONTEXT_ATTRS.iter().enumerate() {
+            if !needs.has(i) {
+                continue;
             }
-            ctx.push((
-                "mcp".into(),
-                RestrictedExpression::new_record(rec).map_err(|e| e.to_string())?,
-            ));
+            let value = match *name {
+                "class" => RestrictedExpression::new_string(input.class.as_str().into()),
+                "authority" => RestrictedExpression::new_string(input.authority.as_str().into()),
+                "purpose" => match input.purpose {
+                    Some(p) => RestrictedExpression::new_string(p.to_string()),
+                    None => continue,
+                },
+                "sensitive" => RestrictedExpression::new_bool(input.sensitive),
+                "method" => RestrictedExpression::new_string(input.method.into()),
+                "path" => RestrictedExpression::new_string(input.path.into()),
+                "source_ip" => match input.source_ip {
+                    Some(ip) => RestrictedExpression::new_ip(ip.to_string()),
+                    None => continue,
+                },
+                "risk" => RestrictedExpression::new_long(input.risk),
+                "approved" => RestrictedExpression::new_bool(approved),
+                "chain_depth" => RestrictedExpression::new_long(input.chain_depth),
+                "mcp" => {
+                    let Some(m) = input.mcp_method else { continue };
+                    let mut rec = vec![(
+                        "method".to_owned(),
+                        RestrictedExpression::new_string(m.into()),
+                    )];
+                    if let Some(t) = input.mcp_tool {
+                        rec.push((
+                            "tool".to_owned(),
+                            RestrictedExpression::new_string(t.into()),
+                        ));
+                    }
+                    RestrictedExpression::new_record(rec).map_err(|e| e.to_string())?
+                }
+                "params" => {
+                    let params = input
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+                    RestrictedExpression::new_record(params).map_err(|e| e.to_string())?
+                }
+                other => return Err(format!("context attribute `{other}` has no value")),
+            };
+            ctx.push(((*name).to_owned(), value));
         }
-        let params = input
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
-        ctx.push((
-            "params".into(),
-            RestrictedExpression::new_record(params).map_err(|e| e.to_string())?,
-        ));
         let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
         Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())
     }
 
-    /// The policies that can apply to `input`'s action and principal.
-    fn slice_for(&self, input: &PolicyInput<'_>) -> &PolicySet {
-        let Some(slice) = self.slices.get(input.action) else {
-            return &self.empty;
-        };
-        self.principal_uid(input.principal)
-            .and_then(|u| slice.by_principal.get(u))
-            .unwrap_or(&slice.generic)
-    }
-
     /// Evaluates `input` against the policies that can apply to it.
     pub fn evaluate(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
-        self.evaluate_in(input, self.slice_for(input))
+        let slice = self
+            .slices
+            .get(input.action, input.principal)
+            .unwrap_or(&self.empty);
+        self.evaluate_in(input, slice)
     }
 
-    /// Evaluates `input` against every loaded policy, without slicing: the reference the
-    /// sliced path is tested and benchmarked against.
+    /// Evaluates `input` against every loaded policy with the full context, without
+    /// slicing: the reference the sliced path is tested and benchmarked against.
     pub fn evaluate_unsliced(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
         self.evaluate_in(input, &self.all)
     }
 
-    fn evaluate_in(&self, input: &PolicyInput<'_>, set: &PolicySet) -> PolicyOutcome {
+    fn evaluate_in(&self, input: &PolicyInput<'_>, set: &Sliced) -> PolicyOutcome {
         let first = match self.authorize(input, set, false) {
             Ok(r) => r,
             Err(outcome) => return outcome,
@@ -664,13 +647,15 @@ impl PolicyEngine {
     fn authorize(
         &self,
         input: &PolicyInput<'_>,
-        set: &PolicySet,
+        set: &Sliced,
         approved: bool,
     ) -> Result<(CedarDecision, Vec<PolicyId>), PolicyOutcome> {
         let request = self
-            .request(input, approved)
+            .request(input, approved, set.needs)
             .map_err(|e| deny_error(format!("the policy request could not be built: {e}")))?;
-        let response = self.authorizer.is_authorized(&request, set, &self.entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &set.set, &self.entities);
         let diagnostics = response.diagnostics();
         for err in diagnostics.errors() {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
@@ -755,48 +740,4 @@ fn fill(template: &str, input: &PolicyInput<'_>) -> String {
             ),
         )
         .replace("{class}", input.class.as_str())
-}
-
-/// Groups policies by the actions and principals their scopes can match.
-fn slice(
-    all: &PolicySet,
-    actions: &HashMap<ActionName, EntityUid>,
-) -> Result<HashMap<ActionName, Slice>, PolicyError> {
-    let mut out: HashMap<ActionName, Slice> = HashMap::with_capacity(actions.len());
-    let mut specific: HashMap<(ActionName, EntityUid), Vec<Policy>> = HashMap::new();
-    for (name, auid) in actions {
-        let slice = out.entry(name.clone()).or_default();
-        for p in all.policies() {
-            let applies = match p.action_constraint() {
-                ActionConstraint::Any => true,
-                ActionConstraint::Eq(a) => &a == auid,
-                // The generated schema has no action groups, so `in` is membership.
-                ActionConstraint::In(list) => list.contains(auid),
-            };
-            if !applies {
-                continue;
-            }
-            match p.principal_constraint() {
-                PrincipalConstraint::Eq(pu) => specific
-                    .entry((name.clone(), pu))
-                    .or_default()
-                    .push(p.clone()),
-                _ => slice
-                    .generic
-                    .add(p.clone())
-                    .map_err(|e| PolicyError::Schema(e.to_string()))?,
-            }
-        }
-    }
-    for ((name, principal), policies) in specific {
-        let Some(slice) = out.get_mut(&name) else {
-            continue;
-        };
-        let mut set = slice.generic.clone();
-        for p in policies {
-            set.add(p).map_err(|e| PolicyError::Schema(e.to_string()))?;
-        }
-        slice.by_principal.insert(principal, set);
-    }
-    Ok(out)
 }
