@@ -345,3 +345,82 @@ async fn demo_runs_the_quickstart_scenarios() {
         }
     }
 }
+
+#[test]
+fn hostile_files_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(quickstart().join("remit.toml")).unwrap();
+
+    // A key written twice in one table.
+    let dup = original.replace(
+        "kind = \"assistant\"",
+        "kind = \"assistant\"\nkind = \"agent\"",
+    );
+    let cfg = write(dir.path(), "dup.toml", &dup);
+    let o = remit(&["policy", "validate", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("dup.toml:") && text(&o).contains("duplicate key"),
+        "{}",
+        text(&o)
+    );
+
+    // An oversized configuration is refused before it is parsed.
+    let big = write(dir.path(), "big.toml", &"#".repeat(17 * 1024 * 1024));
+    let o = remit(&["policy", "validate", "--config", &big]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("big.toml") && text(&o).contains("larger than"),
+        "{}",
+        text(&o)
+    );
+
+    // A configuration that is not UTF-8.
+    let bin = dir.path().join("bin.toml");
+    std::fs::write(&bin, b"[gateway]\nreplica_id = \"\xff\"\n").unwrap();
+    let o = remit(&["policy", "validate", "--config", &bin.display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("not UTF-8"), "{}", text(&o));
+
+    // An oversized request file for `check`.
+    let req = write(
+        dir.path(),
+        "huge.json",
+        &format!(
+            "{{\"method\":\"GET\",\"path\":\"/\",\"body\":\"{}\"}}",
+            "a".repeat(300 * 1024)
+        ),
+    );
+    let o = remit(&["check", "--config", &config(), "--request", &req]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("larger than"), "{}", text(&o));
+
+    // A case file that is not a case fails that case by name, and the run.
+    let cases = dir.path().join("cases");
+    std::fs::create_dir(&cases).unwrap();
+    write(&cases, "broken.json", "{\"request\": 1}");
+    let o = remit(&[
+        "policy",
+        "test",
+        &cases.display().to_string(),
+        "--config",
+        &config(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("broken.json") && text(&o).contains("not a case file"),
+        "{}",
+        text(&o)
+    );
+
+    // A policy directory that does not exist.
+    let nodir = original.replace("policy_dir = \"policies\"", "policy_dir = \"nowhere\"");
+    let cfg = write(dir.path(), "nodir.toml", &nodir);
+    let o = remit(&["policy", "validate", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("nowhere") && text(&o).contains("policy directory"),
+        "{}",
+        text(&o)
+    );
+}
