@@ -69,6 +69,70 @@ pub struct GatewaySettings {
     pub max_request_bytes: usize,
     /// This replica's id, written to every record.
     pub replica_id: String,
+    /// The proxy listener.
+    pub proxy_listen: SocketAddr,
+    /// Largest request body the proxy buffers for a decision.
+    pub max_body_bytes: usize,
+    /// How long the proxy waits for an upstream's response headers.
+    pub upstream_timeout_s: u64,
+}
+
+/// What an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    /// A plain HTTP API.
+    Http,
+    /// An MCP server (Streamable HTTP).
+    Mcp,
+}
+
+/// A credential remit adds to requests it forwards to an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamCredential {
+    /// The header to set, lower-case.
+    pub header: String,
+    /// The environment variable holding its value (read at start-up; never in the file).
+    pub env: String,
+}
+
+/// One upstream behind the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Its name.
+    pub name: String,
+    /// `http://host:port`, no path.
+    pub origin: String,
+    /// Requests whose decoded path is this prefix (on a segment boundary) go here.
+    pub prefix: String,
+    /// HTTP or MCP.
+    pub kind: UpstreamKind,
+    /// A credential to add.
+    pub credential: Option<UpstreamCredential>,
+}
+
+/// The upstreams, chosen by longest path prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upstreams(Vec<Upstream>);
+
+impl Upstreams {
+    /// The upstream for a decoded path: the longest prefix that ends on a segment boundary.
+    pub fn select(&self, decoded_path: &str) -> Option<&Upstream> {
+        self.0
+            .iter()
+            .filter(|u| {
+                decoded_path.starts_with(u.prefix.as_str())
+                    && (u.prefix.ends_with('/')
+                        || decoded_path.len() == u.prefix.len()
+                        || decoded_path.as_bytes()[u.prefix.len()] == b'/')
+            })
+            .max_by_key(|u| u.prefix.len())
+    }
+
+    /// Every upstream.
+    pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.0.iter()
+    }
 }
 
 /// A whole parsed configuration.
@@ -80,6 +144,8 @@ pub struct Config {
     pub registry: Registry,
     /// The route table.
     pub routes: RouteTable,
+    /// The proxy's upstreams.
+    pub upstreams: Upstreams,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +159,26 @@ struct RawConfig {
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default, rename = "mcp_server")]
     mcp_servers: Vec<Spanned<RawMcpServer>>,
+    #[serde(default, rename = "upstream")]
+    upstreams: Vec<Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    prefix: Spanned<String>,
+    #[serde(default)]
+    kind: Option<UpstreamKind>,
+    credential: Option<Spanned<RawUpstreamCredential>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamCredential {
+    header: String,
+    env: String,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +188,9 @@ struct RawGateway {
     policy_dir: Option<String>,
     max_request_bytes: Option<Spanned<u64>>,
     replica_id: Option<Spanned<String>>,
+    proxy_listen: Option<Spanned<String>>,
+    max_body_bytes: Option<Spanned<u64>>,
+    upstream_timeout_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -238,10 +327,12 @@ impl Config {
         let gateway = parse_gateway(&cx, raw.gateway)?;
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
+        let upstreams = parse_upstreams(&cx, raw.upstreams)?;
         Ok(Config {
             gateway,
             registry,
             routes,
+            upstreams,
         })
     }
 }
@@ -252,20 +343,50 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         policy_dir: None,
         max_request_bytes: None,
         replica_id: None,
+        proxy_listen: None,
+        max_body_bytes: None,
+        upstream_timeout_s: None,
     });
-    let admin_listen = match raw.admin_listen {
-        None => SocketAddr::from(([127, 0, 0, 1], 8441)),
+    let addr = |v: Option<Spanned<String>>, field: &str, default: u16| match v {
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], default))),
         Some(s) => s.get_ref().parse().map_err(|_| {
             cx.err(
                 s.span(),
-                "gateway.admin_listen",
+                field,
                 format!(
-                    "`{}` is not an address such as `127.0.0.1:8441`",
+                    "`{}` is not an address such as `127.0.0.1:{default}`",
                     s.get_ref()
                 ),
             )
-        })?,
+        }),
     };
+    let admin_listen = addr(raw.admin_listen, "gateway.admin_listen", 8441)?;
+    let proxy_listen = addr(raw.proxy_listen, "gateway.proxy_listen", 8440)?;
+    let bounded = |v: Option<Spanned<u64>>,
+                   field: &str,
+                   default: u64,
+                   range: std::ops::RangeInclusive<u64>| match v {
+        None => Ok(default),
+        Some(n) if range.contains(n.get_ref()) => Ok(*n.get_ref()),
+        Some(n) => Err(cx.err(
+            n.span(),
+            field,
+            format!("must be between {} and {}", range.start(), range.end()),
+        )),
+    };
+    let ceiling = MAX_REQUEST_BYTES_CEILING as u64;
+    let max_body_bytes = bounded(
+        raw.max_body_bytes,
+        "gateway.max_body_bytes",
+        1024 * 1024,
+        1024..=ceiling,
+    )? as usize;
+    let upstream_timeout_s = bounded(
+        raw.upstream_timeout_s,
+        "gateway.upstream_timeout_s",
+        30,
+        1..=3600,
+    )?;
     let max_request_bytes = match raw.max_request_bytes {
         None => DEFAULT_MAX_REQUEST_BYTES,
         Some(n) => usize::try_from(*n.get_ref())
@@ -292,7 +413,104 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         policy_dir: PathBuf::from(raw.policy_dir.unwrap_or_else(|| "policies".to_owned())),
         max_request_bytes,
         replica_id,
+        proxy_listen,
+        max_body_bytes,
+        upstream_timeout_s,
     })
+}
+
+fn parse_upstreams(cx: &Ctx<'_>, raw: Vec<Spanned<RawUpstream>>) -> Result<Upstreams, ConfigError> {
+    let mut out: Vec<Upstream> = Vec::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        let span = u.span();
+        let u = u.into_inner();
+        let field = |f: &str| format!("upstream[{i}].{f}");
+        let name = u.name.get_ref().clone();
+        IdentityId::parse(&name).map_err(|e| {
+            cx.err(
+                u.name.span(),
+                field("name"),
+                e.to_string().replace("identity id", "upstream name"),
+            )
+        })?;
+        let url = u.url.get_ref().trim_end_matches('/');
+        let Some(authority) = url.strip_prefix("http://") else {
+            return Err(cx.err(
+                u.url.span(),
+                field("url"),
+                format!(
+                    "`{url}` must be `http://host:port`: TLS to upstreams is not supported yet"
+                ),
+            ));
+        };
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+            return Err(cx.err(
+                u.url.span(),
+                field("url"),
+                format!("`{url}` must be `http://host:port` with no path, user or query"),
+            ));
+        }
+        let prefix = u.prefix.get_ref().clone();
+        let canonical = crate::path::CanonicalPath::parse(&prefix)
+            .map_err(|e| cx.err(u.prefix.span(), field("prefix"), e.to_string()))?;
+        if canonical.decoded() != prefix {
+            return Err(cx.err(
+                u.prefix.span(),
+                field("prefix"),
+                format!(
+                    "`{prefix}` is not canonical: write `{}`",
+                    canonical.decoded()
+                ),
+            ));
+        }
+        let credential = match u.credential {
+            None => None,
+            Some(c) => {
+                let cspan = c.span();
+                let c = c.into_inner();
+                let header = c.header.to_ascii_lowercase();
+                let valid = !header.is_empty()
+                    && header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !valid || header == "host" || header.starts_with("remit-") {
+                    return Err(cx.err(
+                        cspan,
+                        field("credential.header"),
+                        format!("`{}` cannot carry an upstream credential", c.header),
+                    ));
+                }
+                if c.env.is_empty()
+                    || !c
+                        .env
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(cx.err(
+                        cspan,
+                        field("credential.env"),
+                        "name an environment variable such as `DOCS_TOKEN`",
+                    ));
+                }
+                Some(UpstreamCredential { header, env: c.env })
+            }
+        };
+        if out.iter().any(|o| o.name == name || o.prefix == prefix) {
+            return Err(cx.err(
+                span,
+                field("prefix"),
+                format!("upstream `{name}` repeats another upstream's name or prefix"),
+            ));
+        }
+        out.push(Upstream {
+            name,
+            origin: url.to_owned(),
+            prefix,
+            kind: u.kind.unwrap_or(UpstreamKind::Http),
+            credential,
+        });
+    }
+    Ok(Upstreams(out))
 }
 
 fn parse_routes(

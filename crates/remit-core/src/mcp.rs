@@ -27,6 +27,8 @@ pub enum McpError {
 /// The parts of one MCP message a decision reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct McpMessage {
+    /// The JSON-RPC id; `None` for a notification.
+    pub id: Option<Value>,
     /// The JSON-RPC method; `None` for a response the client sends to the server.
     pub method: Option<String>,
     /// For `tools/call`: the tool's name.
@@ -40,6 +42,8 @@ pub struct McpMessage {
 #[derive(Deserialize)]
 struct Envelope {
     jsonrpc: String,
+    #[serde(default)]
+    id: Option<Value>,
     method: Option<String>,
     #[serde(default)]
     params: Option<Params>,
@@ -83,7 +87,15 @@ impl McpMessage {
         } else if env.method.as_deref() == Some("tools/call") {
             return Err(McpError::MissingToolName);
         }
+        if let Some(id) = &env.id
+            && !(id.is_string() || id.is_i64() || id.is_u64())
+        {
+            return Err(McpError::NotJsonRpc(
+                "`id` must be a string or an integer".into(),
+            ));
+        }
         Ok(Self {
+            id: env.id,
             method: env.method,
             tool,
             arguments,

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod problem;
+pub mod proxy;
 
 use std::future::Future;
 use std::sync::Arc;

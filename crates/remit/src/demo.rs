@@ -54,37 +54,40 @@ pub async fn run(data_dir: Option<PathBuf>) -> Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let data = root.join("data");
     let server = tokio::spawn(crate::serve(engine, data, Some(tx)));
-    if let Ok(admin) = rx.await {
-        print_guide(admin, &world);
+    if let Ok((admin, proxy)) = rx.await {
+        print_guide(admin, proxy, &world);
     }
     server.await.context("the gateway task failed")?
 }
 
-fn print_guide(admin: std::net::SocketAddr, world: &std::path::Path) {
+fn print_guide(admin: std::net::SocketAddr, proxy: std::net::SocketAddr, world: &std::path::Path) {
     println!(
         r#"
 remit demo is running.
 
+  proxy          http://{proxy}   (every request is decided, recorded, then forwarded)
   decision API   http://{admin}/v1/decide
-  demo API       http://{DEMO_API}   (tickets, repos, inventory)
-  demo MCP       http://{DEMO_MCP}/mcp/docs
+  demo API       http://{DEMO_API}   (tickets, repos, inventory; behind the proxy)
+  demo MCP       http://{DEMO_MCP}/mcp/docs   (behind the proxy at http://{proxy}/mcp/docs)
   configuration  {world}/remit.toml
 
 The demo keys are published and for this demo only.
 
-Ask remit about a request (the support assistant reads a ticket):
+Through the proxy (the support assistant reads a ticket, then tries to write):
+
+  curl -s http://{proxy}/tickets/42 \
+       -H 'Authorization: Bearer rk_demo_support_assistant' -H 'Remit-Purpose: case-summary'
+  curl -s -X POST http://{proxy}/tickets/42/comments -d '{{"body":"hi"}}' \
+       -H 'Authorization: Bearer rk_demo_support_assistant' -H 'Remit-Purpose: case-summary'
+
+Ask the decision API without forwarding anything:
 
   curl -s http://{admin}/v1/decide -H 'content-type: application/json' -d '{{
     "method": "GET", "path": "/tickets/42",
-    "headers": {{"Authorization": "Bearer rk_demo_support_assistant", "Remit-Purpose": "case-summary"}}}}'
+    "headers": {{"Authorization": "Bearer rk_demo_support_assistant", "Remit-Purpose": "marketing"}}}}'
 
-Try also:
-  - the same with "Remit-Purpose": "marketing"                      -> deny (purpose)
-  - "method": "POST", "path": "/tickets/42/comments"                 -> deny (boundary)
-  - key rk_demo_codegen_workflow, POST /repos/web/deployments,
-    purpose code-change                                             -> approval_required
-  - no Authorization header, GET /tickets/42                        -> deny (unclassified)
-  - append ?dry_run=true to the URL to decide without recording
+Try also: key rk_demo_codegen_workflow with POST /repos/web/deployments and purpose
+code-change (approval_required); no key at all (unclassified); ?dry_run=true on /v1/decide.
 
 Press Ctrl-C to stop.
 "#,

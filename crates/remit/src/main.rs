@@ -201,27 +201,43 @@ fn load(config: &Path) -> Result<Engine> {
     Ok(engine)
 }
 
-/// Serves the admin listener until Ctrl-C or SIGTERM. `ready` is told the bound address.
+/// Serves the admin and proxy listeners until Ctrl-C or SIGTERM. `ready` is told the bound
+/// addresses (admin, proxy).
 pub(crate) async fn serve(
     engine: Engine,
     data_dir: PathBuf,
-    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<()> {
     let store = remit_store::SqliteStore::open(&data_dir).await?;
-    let addr = engine.config().gateway.admin_listen;
-    let listener = tokio::net::TcpListener::bind(addr)
+    let settings = engine.config().gateway.clone();
+    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
-        .with_context(|| format!("binding the admin listener on {addr}"))?;
-    let bound = listener.local_addr()?;
-    tracing::info!(admin = %bound, data_dir = %data_dir.display(), "remit is serving");
+        .with_context(|| format!("binding the admin listener on {}", settings.admin_listen))?;
+    let proxy = tokio::net::TcpListener::bind(settings.proxy_listen)
+        .await
+        .with_context(|| format!("binding the proxy listener on {}", settings.proxy_listen))?;
+    let (admin_addr, proxy_addr) = (admin.local_addr()?, proxy.local_addr()?);
+    let engine = Arc::new(engine);
+    let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store);
+    let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?;
+    let admin_state = remit_gateway::AdminState { engine, sink };
+    tracing::info!(admin = %admin_addr, proxy = %proxy_addr, data_dir = %data_dir.display(), "remit is serving");
     if let Some(tx) = ready {
-        let _ = tx.send(bound);
+        let _ = tx.send((admin_addr, proxy_addr));
     }
-    let state = remit_gateway::AdminState {
-        engine: Arc::new(engine),
-        sink: Arc::new(store),
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (a, p) = (stop.clone(), stop.clone());
+    let admin_task =
+        remit_gateway::serve_admin(admin, admin_state, async move { a.cancelled().await });
+    let proxy_task =
+        remit_gateway::proxy::serve_proxy(proxy, proxy_state, async move { p.cancelled().await });
+    let signal = async move {
+        shutdown_signal().await;
+        stop.cancel();
     };
-    remit_gateway::serve_admin(listener, state, shutdown_signal()).await?;
+    let (r1, r2, ()) = tokio::join!(admin_task, proxy_task, signal);
+    r1.context("the admin listener failed")?;
+    r2.context("the proxy listener failed")?;
     Ok(())
 }
 

@@ -221,8 +221,9 @@ impl Drop for Running {
     }
 }
 
-/// Starts `remit` with `args` and waits for the log line naming the admin address.
-fn spawn_serving(args: &[&str]) -> (Running, String) {
+/// Starts `remit` with `args` and waits for the log line naming the admin and proxy
+/// addresses.
+fn spawn_serving(args: &[&str]) -> (Running, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_remit"))
         .args(args)
         .env("RUST_LOG", "info")
@@ -236,20 +237,21 @@ fn spawn_serving(args: &[&str]) -> (Running, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("admin=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
+            let field = |name: &str| {
+                line.split(name)
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_owned)
+            };
+            if let (Some(admin), Some(proxy)) = (field("admin="), field("proxy=")) {
+                let _ = tx.send((admin, proxy));
             }
         }
     });
-    let addr = rx
+    let (admin, proxy) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("remit started serving");
-    (running, addr)
+    (running, admin, proxy)
 }
 
 async fn decide(addr: &str, req: Value) -> Value {
@@ -269,7 +271,8 @@ async fn serve_decides_and_keeps_records_in_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(quickstart().join("remit.toml"))
         .unwrap()
-        .replace("127.0.0.1:8441", "127.0.0.1:0");
+        .replace("127.0.0.1:8441", "127.0.0.1:0")
+        .replace("127.0.0.1:8440", "127.0.0.1:0");
     std::fs::write(dir.path().join("remit.toml"), text).unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::copy(
@@ -279,7 +282,7 @@ async fn serve_decides_and_keeps_records_in_the_data_dir() {
     .unwrap();
     let data = dir.path().join("state");
     let cfg = dir.path().join("remit.toml").display().to_string();
-    let (_server, addr) = spawn_serving(&[
+    let (_server, addr, _proxy) = spawn_serving(&[
         "serve",
         "--config",
         &cfg,
@@ -298,7 +301,8 @@ async fn serve_decides_and_keeps_records_in_the_data_dir() {
 #[tokio::test]
 async fn demo_runs_the_quickstart_scenarios() {
     let dir = tempfile::tempdir().unwrap();
-    let (_demo, addr) = spawn_serving(&["demo", "--data-dir", &dir.path().display().to_string()]);
+    let (_demo, addr, proxy) =
+        spawn_serving(&["demo", "--data-dir", &dir.path().display().to_string()]);
     let bearer = |k: &str| format!("Bearer rk_demo_{k}");
     let scenarios = [
         (
@@ -344,6 +348,82 @@ async fn demo_runs_the_quickstart_scenarios() {
             other => panic!("the demo API did not answer: {other:?}"),
         }
     }
+
+    // Through the proxy: an allowed read reaches the upstream with remit's attribution and
+    // without the client's key; a write the boundary refuses never does.
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("http://{proxy}/tickets/42"))
+        .header("Authorization", bearer("support_assistant"))
+        .header("Remit-Purpose", "case-summary")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "ticket 42 does not exist upstream, so the upstream answered"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["seen_by_upstream"]["remit-identity"], "support-assistant",
+        "{v}"
+    );
+    assert_eq!(
+        v["seen_by_upstream"]["remit-purpose"], "case-summary",
+        "{v}"
+    );
+    assert!(
+        v["seen_by_upstream"]["remit-decision-id"].is_string(),
+        "{v}"
+    );
+    let r = c
+        .post(format!("http://{proxy}/tickets/1/comments"))
+        .header("Authorization", bearer("support_assistant"))
+        .header("Remit-Purpose", "case-summary")
+        .json(&json!({"body": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("boundary"), "{v}");
+    let history: Value = c
+        .get(format!("http://{proxy}/tickets/1/history"))
+        .header("Authorization", bearer("support_assistant"))
+        .header("Remit-Purpose", "case-summary")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !history.to_string().contains("hello"),
+        "the refused comment never reached the upstream: {history}"
+    );
+
+    // MCP through the proxy: a refused tool call comes back as a tool error the client shows.
+    let r = c
+        .post(format!("http://{proxy}/mcp/docs"))
+        .header("Authorization", bearer("retrieval_agent"))
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "admin_reindex", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"], 9);
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("boundary"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -1,0 +1,379 @@
+//! The reverse proxy: every request passes the pipeline, and only an allowed one reaches an
+//! upstream, after its decision record is durable.
+//!
+//! The request body is buffered (up to `gateway.max_body_bytes`) because the decision reads
+//! it (MCP messages) and the record commits to its digest before anything is forwarded.
+//! Responses stream back unbuffered, so SSE passes through as it is produced.
+//!
+//! What is forwarded is rebuilt, not copied: the canonical path that was authorised, the
+//! client's headers minus hop-by-hop headers, `Host`, `Authorization` and every `Remit-*`
+//! header, plus remit's attribution headers and the upstream's own credential.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use remit_core::config::{Upstream, UpstreamKind};
+use remit_core::mcp::McpMessage;
+use remit_core::{Decision, RecordSink, RequestFacts, Verdict};
+use remit_engine::Engine;
+use serde_json::{Value, json};
+use tower::ServiceBuilder;
+
+use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem};
+
+/// Headers that describe one connection, never the request (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// An upstream credential's environment variable is unset or unusable.
+    #[error("upstream `{upstream}`: environment variable `{env}` {why}")]
+    Credential {
+        /// The upstream.
+        upstream: String,
+        /// The variable.
+        env: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// What the proxy's handler shares.
+#[derive(Clone)]
+pub struct ProxyState {
+    engine: Arc<Engine>,
+    sink: Arc<dyn RecordSink>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    credentials: Arc<HashMap<String, (HeaderName, HeaderValue)>>,
+}
+
+impl std::fmt::Debug for ProxyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyState").finish_non_exhaustive()
+    }
+}
+
+impl ProxyState {
+    /// Builds the proxy's state, reading upstream credentials from the environment.
+    pub fn new(engine: Arc<Engine>, sink: Arc<dyn RecordSink>) -> Result<Self, ProxyError> {
+        let mut credentials = HashMap::new();
+        for u in engine.config().upstreams.iter() {
+            let Some(c) = &u.credential else { continue };
+            let err = |why| ProxyError::Credential {
+                upstream: u.name.clone(),
+                env: c.env.clone(),
+                why,
+            };
+            let value = std::env::var(&c.env).map_err(|_| err("is not set"))?;
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| err("is not a valid header value"))?;
+            value.set_sensitive(true);
+            let name = HeaderName::from_bytes(c.header.as_bytes())
+                .map_err(|_| err("names an invalid header"))?;
+            credentials.insert(u.name.clone(), (name, value));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Ok(Self {
+            engine,
+            sink,
+            client,
+            credentials: Arc::new(credentials),
+        })
+    }
+}
+
+/// The proxy listener's service: one fallback handler behind load shedding.
+pub fn proxy_router(state: ProxyState) -> Router {
+    Router::new().fallback(proxy).with_state(state).layer(
+        ServiceBuilder::new()
+            // Shed load beyond a fixed number of requests in flight (a limit, answered 503).
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                |_: tower::BoxError| async {
+                    Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "remit is overloaded; the request was not forwarded",
+                    )
+                },
+            ))
+            .load_shed()
+            .concurrency_limit(MAX_CONCURRENT),
+    )
+}
+
+/// Serves the proxy until `shutdown` resolves.
+pub async fn serve_proxy(
+    listener: tokio::net::TcpListener,
+    state: ProxyState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = proxy_router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Header names listed in `Connection`, which are hop-by-hop for this message.
+fn connection_named(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_named(headers) {
+        headers.remove(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+async fn proxy(
+    State(st): State<ProxyState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = st.engine.config().gateway.max_body_bytes;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .into_response();
+    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let body_vec = (!body.is_empty()).then(|| body.to_vec());
+    let peer_ip = peer.ip().to_canonical().to_string();
+    let facts = match RequestFacts::parse(
+        parts.method.as_str(),
+        target,
+        headers,
+        body_vec,
+        Some(&peer_ip),
+    ) {
+        Ok(f) => f,
+        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let work = st
+        .engine
+        .decide_and_record(&facts, id.clone(), st.sink.as_ref(), false);
+    let decision = match tokio::time::timeout(DECIDE_TIMEOUT, work).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(bad)) => {
+            return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response();
+        }
+        Err(_) => {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the decision timed out; the request was not forwarded",
+            )
+            .with("decision_id", json!(id))
+            .into_response();
+        }
+    };
+    let upstream = st.engine.config().upstreams.select(facts.path.decoded());
+    let mcp = match upstream {
+        Some(u) if u.kind == UpstreamKind::Mcp => facts
+            .body
+            .as_deref()
+            .and_then(|b| McpMessage::parse(b).ok()),
+        _ => None,
+    };
+    if decision.verdict != Verdict::Allow {
+        return refusal(&decision, mcp.as_ref());
+    }
+    let Some(upstream) = upstream else {
+        return Problem::new(StatusCode::BAD_GATEWAY, "no upstream serves this path")
+            .with("decision_id", json!(decision.decision_id))
+            .into_response();
+    };
+    forward(
+        &st,
+        upstream,
+        parts.method,
+        &parts.headers,
+        &facts,
+        body,
+        &decision,
+    )
+    .await
+}
+
+async fn forward(
+    st: &ProxyState,
+    upstream: &Upstream,
+    method: http::Method,
+    client_headers: &HeaderMap,
+    facts: &RequestFacts,
+    body: Bytes,
+    decision: &Decision,
+) -> Response {
+    let mut uri = format!("{}{}", upstream.origin, facts.path.encoded());
+    if let Some(q) = facts.path.query() {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    let mut headers = client_headers.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::AUTHORIZATION);
+    let remit_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("remit-"))
+        .cloned()
+        .collect();
+    for k in remit_headers {
+        headers.remove(k);
+    }
+    let mut attribution = vec![("remit-decision-id", decision.decision_id.clone())];
+    if let Some(i) = &decision.identity {
+        attribution.push(("remit-identity", i.to_string()));
+    }
+    if let Some(h) = &decision.authority.on_behalf_of {
+        attribution.push(("remit-on-behalf-of", h.clone()));
+    }
+    if let Some(p) = &decision.purpose {
+        attribution.push(("remit-purpose", p.to_string()));
+    }
+    for (k, v) in attribution {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert(k, v);
+        }
+    }
+    if let Some((name, value)) = st.credentials.get(&upstream.name) {
+        headers.insert(name.clone(), value.clone());
+    }
+    let mut req = match http::Request::builder()
+        .method(method)
+        .uri(&uri)
+        .body(Full::new(body))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_GATEWAY,
+                format!("the upstream request could not be built: {e}"),
+            )
+            .into_response();
+        }
+    };
+    *req.headers_mut() = headers;
+    let timeout = Duration::from_secs(st.engine.config().gateway.upstream_timeout_s);
+    match tokio::time::timeout(timeout, st.client.request(req)).await {
+        Ok(Ok(resp)) => {
+            let (mut parts, incoming) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(incoming))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                format!("upstream `{}` could not be reached", upstream.name),
+            )
+            .with("decision_id", json!(decision.decision_id))
+            .into_response()
+        }
+        Err(_) => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("upstream `{}` did not answer in time", upstream.name),
+        )
+        .with("decision_id", json!(decision.decision_id))
+        .into_response(),
+    }
+}
+
+/// The answer to a request that was not allowed: problem+json for HTTP, and for an MCP
+/// request with an id, a JSON-RPC answer the client shows its model and user.
+pub fn refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Response {
+    let reasons = decision.reasons.join("; ");
+    let sentence = match decision.verdict {
+        Verdict::ApprovalRequired => {
+            format!("remit requires an approval for this request: {reasons}")
+        }
+        Verdict::RateLimited => format!("remit rate-limited this request: {reasons}"),
+        _ => format!("remit denied this request: {reasons}"),
+    };
+    let details = json!({
+        "decision": decision.verdict,
+        "decision_id": decision.decision_id,
+        "reasons": decision.reasons,
+        "policies": decision.policies,
+        "approval": decision.approval,
+    });
+    if let Some(m) = mcp
+        && let Some(id) = &m.id
+    {
+        let body = if m.method.as_deref() == Some("tools/call") {
+            json!({"jsonrpc": "2.0", "id": id, "result": {
+                "content": [{"type": "text", "text": format!("{sentence} (decision {})", decision.decision_id)}],
+                "isError": true,
+                "_meta": {"remit/decision": details},
+            }})
+        } else {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32003, "message": sentence, "data": details}})
+        };
+        let mut resp = (StatusCode::OK, body.to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return resp;
+    }
+    let status = match decision.verdict {
+        Verdict::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let mut problem = Problem::new(status, sentence);
+    if let Value::Object(m) = details {
+        for (k, v) in m {
+            problem = problem.with(&k, v);
+        }
+    }
+    let mut resp = problem.into_response();
+    if let Some(s) = decision.retry_after_s
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
