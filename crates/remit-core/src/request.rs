@@ -54,6 +54,9 @@ pub enum RequestError {
         /// What is wrong with it.
         why: String,
     },
+    /// Both `Content-Length` and `Transfer-Encoding`: two framings, a smuggling shape.
+    #[error("`Content-Length` and `Transfer-Encoding` together are ambiguous framing")]
+    ConflictingFraming,
     /// The source address is not an IP address.
     #[error("`{0}` is not an IP address")]
     BadSourceIp(String),
@@ -103,7 +106,7 @@ impl BearerToken {
 /// The facts of one request that every stage of the pipeline reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestFacts {
-    /// Upper-case method.
+    /// The method, exactly as sent.
     pub method: String,
     /// The canonical path.
     pub path: CanonicalPath,
@@ -168,10 +171,13 @@ impl RequestFacts {
                     .collect(),
             ));
         }
-        let method = method.to_ascii_uppercase();
+        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`, and what is
+        // authorised is what is forwarded, so the method is kept exactly as sent.
+        let method = method.to_owned();
         let path = CanonicalPath::parse(target)?;
         let mut seen = [false; SINGLETON_HEADERS.len()];
         let (mut credential, mut purpose, mut approval) = (None, None, None);
+        let mut transfer_encoding = false;
         for (count, (name, value)) in headers.into_iter().enumerate() {
             if count >= MAX_HEADERS {
                 return Err(RequestError::TooManyHeaders);
@@ -197,6 +203,7 @@ impl RequestFacts {
                 return Err(RequestError::Duplicate(lower));
             }
             match lower.as_str() {
+                "transfer-encoding" => transfer_encoding = true,
                 "authorization" => {
                     let v = utf8(&lower, value)?;
                     credential = Some(BearerToken::from_authorization(v).map_err(|why| {
@@ -231,6 +238,13 @@ impl RequestFacts {
                 }
                 _ => {}
             }
+        }
+        let content_length = SINGLETON_HEADERS
+            .iter()
+            .position(|h| *h == "content-length")
+            .is_some_and(|i| seen[i]);
+        if transfer_encoding && content_length {
+            return Err(RequestError::ConflictingFraming);
         }
         let source_ip = match source_ip {
             None => None,
@@ -272,7 +286,7 @@ mod tests {
             ("Remit-Purpose", "case-summary"),
         ])
         .unwrap();
-        assert_eq!(f.method, "GET");
+        assert_eq!(f.method, "get", "methods keep their case");
         assert_eq!(f.credential.unwrap().expose_secret(), "rk_abc");
         assert_eq!(f.purpose.unwrap().as_str(), "case-summary");
     }
@@ -336,6 +350,12 @@ mod tests {
             RequestFacts::parse("GET", "/", [], None, Some("nope")),
             Err(RequestError::BadSourceIp(_))
         ));
+    }
+
+    #[test]
+    fn conflicting_framing_is_rejected() {
+        let e = parse(&[("Content-Length", "4"), ("Transfer-Encoding", "chunked")]);
+        assert_eq!(e, Err(RequestError::ConflictingFraming));
     }
 
     #[test]

@@ -225,22 +225,12 @@ async fn proxy(
             .with("decision_id", json!(decision.decision_id))
             .into_response();
     };
-    forward(
-        &st,
-        upstream,
-        parts.method,
-        &parts.headers,
-        &facts,
-        body,
-        &decision,
-    )
-    .await
+    forward(&st, upstream, &parts.headers, &facts, body, &decision).await
 }
 
 async fn forward(
     st: &ProxyState,
     upstream: &Upstream,
-    method: http::Method,
     client_headers: &HeaderMap,
     facts: &RequestFacts,
     body: Bytes,
@@ -282,6 +272,11 @@ async fn forward(
     if let Some((name, value)) = st.credentials.get(&upstream.name) {
         headers.insert(name.clone(), value.clone());
     }
+    // The method that was authorised, byte for byte.
+    let Ok(method) = http::Method::from_bytes(facts.method.as_bytes()) else {
+        return Problem::new(StatusCode::BAD_REQUEST, "the method cannot be forwarded")
+            .into_response();
+    };
     let mut req = match http::Request::builder()
         .method(method)
         .uri(&uri)

@@ -204,3 +204,6 @@ async fn an_unavailable_store_fails_closed() {
         "{body}"
     );
 }
+
+#[path = "gateway/proxy.rs"]
+mod proxy;
