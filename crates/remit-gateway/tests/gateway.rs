@@ -207,3 +207,6 @@ async fn an_unavailable_store_fails_closed() {
 
 #[path = "gateway/proxy.rs"]
 mod proxy;
+
+#[path = "gateway/mcp_e2e.rs"]
+mod mcp_e2e;
