@@ -75,6 +75,10 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// How long the proxy waits for an upstream's response headers.
     pub upstream_timeout_s: u64,
+    /// The proxy's public base URL, for protected-resource metadata.
+    pub public_url: String,
+    /// Browser origins allowed to call MCP endpoints besides loopback ones.
+    pub allowed_origins: Vec<String>,
 }
 
 /// What an upstream speaks.
@@ -191,6 +195,9 @@ struct RawGateway {
     proxy_listen: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
     upstream_timeout_s: Option<Spanned<u64>>,
+    public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_origins: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +353,8 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         proxy_listen: None,
         max_body_bytes: None,
         upstream_timeout_s: None,
+        public_url: None,
+        allowed_origins: Vec::new(),
     });
     let addr = |v: Option<Spanned<String>>, field: &str, default: u16| match v {
         None => Ok(SocketAddr::from(([127, 0, 0, 1], default))),
@@ -387,6 +396,35 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         30,
         1..=3600,
     )?;
+    let web_origin = |s: &Spanned<String>, field: &str| {
+        let v = s.get_ref().trim_end_matches('/');
+        let ok = (v.starts_with("http://") || v.starts_with("https://"))
+            && v.len() <= 256
+            && !v.split_once("://").is_some_and(|(_, rest)| {
+                rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@'])
+            });
+        if ok {
+            Ok(v.to_owned())
+        } else {
+            Err(cx.err(
+                s.span(),
+                field,
+                format!(
+                    "`{}` is not an origin such as `https://gateway.example.com`",
+                    s.get_ref()
+                ),
+            ))
+        }
+    };
+    let public_url = match &raw.public_url {
+        None => format!("http://{proxy_listen}"),
+        Some(s) => web_origin(s, "gateway.public_url")?,
+    };
+    let allowed_origins = raw
+        .allowed_origins
+        .iter()
+        .map(|o| web_origin(o, "gateway.allowed_origins"))
+        .collect::<Result<Vec<_>, _>>()?;
     let max_request_bytes = match raw.max_request_bytes {
         None => DEFAULT_MAX_REQUEST_BYTES,
         Some(n) => usize::try_from(*n.get_ref())
@@ -416,6 +454,8 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         proxy_listen,
         max_body_bytes,
         upstream_timeout_s,
+        public_url,
+        allowed_origins,
     })
 }
 

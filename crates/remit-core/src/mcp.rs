@@ -37,6 +37,9 @@ pub struct McpMessage {
     pub arguments: Option<Value>,
     /// A purpose declared in `params._meta`.
     pub purpose: Option<String>,
+    /// What the message names: `params.name` (tools, prompts) or `params.uri` (resources).
+    /// The 2026-07-28 revision's `Mcp-Name` header must agree with it.
+    pub name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +55,7 @@ struct Envelope {
 #[derive(Deserialize)]
 struct Params {
     name: Option<Value>,
+    uri: Option<Value>,
     arguments: Option<Value>,
     #[serde(rename = "_meta")]
     meta: Option<serde_json::Map<String, Value>>,
@@ -68,8 +72,13 @@ impl McpMessage {
         if env.jsonrpc != "2.0" {
             return Err(McpError::NotJsonRpc("`jsonrpc` must be \"2.0\"".into()));
         }
-        let (mut tool, mut arguments, mut purpose) = (None, None, None);
+        let (mut tool, mut arguments, mut purpose, mut name) = (None, None, None, None);
         if let Some(p) = env.params {
+            name = match (&p.name, &p.uri) {
+                (Some(Value::String(n)), _) => Some(n.clone()),
+                (_, Some(Value::String(u))) => Some(u.clone()),
+                _ => None,
+            };
             if let Some(meta) = p.meta {
                 purpose = match meta.get(PURPOSE_META_KEY) {
                     None => None,
@@ -100,6 +109,7 @@ impl McpMessage {
             tool,
             arguments,
             purpose,
+            name,
         })
     }
 }

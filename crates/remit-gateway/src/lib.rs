@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod mcp;
 pub mod problem;
 pub mod proxy;
 

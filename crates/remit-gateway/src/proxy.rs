@@ -25,12 +25,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use remit_core::config::{Upstream, UpstreamKind};
 use remit_core::mcp::McpMessage;
-use remit_core::{Decision, RecordSink, RequestFacts, Verdict};
+use remit_core::{Class, Decision, RecordSink, RequestFacts, Verdict};
 use remit_engine::Engine;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 
-use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem};
+use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, mcp};
 
 /// Headers that describe one connection, never the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -67,6 +67,7 @@ pub struct ProxyState {
     sink: Arc<dyn RecordSink>,
     client: Client<HttpConnector, Full<Bytes>>,
     credentials: Arc<HashMap<String, (HeaderName, HeaderValue)>>,
+    sessions: Arc<mcp::Sessions>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -105,6 +106,7 @@ impl ProxyState {
             sink,
             client,
             credentials: Arc::new(credentials),
+            sessions: Arc::default(),
         })
     }
 }
@@ -166,6 +168,13 @@ async fn proxy(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
+    // Protected-resource metadata (RFC 9728) is public and decided by no one.
+    if parts.method == http::Method::GET
+        && let Some(rest) = parts.uri.path().strip_prefix(mcp::METADATA_PREFIX)
+        && let Some(resp) = mcp::metadata(&st.engine, rest)
+    {
+        return resp;
+    }
     let limit = st.engine.config().gateway.max_body_bytes;
     let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return Problem::new(
@@ -191,6 +200,35 @@ async fn proxy(
         Ok(f) => f,
         Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    let upstream = st.engine.config().upstreams.select(facts.path.decoded());
+    let is_mcp = upstream.is_some_and(|u| u.kind == UpstreamKind::Mcp);
+    let msg = if is_mcp {
+        facts
+            .body
+            .as_deref()
+            .and_then(|b| McpMessage::parse(b).ok())
+    } else {
+        None
+    };
+    if is_mcp {
+        // DNS rebinding: a browser page from another origin must not reach an MCP server.
+        if let Some(origin) = parts.headers.get(header::ORIGIN) {
+            let allowed = &st.engine.config().gateway.allowed_origins;
+            if !origin
+                .to_str()
+                .is_ok_and(|o| mcp::origin_allowed(o, allowed))
+            {
+                return Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "this `Origin` may not call MCP endpoints",
+                )
+                .into_response();
+            }
+        }
+        if let Err(e) = mcp::check_routing_headers(&parts.headers, msg.as_ref()) {
+            return Problem::new(StatusCode::BAD_REQUEST, e).into_response();
+        }
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let work = st
         .engine
@@ -209,23 +247,77 @@ async fn proxy(
             .into_response();
         }
     };
-    let upstream = st.engine.config().upstreams.select(facts.path.decoded());
-    let mcp = match upstream {
-        Some(u) if u.kind == UpstreamKind::Mcp => facts
-            .body
-            .as_deref()
-            .and_then(|b| McpMessage::parse(b).ok()),
-        _ => None,
-    };
     if decision.verdict != Verdict::Allow {
-        return refusal(&decision, mcp.as_ref());
+        if is_mcp && decision.class == Class::Unclassified {
+            // A missing or refused credential: tell the MCP client where to find out how to
+            // get one (MCP authorization, RFC 9728 §5.1).
+            let mut resp = refusal(&decision, None);
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            let public = &st.engine.config().gateway.public_url;
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                mcp::challenge(public, facts.path.decoded()),
+            );
+            return resp;
+        }
+        return refusal(&decision, msg.as_ref());
     }
     let Some(upstream) = upstream else {
         return Problem::new(StatusCode::BAD_GATEWAY, "no upstream serves this path")
             .with("decision_id", json!(decision.decision_id))
             .into_response();
     };
-    forward(&st, upstream, &parts.headers, &facts, body, &decision).await
+    if !is_mcp {
+        return forward(&st, upstream, &parts.headers, &facts, body, &decision).await;
+    }
+    // Sessions belong to the identity that opened them.
+    let owner = mcp::session_owner(&decision);
+    let session = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(s) = &session {
+        match st.sessions.check(s, &owner) {
+            Ok(()) => {}
+            Err(mcp::SessionRefusal::Unknown) => {
+                return Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "remit does not know this MCP session: initialize a new one",
+                )
+                .with("decision_id", json!(decision.decision_id))
+                .into_response();
+            }
+            Err(mcp::SessionRefusal::Foreign) => {
+                return Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "this MCP session belongs to another identity",
+                )
+                .with("decision_id", json!(decision.decision_id))
+                .into_response();
+            }
+        }
+    }
+    let resp = forward(&st, upstream, &parts.headers, &facts, body, &decision).await;
+    let method = msg.as_ref().and_then(|m| m.method.as_deref());
+    if let Some(created) = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        && session.is_none()
+        && method == Some("initialize")
+    {
+        st.sessions.bind(created, owner);
+    }
+    if parts.method == http::Method::DELETE
+        && let Some(s) = &session
+    {
+        st.sessions.end(s);
+    }
+    if method == Some("tools/list") && resp.status().is_success() {
+        return mcp::filter_tools_list(&st.engine, &facts, resp).await;
+    }
+    resp
 }
 
 async fn forward(

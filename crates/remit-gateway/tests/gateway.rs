@@ -210,3 +210,6 @@ mod proxy;
 
 #[path = "gateway/mcp_e2e.rs"]
 mod mcp_e2e;
+
+#[path = "gateway/mcp.rs"]
+mod mcp;
