@@ -381,3 +381,81 @@ async fn an_unreachable_upstream_is_a_bad_gateway_after_the_record() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("decision_id"), "{body}");
 }
+
+/// SSE passes through as it is produced: the client reads the first event while the
+/// upstream still holds the second.
+#[tokio::test]
+async fn server_sent_events_stream_through_unbuffered() {
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release = Arc::new(Mutex::new(Some(release_rx)));
+    let app = axum::Router::new().fallback(move || {
+        let release = release.clone();
+        async move {
+            let rx = release.lock().unwrap().take();
+            let stream = futures_util::stream::unfold((0, rx), |(n, rx)| async move {
+                match n {
+                    0 => Some((
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from("data: one\n\n")),
+                        (1, rx),
+                    )),
+                    1 => {
+                        if let Some(rx) = rx {
+                            let _ = rx.await;
+                        }
+                        Some((Ok(axum::body::Bytes::from("data: two\n\n")), (2, None)))
+                    }
+                    _ => None,
+                }
+            });
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from_stream(stream))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let p = start(&url, Arc::default()).await;
+    let mut resp = reqwest::Client::new()
+        .get(format!("http://{}/items/stream", p.addr))
+        .header("authorization", "Bearer rk_bot")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+        .await
+        .expect("the first event arrives before the second is sent");
+    assert_eq!(first.unwrap().unwrap(), "data: one\n\n");
+    release_tx.send(()).unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, "data: two\n\n");
+}
+
+/// Clients may speak HTTP/2 (prior knowledge, as service meshes do on loopback).
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let (url, log) = recording_upstream().await;
+    let p = start(&url, log).await;
+    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/items/7", p.addr))
+        .header("authorization", "Bearer rk_bot")
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(p.log.lock().unwrap().last().unwrap().target, "/items/7");
+}
