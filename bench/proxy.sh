@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Proxy hop benchmark: wrk against (1) the upstream directly, (2) nginx `proxy_pass` to it,
+# (3) remit's proxy to it (API key, Cedar decision, durable SQLite record per request), all
+# in one run on loopback. The server under test is pinned to core 0; the upstream and wrk
+# share core 1. Needs the Debian packages nginx and wrk (`apt-get install nginx wrk`).
+#
+# Usage: bench/proxy.sh [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-32}
+for tool in nginx wrk taskset; do
+  command -v "$tool" >/dev/null || { echo "bench/proxy.sh needs $tool (apt-get install nginx wrk)" >&2; exit 1; }
+done
+cargo build --release -q -p remit
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+mkdir -p "$work/logs" "$work/policies"
+cat > "$work/upstream.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/upstream.pid;
+error_log $work/logs/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:18080; keepalive_requests 1000000; location / { return 200 "ok\n"; } }
+}
+CONF
+cat > "$work/proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/proxy.pid;
+error_log $work/logs/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:18080; keepalive 64; }
+  server {
+    listen 127.0.0.1:18081;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+key_sha=$(printf %s rk_bench | sha256sum | cut -d' ' -f1)
+cat > "$work/remit.toml" <<CONF
+[gateway]
+proxy_listen = "127.0.0.1:18082"
+admin_listen = "127.0.0.1:18083"
+
+[[route]]
+method = "GET"
+path = "/bench/{id}"
+action = "bench.read"
+resource = "Item::{id}"
+sensitive = false
+
+[[upstream]]
+name = "up"
+url = "http://127.0.0.1:18080"
+prefix = "/"
+
+[[identity]]
+id = "bench-bot"
+kind = "service_account"
+owner = "team-bench"
+purposes = ["bench"]
+boundary = ["bench.read"]
+
+[[identity.credential]]
+type = "api_key"
+id = "bench-key"
+sha256 = "$key_sha"
+CONF
+echo 'permit (principal == Identity::"bench-bot", action == Action::"bench.read", resource);' > "$work/policies/bench.cedar"
+
+taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)
+taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" & pids+=($!)
+RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml" --data-dir "$work/data" & pids+=($!)
+for port in 18080 18081 18082; do
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+
+run() { # name url
+  local out
+  out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -H 'Authorization: Bearer rk_bench' "$2")
+  local rps p50 p99 non2xx
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '%s %s %s %s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+to_us() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'; }
+
+echo "warming up" >&2
+taskset -c 1 wrk -t1 -c"$conns" -d2s -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1 >/dev/null
+results=$(run direct http://127.0.0.1:18080/bench/1; run nginx http://127.0.0.1:18081/bench/1; run remit http://127.0.0.1:18082/bench/1)
+records=$(sqlite3 "$work/data/remit.db" 'select count(*) from decisions' 2>/dev/null || echo "?")
+
+echo "wrk -t1 -c$conns -d${secs}s; server under test on core 0, upstream and wrk on core 1"
+echo "| target | requests/s | p50 | p99 | non-2xx |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+while read -r name rps p50 p99 bad; do echo "| $name | $rps | $p50 | $p99 | $bad |"; done <<<"$results"
+d50=$(to_us "$(awk '$1=="direct"{print $3}' <<<"$results")")
+n_rps=$(awk '$1=="nginx"{print $2}' <<<"$results"); r_rps=$(awk '$1=="remit"{print $2}' <<<"$results")
+n50=$(to_us "$(awk '$1=="nginx"{print $3}' <<<"$results")"); r50=$(to_us "$(awk '$1=="remit"{print $3}' <<<"$results")")
+d99=$(to_us "$(awk '$1=="direct"{print $4}' <<<"$results")")
+n99=$(to_us "$(awk '$1=="nginx"{print $4}' <<<"$results")"); r99=$(to_us "$(awk '$1=="remit"{print $4}' <<<"$results")")
+awk -v n="$n_rps" -v r="$r_rps" -v d50="$d50" -v n50="$n50" -v r50="$r50" -v d99="$d99" -v n99="$n99" -v r99="$r99" 'BEGIN {
+  printf "remit / nginx requests/s: %.2fx\n", r/n;
+  printf "added p50 over direct: nginx %.0f us, remit %.0f us\n", n50-d50, r50-d50;
+  printf "added p99 over direct: nginx %.0f us, remit %.0f us\n", n99-d99, r99-d99;
+}'
+echo "decision records written by remit: $records"
