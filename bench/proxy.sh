@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proxy hop benchmark: wrk against (1) the upstream directly, (2) nginx `proxy_pass` to it,
-# (3) remit's proxy to it (API key, Cedar decision, durable SQLite record per request), all
-# in one run on loopback. The server under test is pinned to core 0; the upstream and wrk
+# (3) remit's proxy to it (API key, Cedar decision, durable SQLite record per request), and
+# (4) the same with `danger_skip_fsync` (records reach the OS, fsynced only at checkpoints),
+# all in one run on loopback. The server under test is pinned to core 0; the upstream and wrk
 # share core 1. Needs the Debian packages nginx and wrk (`apt-get install nginx wrk`).
 #
 # Usage: bench/proxy.sh [seconds] [connections]
@@ -77,11 +78,13 @@ id = "bench-key"
 sha256 = "$key_sha"
 CONF
 echo 'permit (principal == Identity::"bench-bot", action == Action::"bench.read", resource);' > "$work/policies/bench.cedar"
+sed -e 's/18082/18084/; s/18083/18085/' -e 's/^\[gateway\]$/[gateway]\ndanger_skip_fsync = true/' "$work/remit.toml" > "$work/remit-nofsync.toml"
 
 taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)
 taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" & pids+=($!)
 RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml" --data-dir "$work/data" & pids+=($!)
-for port in 18080 18081 18082; do
+RUST_LOG=error taskset -c 0 target/release/remit serve --config "$work/remit-nofsync.toml" --data-dir "$work/data-nofsync" & pids+=($!)
+for port in 18080 18081 18082 18084; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -99,7 +102,7 @@ to_us() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms
 
 echo "warming up" >&2
 taskset -c 1 wrk -t1 -c"$conns" -d2s -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1 >/dev/null
-results=$(run direct http://127.0.0.1:18080/bench/1; run nginx http://127.0.0.1:18081/bench/1; run remit http://127.0.0.1:18082/bench/1)
+results=$(run direct http://127.0.0.1:18080/bench/1; run nginx http://127.0.0.1:18081/bench/1; run remit http://127.0.0.1:18082/bench/1; run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1)
 records=$(sqlite3 "$work/data/remit.db" 'select count(*) from decisions' 2>/dev/null || echo "?")
 
 echo "wrk -t1 -c$conns -d${secs}s; server under test on core 0, upstream and wrk on core 1"
@@ -111,9 +114,11 @@ n_rps=$(awk '$1=="nginx"{print $2}' <<<"$results"); r_rps=$(awk '$1=="remit"{pri
 n50=$(to_us "$(awk '$1=="nginx"{print $3}' <<<"$results")"); r50=$(to_us "$(awk '$1=="remit"{print $3}' <<<"$results")")
 d99=$(to_us "$(awk '$1=="direct"{print $4}' <<<"$results")")
 n99=$(to_us "$(awk '$1=="nginx"{print $4}' <<<"$results")"); r99=$(to_us "$(awk '$1=="remit"{print $4}' <<<"$results")")
-awk -v n="$n_rps" -v r="$r_rps" -v d50="$d50" -v n50="$n50" -v r50="$r50" -v d99="$d99" -v n99="$n99" -v r99="$r99" 'BEGIN {
-  printf "remit / nginx requests/s: %.2fx\n", r/n;
+x_rps=$(awk '$1=="remit-danger-skip-fsync"{print $2}' <<<"$results"); x50=$(to_us "$(awk '$1=="remit-danger-skip-fsync"{print $3}' <<<"$results")")
+awk -v n="$n_rps" -v x="$x_rps" -v x50="$x50" -v r="$r_rps" -v d50="$d50" -v n50="$n50" -v r50="$r50" -v d99="$d99" -v n99="$n99" -v r99="$r99" 'BEGIN {
+  printf "remit / nginx requests/s: %.2fx (danger_skip_fsync: %.2fx)\n", r/n, x/n;
+  printf "added p50 over direct with danger_skip_fsync: %.0f us\n", x50-d50;
   printf "added p50 over direct: nginx %.0f us, remit %.0f us\n", n50-d50, r50-d50;
   printf "added p99 over direct: nginx %.0f us, remit %.0f us\n", n99-d99, r99-d99;
 }'
-echo "decision records written by remit: $records"
+echo "decision records written by remit: $records (wrk's requests, warm-up included)"

@@ -79,6 +79,9 @@ pub struct GatewaySettings {
     pub public_url: String,
     /// Browser origins allowed to call MCP endpoints besides loopback ones.
     pub allowed_origins: Vec<String>,
+    /// Commit decision records without fsync: they survive a crash of remit but not of the
+    /// machine. Off by default; named `danger_` because it weakens invariant 2.
+    pub danger_skip_fsync: bool,
 }
 
 /// What an upstream speaks.
@@ -198,6 +201,8 @@ struct RawGateway {
     public_url: Option<Spanned<String>>,
     #[serde(default)]
     allowed_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    danger_skip_fsync: bool,
 }
 
 #[derive(Deserialize)]
@@ -355,6 +360,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         upstream_timeout_s: None,
         public_url: None,
         allowed_origins: Vec::new(),
+        danger_skip_fsync: false,
     });
     let addr = |v: Option<Spanned<String>>, field: &str, default: u16| match v {
         None => Ok(SocketAddr::from(([127, 0, 0, 1], default))),
@@ -456,6 +462,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         upstream_timeout_s,
         public_url,
         allowed_origins,
+        danger_skip_fsync: raw.danger_skip_fsync,
     })
 }
 

@@ -46,6 +46,17 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// How durable a committed record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is fsynced: a record survives power loss (the default).
+    #[default]
+    Fsync,
+    /// Commits reach the operating system but are fsynced only at WAL checkpoints: a
+    /// record survives a crash of remit, not of the machine. Set by `danger_skip_fsync`.
+    DangerSurvivesProcessCrashOnly,
+}
+
 type Job = (DecisionRecord, oneshot::Sender<Result<(), SinkError>>);
 
 /// The SQLite store.
@@ -56,8 +67,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `data_dir` and runs migrations.
+    /// Opens (creating if needed) the store in `data_dir` and runs migrations; every
+    /// commit is fsynced.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, Durability::Fsync).await
+    }
+
+    /// Opens the store with a chosen durability.
+    pub async fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
             path: data_dir.display().to_string(),
             message: e.to_string(),
@@ -66,7 +83,10 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(match durability {
+                Durability::Fsync => SqliteSynchronous::Full,
+                Durability::DangerSurvivesProcessCrashOnly => SqliteSynchronous::Normal,
+            })
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -114,22 +134,30 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Writes a batch as one multi-row INSERT in one transaction: one round trip to SQLite's
+/// worker thread per batch rather than per record, which is what lets throughput grow with
+/// concurrency.
 async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut rows = Vec::with_capacity(batch.len());
     for (r, _) in batch {
         let json = serde_json::to_string(r).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query("INSERT INTO decisions (id, time, replica, identity, class, verdict, action, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(&r.decision.decision_id)
-            .bind(&r.time)
-            .bind(&r.replica)
-            .bind(r.decision.identity.as_ref().map(|i| i.as_str()))
-            .bind(r.decision.class.as_str())
-            .bind(r.decision.verdict.as_str())
-            .bind(r.decision.action.as_str())
-            .bind(json)
-            .execute(&mut *tx)
-            .await?;
+        rows.push((r, json));
     }
+    let mut tx = pool.begin().await?;
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO decisions (id, time, replica, identity, class, verdict, action, record) ",
+    );
+    insert.push_values(&rows, |mut b, (r, json)| {
+        b.push_bind(&r.decision.decision_id)
+            .push_bind(&r.time)
+            .push_bind(&r.replica)
+            .push_bind(r.decision.identity.as_ref().map(|i| i.as_str()))
+            .push_bind(r.decision.class.as_str())
+            .push_bind(r.decision.verdict.as_str())
+            .push_bind(r.decision.action.as_str())
+            .push_bind(json);
+    });
+    insert.build().execute(&mut *tx).await?;
     tx.commit().await
 }
 

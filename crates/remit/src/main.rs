@@ -208,7 +208,13 @@ pub(crate) async fn serve(
     data_dir: PathBuf,
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<()> {
-    let store = remit_store::SqliteStore::open(&data_dir).await?;
+    let durability = if engine.config().gateway.danger_skip_fsync {
+        tracing::warn!("danger_skip_fsync is on: decision records survive a crash of remit, not of the machine");
+        remit_store::Durability::DangerSurvivesProcessCrashOnly
+    } else {
+        remit_store::Durability::Fsync
+    };
+    let store = remit_store::SqliteStore::open_with(&data_dir, durability).await?;
     let settings = engine.config().gateway.clone();
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
