@@ -263,6 +263,19 @@ struct RawMcpServer {
     session_action: Option<ActionName>,
     #[serde(default, rename = "tool")]
     tools: Vec<Spanned<RawTool>>,
+    #[serde(default, rename = "prompt")]
+    prompts: Vec<Spanned<RawTool>>,
+    #[serde(default, rename = "resource")]
+    resources: Vec<Spanned<RawResource>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    uri_prefix: Spanned<String>,
+    action: ActionName,
+    #[serde(default)]
+    sensitive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -638,42 +651,77 @@ fn parse_routes(
             None => ActionName::parse(&format!("mcp.{name}.session"))
                 .map_err(|e| cx.err(s.name.span(), field("name"), e.to_string()))?,
         };
-        let mut tools = HashMap::new();
-        for (j, t) in s.tools.into_iter().enumerate() {
-            let tspan = t.span();
-            let t = t.into_inner();
-            let tname = t.name.get_ref().clone();
-            if tname.is_empty() || tname.len() > 128 || tname.chars().any(char::is_control) {
+        let tools = parse_named(cx, s.tools, &field, "tool")?;
+        let prompts = parse_named(cx, s.prompts, &field, "prompt")?;
+        let mut resources: Vec<McpTool> = Vec::new();
+        for (j, r) in s.resources.into_iter().enumerate() {
+            let r = r.into_inner();
+            let prefix = r.uri_prefix.get_ref().clone();
+            if prefix.is_empty() || prefix.len() > 1024 || prefix.chars().any(char::is_control) {
                 return Err(cx.err(
-                    t.name.span(),
-                    field(&format!("tool[{j}].name")),
-                    "a tool name must be 1 to 128 printable characters",
+                    r.uri_prefix.span(),
+                    field(&format!("resource[{j}].uri_prefix")),
+                    "a URI prefix must be 1 to 1024 printable characters",
                 ));
             }
-            let tool = McpTool {
-                name: tname.clone(),
-                action: t.action,
-                sensitive: t.sensitive.unwrap_or(true),
-            };
-            if tools.insert(tname.clone(), tool).is_some() {
+            if resources.iter().any(|e| e.name == prefix) {
                 return Err(cx.err(
-                    tspan,
-                    field(&format!("tool[{j}].name")),
-                    format!("tool `{tname}` is listed twice"),
+                    r.uri_prefix.span(),
+                    field(&format!("resource[{j}].uri_prefix")),
+                    format!("URI prefix `{prefix}` is listed twice"),
                 ));
             }
+            resources.push(McpTool {
+                name: prefix,
+                action: r.action,
+                sensitive: r.sensitive.unwrap_or(true),
+            });
         }
         let server = McpServer {
             name,
             path: s.path.get_ref().clone(),
             session_action,
             tools,
+            prompts,
+            resources,
         };
         table
             .add_mcp(server)
             .map_err(|m| cx.err(span, field("path"), m))?;
     }
     Ok(table)
+}
+
+/// Tools or prompts of one MCP server, by name.
+fn parse_named(
+    cx: &Ctx<'_>,
+    raw: Vec<Spanned<RawTool>>,
+    field: &dyn Fn(&str) -> String,
+    what: &str,
+) -> Result<HashMap<String, McpTool>, ConfigError> {
+    let mut out = HashMap::new();
+    for (j, t) in raw.into_iter().enumerate() {
+        let tspan = t.span();
+        let t = t.into_inner();
+        let name = t.name.get_ref().clone();
+        let f = field(&format!("{what}[{j}].name"));
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(cx.err(
+                t.name.span(),
+                f,
+                format!("a {what} name must be 1 to 128 printable characters"),
+            ));
+        }
+        let entry = McpTool {
+            name: name.clone(),
+            action: t.action,
+            sensitive: t.sensitive.unwrap_or(true),
+        };
+        if out.insert(name.clone(), entry).is_some() {
+            return Err(cx.err(tspan, f, format!("{what} `{name}` is listed twice")));
+        }
+    }
+    Ok(out)
 }
 
 fn parse_boundary(
@@ -962,5 +1010,97 @@ boundary = ["tickets.read"]
         ] {
             assert!(Config::parse(text, "f.toml").is_err(), "{text:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod mcp_tests {
+    use super::*;
+    use crate::path::CanonicalPath;
+
+    const MCP: &str = r#"
+[[mcp_server]]
+name = "kb"
+path = "/mcp/kb"
+
+[[mcp_server.tool]]
+name = "search"
+action = "kb.search"
+sensitive = false
+
+[[mcp_server.prompt]]
+name = "summarise"
+action = "kb.prompt"
+sensitive = false
+
+[[mcp_server.resource]]
+uri_prefix = "kb://public/"
+action = "kb.read-public"
+sensitive = false
+
+[[mcp_server.resource]]
+uri_prefix = "kb://public/hr/"
+action = "kb.read-hr"
+"#;
+
+    fn action(body: &str) -> (String, bool) {
+        let c = Config::parse(MCP, "mcp.toml").unwrap();
+        let s = c
+            .routes
+            .resolve(
+                "POST",
+                &CanonicalPath::parse("/mcp/kb").unwrap(),
+                Some(body.as_bytes()),
+            )
+            .unwrap();
+        (s.action.to_string(), s.sensitive)
+    }
+
+    #[test]
+    fn tools_prompts_and_resources_map_to_actions() {
+        let call = |m: &str, params: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{m}","params":{params}}}"#)
+        };
+        assert_eq!(
+            action(&call("tools/call", r#"{"name":"search"}"#)),
+            ("kb.search".into(), false)
+        );
+        assert_eq!(
+            action(&call("prompts/get", r#"{"name":"summarise"}"#)),
+            ("kb.prompt".into(), false)
+        );
+        assert_eq!(
+            action(&call("resources/read", r#"{"uri":"kb://public/faq"}"#)),
+            ("kb.read-public".into(), false)
+        );
+        assert_eq!(
+            action(&call(
+                "resources/read",
+                r#"{"uri":"kb://public/hr/salaries"}"#
+            )),
+            ("kb.read-hr".into(), true),
+            "the longest prefix wins"
+        );
+        assert_eq!(
+            action(&call("resources/read", r#"{"uri":"kb://private/x"}"#)),
+            ("unmapped".into(), true)
+        );
+        assert_eq!(
+            action(&call("prompts/get", r#"{"name":"other"}"#)),
+            ("unmapped".into(), true)
+        );
+        assert_eq!(
+            action(&call("tools/list", "{}")),
+            ("mcp.kb.session".into(), false)
+        );
+    }
+
+    #[test]
+    fn repeated_entries_are_errors() {
+        let twice =
+            format!("{MCP}\n[[mcp_server.prompt]]\nname = \"summarise\"\naction = \"kb.prompt\"\n");
+        let e = Config::parse(&twice, "mcp.toml").unwrap_err();
+        assert!(e.message.contains("listed twice"), "{e}");
+        assert_eq!(e.field, "mcp_server[0].prompt[1].name");
     }
 }

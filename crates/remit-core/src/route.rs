@@ -118,14 +118,14 @@ pub struct HttpRoute {
     pub sensitive: bool,
 }
 
-/// One MCP tool on a server.
+/// One mapped MCP tool, prompt or resource on a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpTool {
-    /// The tool's name as the server lists it.
+    /// The tool's or prompt's name, or the resource URI prefix.
     pub name: String,
-    /// The action a `tools/call` of it maps to.
+    /// The action a `tools/call`, `prompts/get` or `resources/read` of it maps to.
     pub action: ActionName,
-    /// Whether calling it is sensitive.
+    /// Whether using it is sensitive.
     pub sensitive: bool,
 }
 
@@ -141,6 +141,10 @@ pub struct McpServer {
     pub session_action: ActionName,
     /// Its mapped tools by name.
     pub tools: HashMap<String, McpTool>,
+    /// Its mapped prompts by name.
+    pub prompts: HashMap<String, McpTool>,
+    /// Its mapped resources by URI prefix (the longest prefix wins).
+    pub resources: Vec<McpTool>,
 }
 
 /// What the route table knows about an action, for the policy schema.
@@ -240,8 +244,13 @@ impl RouteTable {
         }
         let rtype = ResourceType::parse(MCP_RESOURCE_TYPE).map_err(|e| e.to_string())?;
         self.note_action(&server.session_action, &rtype, std::iter::empty())?;
-        for tool in server.tools.values() {
-            self.note_action(&tool.action, &rtype, std::iter::empty())?;
+        for entry in server
+            .tools
+            .values()
+            .chain(server.prompts.values())
+            .chain(&server.resources)
+        {
+            self.note_action(&entry.action, &rtype, std::iter::empty())?;
         }
         self.mcp.insert(server.path.clone(), server);
         Ok(())
@@ -380,23 +389,34 @@ impl RouteTable {
         if is_session_method(&m) {
             return Ok(session(Some(msg), &m));
         }
-        if m == "tools/call" {
-            let name = msg.tool.clone().unwrap_or_default();
-            if let Some(tool) = server.tools.get(&name) {
-                return Ok(Scope {
-                    action: tool.action.clone(),
-                    resource: resource(),
-                    sensitive: tool.sensitive,
-                    params: Vec::new(),
-                    mcp: Some(msg),
-                    route: Some(format!("MCP {} tools/call {name}", server.name)),
-                });
-            }
-            let what = format!("MCP {} tools/call {}", server.name, name.escape_default());
-            return Ok(unmapped(what, Some(msg)));
+        let name = msg.name.clone().unwrap_or_default();
+        let entry = match m.as_str() {
+            "tools/call" => server.tools.get(&name),
+            "prompts/get" => server.prompts.get(&name),
+            "resources/read" => server
+                .resources
+                .iter()
+                .filter(|r| name.starts_with(r.name.as_str()))
+                .max_by_key(|r| r.name.len()),
+            _ => None,
+        };
+        let what = format!(
+            "MCP {} {} {}",
+            server.name,
+            m.escape_default(),
+            name.escape_default()
+        );
+        match entry {
+            Some(e) => Ok(Scope {
+                action: e.action.clone(),
+                resource: resource(),
+                sensitive: e.sensitive,
+                params: Vec::new(),
+                mcp: Some(msg),
+                route: Some(what),
+            }),
+            None => Ok(unmapped(what.trim_end().to_owned(), Some(msg))),
         }
-        let what = format!("MCP {} {}", server.name, m.escape_default());
-        Ok(unmapped(what, Some(msg)))
     }
 }
 

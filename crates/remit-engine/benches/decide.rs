@@ -118,6 +118,7 @@ impl PolicyParts {
             params: &self.params,
             mcp_method: None,
             mcp_tool: None,
+            mcp_name: None,
             risk: 0,
             chain_depth: 0,
         }

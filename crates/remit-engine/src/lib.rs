@@ -180,6 +180,7 @@ impl Engine {
             params: &scope.params,
             mcp_method: mcp_method.as_deref(),
             mcp_tool: mcp_tool.as_deref(),
+            mcp_name: scope.mcp.as_ref().and_then(|m| m.name.as_deref()),
             risk: 0,
             chain_depth: 0,
         };

@@ -130,6 +130,8 @@ pub struct PolicyInput<'a> {
     pub mcp_method: Option<&'a str>,
     /// The MCP tool.
     pub mcp_tool: Option<&'a str>,
+    /// What the MCP message names: tool or prompt name, or resource URI.
+    pub mcp_name: Option<&'a str>,
     /// Risk score, 0 to 100.
     pub risk: i64,
     /// Length of the delegation chain.
@@ -568,6 +570,12 @@ impl PolicyEngine {
                         rec.push((
                             "tool".to_owned(),
                             RestrictedExpression::new_string(t.into()),
+                        ));
+                    }
+                    if let Some(n) = input.mcp_name {
+                        rec.push((
+                            "name".to_owned(),
+                            RestrictedExpression::new_string(n.into()),
                         ));
                     }
                     RestrictedExpression::new_record(rec).map_err(|e| e.to_string())?

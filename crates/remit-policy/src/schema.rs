@@ -44,7 +44,7 @@ fn common_context() -> serde_json::Map<String, Value> {
         "mcp".into(),
         optional(json!({
             "type": "Record",
-            "attributes": { "method": string(), "tool": optional(string()) }
+            "attributes": { "method": string(), "tool": optional(string()), "name": optional(string()) }
         })),
     );
     m

@@ -209,7 +209,9 @@ pub(crate) async fn serve(
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<()> {
     let durability = if engine.config().gateway.danger_skip_fsync {
-        tracing::warn!("danger_skip_fsync is on: decision records survive a crash of remit, not of the machine");
+        tracing::warn!(
+            "danger_skip_fsync is on: decision records survive a crash of remit, not of the machine"
+        );
         remit_store::Durability::DangerSurvivesProcessCrashOnly
     } else {
         remit_store::Durability::Fsync
