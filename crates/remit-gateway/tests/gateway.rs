@@ -10,6 +10,44 @@ use remit_gateway::{AdminState, admin_router};
 use remit_store::SqliteStore;
 use serde_json::{Value, json};
 
+/// A proxy started in-process for a test, with its store in a temporary directory.
+#[derive(Debug)]
+pub struct TestProxy {
+    /// Where the proxy listens.
+    pub addr: std::net::SocketAddr,
+    /// The decision store behind it.
+    pub store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts remit's proxy on loopback for `config` (TOML) and one policy file.
+pub async fn start_proxy(config: &str, policy: &str) -> TestProxy {
+    let config = remit_core::Config::parse(config, "test.toml").unwrap();
+    let policies = [remit_policy::PolicySource {
+        file: "test.cedar".into(),
+        text: policy.into(),
+    }];
+    let engine = Arc::new(remit_engine::Engine::new(config, &policies).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let state = remit_gateway::proxy::ProxyState::new(engine, Arc::new(store.clone())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = remit_gateway::proxy::proxy_router(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TestProxy {
+        addr,
+        store,
+        _dir: dir,
+    }
+}
+
+/// SHA-256 of an API key, hex: what `remit.toml` stores.
+pub fn key_sha256(key: &str) -> String {
+    hex::encode(remit_token::hash_key(key))
+}
+
 struct Server {
     url: String,
     store: SqliteStore,

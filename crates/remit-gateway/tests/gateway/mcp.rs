@@ -2,34 +2,17 @@
 //! their identity, `tools/list` filtered, `Origin` and `Mcp-Method`/`Mcp-Name` checked, and
 //! a missing credential answered with 401 and protected-resource metadata.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use remit_gateway::proxy::{ProxyState, proxy_router};
-use remit_store::SqliteStore;
 use serde_json::{Value, json};
-
-fn sha(s: &str) -> String {
-    use std::fmt::Write;
-    <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes())
-        .iter()
-        .fold(String::new(), |mut o, b| {
-            let _ = write!(o, "{b:02x}");
-            o
-        })
-}
 
 struct World {
     proxy: String,
-    _dir: tempfile::TempDir,
+    _proxy: crate::TestProxy,
 }
 
 async fn start() -> World {
     let mcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mcp_addr = mcp.local_addr().unwrap();
     tokio::spawn(remit_demo::serve_docs_mcp(mcp));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let config = format!(
         r#"
 [gateway]
@@ -79,24 +62,15 @@ boundary = ["docs.session", "docs.search"]
 type = "api_key"
 sha256 = "{b}"
 "#,
-        a = sha("rk_alice"),
-        b = sha("rk_bob"),
+        a = crate::key_sha256("rk_alice"),
+        b = crate::key_sha256("rk_bob"),
     );
-    let config = remit_core::Config::parse(&config, "mcp-test.toml").unwrap();
     let policy = r#"permit (principal, action in [Action::"docs.session", Action::"docs.search"], resource);"#;
-    let policies = [remit_policy::PolicySource {
-        file: "p.cedar".into(),
-        text: policy.into(),
-    }];
-    let engine = Arc::new(remit_engine::Engine::new(config, &policies).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    let state = ProxyState::new(engine, Arc::new(store)).unwrap();
-    let app = proxy_router(state).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = crate::start_proxy(&config, policy).await;
+    let addr = proxy.addr;
     World {
         proxy: format!("http://{addr}/mcp/docs"),
-        _dir: dir,
+        _proxy: proxy,
     }
 }
 

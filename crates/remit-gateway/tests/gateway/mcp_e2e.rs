@@ -20,7 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use remit_gateway::proxy::{ProxyState, proxy_router};
 use remit_store::SqliteStore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -259,15 +258,6 @@ fn relayed(conns: &Conns) -> (String, String) {
     (sent, answered)
 }
 
-fn hex_sha256(s: &str) -> String {
-    use std::fmt::Write;
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
-    digest.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
-}
-
 /// The whole chain: server-everything, the relay, and remit's proxy in front.
 struct World {
     /// The MCP endpoint on remit's proxy.
@@ -275,7 +265,7 @@ struct World {
     relayed: Conns,
     store: SqliteStore,
     _everything: Everything,
-    _dir: tempfile::TempDir,
+    _proxy: crate::TestProxy,
 }
 
 async fn world() -> World {
@@ -284,26 +274,15 @@ async fn world() -> World {
     let (relay_addr, relayed) = relay(everything.addr).await;
     let text = CONFIG
         .replace("UPSTREAM_URL", &format!("http://{relay_addr}"))
-        .replace("KEY_SHA256", &hex_sha256(KEY));
-    let config = remit_core::Config::parse(&text, "mcp-e2e.toml").unwrap();
-    let policies = [remit_policy::PolicySource {
-        file: "mcp-e2e.cedar".into(),
-        text: POLICY.into(),
-    }];
-    let engine = Arc::new(remit_engine::Engine::new(config, &policies).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    let state = ProxyState::new(engine, Arc::new(store.clone())).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = proxy_router(state).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+        .replace("KEY_SHA256", &crate::key_sha256(KEY));
+    let proxy = crate::start_proxy(&text, POLICY).await;
+    let (addr, store) = (proxy.addr, proxy.store.clone());
     World {
         url: format!("http://{addr}{MCP_PATH}"),
         relayed,
         store,
         _everything: everything,
-        _dir: dir,
+        _proxy: proxy,
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Request;
-use remit_gateway::proxy::{ProxyState, proxy_router};
 use remit_store::SqliteStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,7 +105,7 @@ boundary = ["items.read", "items.write"]
 [[identity.credential]]
 type = "api_key"
 id = "bot-key"
-sha256 = "ffd0a6e5de70ad5ac4bd9ba2ad4e0bf0d55dbc0b2b8b5f5b3b7ed84a1a4ec1f5"
+sha256 = "KEY_SHA256"
 "#;
 
 const POLICY: &str = r#"
@@ -117,46 +116,21 @@ struct Proxy {
     addr: SocketAddr,
     log: Log,
     store: SqliteStore,
-    _dir: tempfile::TempDir,
+    _proxy: crate::TestProxy,
 }
 
 async fn start(upstream_url: &str, log: Log) -> Proxy {
-    let key_hash = hex_sha256("rk_bot");
     let text = format!(
         "{}\n[[upstream]]\nname = \"rec\"\nurl = \"{upstream_url}\"\nprefix = \"/\"\n",
-        CONFIG.replace(
-            "ffd0a6e5de70ad5ac4bd9ba2ad4e0bf0d55dbc0b2b8b5f5b3b7ed84a1a4ec1f5",
-            &key_hash
-        )
+        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
     );
-    let config = remit_core::Config::parse(&text, "proxy-test.toml").unwrap();
-    let policies = [remit_policy::PolicySource {
-        file: "p.cedar".into(),
-        text: POLICY.into(),
-    }];
-    let engine = Arc::new(remit_engine::Engine::new(config, &policies).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    let state = ProxyState::new(engine, Arc::new(store.clone())).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = proxy_router(state).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = crate::start_proxy(&text, POLICY).await;
     Proxy {
-        addr,
+        addr: proxy.addr,
         log,
-        store,
-        _dir: dir,
+        store: proxy.store.clone(),
+        _proxy: proxy,
     }
-}
-
-fn hex_sha256(s: &str) -> String {
-    use std::fmt::Write;
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
-    digest.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// Sends raw bytes and returns the response's status code (0 if the connection closed
