@@ -94,7 +94,14 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (queue, rx) = mpsc::channel(QUEUE_LIMIT);
-        tokio::spawn(writer(pool.clone(), rx));
+        let conn = open_writer(&data_dir.join(DB_FILE), durability)?;
+        std::thread::Builder::new()
+            .name("remit-record-writer".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Self { pool, queue })
     }
 
@@ -121,12 +128,41 @@ impl SqliteStore {
     }
 }
 
-async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+/// The writer's own connection. The writer is a plain thread with a synchronous SQLite
+/// connection (rusqlite) rather than an sqlx connection: sqlx runs SQLite on a worker thread
+/// behind a channel, so each statement of a group commit (BEGIN, INSERT, COMMIT) is a
+/// cross-thread hand-off, and on a busy core each hand-off waits for the scheduler. Here a
+/// whole batch costs one wake-up of this thread. sqlx still owns migrations and reads.
+fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Connection, StoreError> {
+    let err = |e: rusqlite::Error| StoreError::DataDir {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let conn = rusqlite::Connection::open(path).map_err(err)?;
+    let sync = match durability {
+        Durability::Fsync => "FULL",
+        Durability::DangerSurvivesProcessCrashOnly => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+    ))
+    .map_err(err)?;
+    Ok(conn)
+}
+
+/// Group commit: wait for one record, take everything else queued (up to [`MAX_BATCH`]),
+/// commit them in one transaction, then answer each waiter with the outcome.
+fn writer(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = write_batch(&pool, &batch)
-            .await
-            .map_err(|e| SinkError::Store(e.to_string()));
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&mut conn, &batch).map_err(|e| SinkError::Store(e.to_string()));
         for (_, reply) in batch.drain(..) {
             // The requester may have given up (timed out); nothing to do then.
             let _ = reply.send(result.clone());
@@ -134,31 +170,28 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Writes a batch as one multi-row INSERT in one transaction: one round trip to SQLite's
-/// worker thread per batch rather than per record, which is what lets throughput grow with
-/// concurrency.
-async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Result<(), sqlx::Error> {
-    let mut rows = Vec::with_capacity(batch.len());
-    for (r, _) in batch {
-        let json = serde_json::to_string(r).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        rows.push((r, json));
+fn write_batch(conn: &mut rusqlite::Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO decisions (id, time, replica, identity, class, verdict, action, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (r, _) in batch {
+            let json = serde_json::to_string(r)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            insert.execute(rusqlite::params![
+                r.decision.decision_id,
+                r.time,
+                r.replica,
+                r.decision.identity.as_ref().map(|i| i.as_str()),
+                r.decision.class.as_str(),
+                r.decision.verdict.as_str(),
+                r.decision.action.as_str(),
+                json,
+            ])?;
+        }
     }
-    let mut tx = pool.begin().await?;
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO decisions (id, time, replica, identity, class, verdict, action, record) ",
-    );
-    insert.push_values(&rows, |mut b, (r, json)| {
-        b.push_bind(&r.decision.decision_id)
-            .push_bind(&r.time)
-            .push_bind(&r.replica)
-            .push_bind(r.decision.identity.as_ref().map(|i| i.as_str()))
-            .push_bind(r.decision.class.as_str())
-            .push_bind(r.decision.verdict.as_str())
-            .push_bind(r.decision.action.as_str())
-            .push_bind(json);
-    });
-    insert.build().execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit()
 }
 
 impl RecordSink for SqliteStore {
@@ -167,6 +200,8 @@ impl RecordSink for SqliteStore {
             if self.pool.is_closed() {
                 return Err(SinkError::Closed);
             }
+            // The writer thread ends only when every sender is gone, so a closed queue here
+            // means it died: fail closed.
             let (tx, rx) = oneshot::channel();
             self.queue.try_send((record, tx)).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SinkError::Full,
