@@ -62,6 +62,30 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Inspect the identity registry.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// One line per identity: id, kind, class, owner, status, purposes.
+    List {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Everything the registry says about one identity, as JSON, with its boundary expanded
+    /// to the actions of the route table.
+    Show {
+        /// The identity's id.
+        id: String,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +188,66 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: PolicyCommand::Schema { config },
         } => {
             print!("{}", load(&config)?.policy().schema_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Identity {
+            command: IdentityCommand::List { config },
+        } => {
+            let config = remit_engine::load::read_config(&config)?;
+            println!(
+                "{:<28} {:<16} {:<13} {:<20} {:<12} purposes",
+                "id", "kind", "class", "owner", "status"
+            );
+            for i in config.registry.iter() {
+                let purposes: Vec<&str> = i.purposes.iter().map(|p| p.as_str()).collect();
+                println!(
+                    "{:<28} {:<16} {:<13} {:<20} {:<12} {}",
+                    i.id.as_str(),
+                    i.kind.as_str(),
+                    i.kind.class().as_str(),
+                    i.owner.as_str(),
+                    i.status.as_str(),
+                    purposes.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Identity {
+            command: IdentityCommand::Show { id, config },
+        } => {
+            let config = remit_engine::load::read_config(&config)?;
+            let id = remit_core::IdentityId::parse(&id)?;
+            let i = config
+                .registry
+                .get(&id)
+                .with_context(|| format!("no identity `{id}` in the registry"))?;
+            let actions: Vec<&str> = config
+                .routes
+                .actions()
+                .keys()
+                .filter(|a| i.boundary.allows(a))
+                .map(|a| a.as_str())
+                .collect();
+            let rfc3339 = &time::format_description::well_known::Rfc3339;
+            let show = serde_json::json!({
+                "id": i.id,
+                "kind": i.kind,
+                "class": i.kind.class(),
+                "owner": i.owner,
+                "status": i.status,
+                "purposes": i.purposes,
+                "boundary": {
+                    "exact": i.boundary.exact().collect::<Vec<_>>(),
+                    "prefixes": i.boundary.prefixes().map(|p| format!("{p}*")).collect::<Vec<_>>(),
+                    "actions": actions,
+                },
+                "credentials": i.credentials.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+                "rate": i.limits.rate,
+                "schedule_s": i.schedule.map(|remit_core::identity::Schedule::Every { seconds }| seconds),
+                "origins": i.origins.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "expires": i.expires.and_then(|t| t.format(rfc3339).ok()),
+            });
+            println!("{}", serde_json::to_string_pretty(&show)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Key {

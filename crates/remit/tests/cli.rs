@@ -504,3 +504,39 @@ fn hostile_files_get_clear_errors() {
         text(&o)
     );
 }
+
+#[test]
+fn identity_list_and_show_read_the_registry() {
+    let o = remit(&["identity", "list", "--config", &config()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for id in [
+        "support-assistant",
+        "codegen-workflow",
+        "retrieval-agent",
+        "inventory-sync",
+    ] {
+        assert!(out.contains(id), "{out}");
+    }
+    let o = remit(&["identity", "show", "retrieval-agent", "--config", &config()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["class"], "agent");
+    assert_eq!(
+        v["boundary"]["actions"],
+        json!(["docs.search", "docs.session"])
+    );
+    assert_eq!(v["rate"], json!({"count": 30, "per_s": 60}));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("sha256"),
+        "no key hashes in the output"
+    );
+    for (id, want) in [
+        ("nobody", "no identity `nobody`"),
+        ("Bad Id", "not a valid identity id"),
+    ] {
+        let o = remit(&["identity", "show", id, "--config", &config()]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o).contains(want), "{}", text(&o));
+    }
+}
