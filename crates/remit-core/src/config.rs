@@ -285,6 +285,8 @@ struct RawTool {
     action: ActionName,
     #[serde(default)]
     sensitive: Option<bool>,
+    #[serde(default)]
+    arguments: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
 }
 
 struct Ctx<'a> {
@@ -675,6 +677,7 @@ fn parse_routes(
                 name: prefix,
                 action: r.action,
                 sensitive: r.sensitive.unwrap_or(true),
+                arguments: std::collections::BTreeMap::new(),
             });
         }
         let server = McpServer {
@@ -712,10 +715,37 @@ fn parse_named(
                 format!("a {what} name must be 1 to 128 printable characters"),
             ));
         }
+        let mut arguments = std::collections::BTreeMap::new();
+        if let Some(args) = t.arguments {
+            let af = field(&format!("{what}[{j}].arguments"));
+            if what != "tool" {
+                return Err(cx.err(args.span(), af, "arguments are declared for tools only"));
+            }
+            if args.get_ref().len() > crate::route::MAX_TOOL_ARGUMENTS {
+                let max = crate::route::MAX_TOOL_ARGUMENTS;
+                return Err(cx.err(args.span(), af, format!("more than {max} arguments")));
+            }
+            for (arg, ty) in args.into_inner() {
+                if arg.is_empty()
+                    || arg.len() > 64
+                    || !arg.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                {
+                    let msg = format!(
+                        "`{}` is not an argument name Cedar can read (letters, digits, `_`)",
+                        arg.escape_default()
+                    );
+                    return Err(cx.err(ty.span(), af.clone(), msg));
+                }
+                let parsed = crate::route::ArgType::parse(ty.get_ref())
+                    .map_err(|m| cx.err(ty.span(), af.clone(), m))?;
+                arguments.insert(arg, parsed);
+            }
+        }
         let entry = McpTool {
             name: name.clone(),
             action: t.action,
             sensitive: t.sensitive.unwrap_or(true),
+            arguments,
         };
         if out.insert(name.clone(), entry).is_some() {
             return Err(cx.err(tspan, f, format!("{what} `{name}` is listed twice")));

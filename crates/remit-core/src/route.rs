@@ -118,6 +118,55 @@ pub struct HttpRoute {
     pub sensitive: bool,
 }
 
+/// Most declared arguments on one tool.
+pub const MAX_TOOL_ARGUMENTS: usize = 32;
+/// Longest string argument handed to policy.
+pub const MAX_ARGUMENT_LEN: usize = 4096;
+
+/// The type a tool argument is declared with, so policies can read it typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgType {
+    /// A JSON string.
+    String,
+    /// A JSON integer that fits in 64 bits.
+    Long,
+    /// A JSON boolean.
+    Bool,
+}
+
+impl ArgType {
+    /// Parses `string`, `long` or `bool`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "string" => Ok(Self::String),
+            "long" => Ok(Self::Long),
+            "bool" => Ok(Self::Bool),
+            other => Err(format!(
+                "`{other}` is not an argument type: use string, long or bool"
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::String => "a string",
+            Self::Long => "an integer",
+            Self::Bool => "a boolean",
+        }
+    }
+}
+
+/// A declared tool argument's value, as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgValue {
+    /// A string.
+    String(String),
+    /// An integer.
+    Long(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
 /// One mapped MCP tool, prompt or resource on a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpTool {
@@ -127,6 +176,8 @@ pub struct McpTool {
     pub action: ActionName,
     /// Whether using it is sensitive.
     pub sensitive: bool,
+    /// Declared arguments (tools only), handed to policy as `context.arguments`.
+    pub arguments: BTreeMap<String, ArgType>,
 }
 
 /// One MCP server endpoint (Streamable HTTP).
@@ -154,6 +205,8 @@ pub struct ActionInfo {
     pub resource_types: BTreeSet<ResourceType>,
     /// Path parameters every route of this action captures.
     pub params: BTreeSet<String>,
+    /// Declared tool arguments of this action.
+    pub arguments: BTreeMap<String, ArgType>,
 }
 
 /// What a request asks to do.
@@ -167,6 +220,8 @@ pub struct Scope {
     pub sensitive: bool,
     /// Captured path parameters.
     pub params: Vec<(String, String)>,
+    /// Declared tool arguments present in the call, typed.
+    pub arguments: Vec<(String, ArgValue)>,
     /// The MCP message, for MCP endpoints.
     pub mcp: Option<McpMessage>,
     /// The route that matched, e.g. `GET /tickets/{id}` or `MCP docs tools/call search_docs`.
@@ -182,6 +237,14 @@ pub enum ScopeError {
     /// An MCP endpoint got a POST without a body.
     #[error("a POST to an MCP endpoint needs a JSON-RPC body")]
     McpBodyMissing,
+    /// A declared tool argument has the wrong type or is too long.
+    #[error("tool argument `{name}` must be {want}")]
+    BadArgument {
+        /// The argument.
+        name: String,
+        /// What it must be.
+        want: &'static str,
+    },
     /// A captured parameter is too long to be a resource id.
     #[error("a path parameter is longer than {MAX_RESOURCE_ID_LEN} bytes")]
     ParamTooLong,
@@ -223,6 +286,7 @@ impl RouteTable {
             &route.action,
             route.resource.rtype(),
             route.resource.params(),
+            &BTreeMap::new(),
         )?;
         self.routes.push(route);
         Ok(())
@@ -243,14 +307,19 @@ impl RouteTable {
             return Err(format!("two MCP servers use path `{}`", server.path));
         }
         let rtype = ResourceType::parse(MCP_RESOURCE_TYPE).map_err(|e| e.to_string())?;
-        self.note_action(&server.session_action, &rtype, std::iter::empty())?;
+        self.note_action(
+            &server.session_action,
+            &rtype,
+            std::iter::empty(),
+            &BTreeMap::new(),
+        )?;
         for entry in server
             .tools
             .values()
             .chain(server.prompts.values())
             .chain(&server.resources)
         {
-            self.note_action(&entry.action, &rtype, std::iter::empty())?;
+            self.note_action(&entry.action, &rtype, std::iter::empty(), &entry.arguments)?;
         }
         self.mcp.insert(server.path.clone(), server);
         Ok(())
@@ -261,6 +330,7 @@ impl RouteTable {
         action: &ActionName,
         rtype: &ResourceType,
         params: impl Iterator<Item = &'a str>,
+        arguments: &BTreeMap<String, ArgType>,
     ) -> Result<(), String> {
         if action.is_unmapped() {
             return Err("`unmapped` is reserved for requests no route maps".into());
@@ -274,11 +344,17 @@ impl RouteTable {
                         info.params, params
                     ));
                 }
+                if &info.arguments != arguments {
+                    return Err(format!(
+                        "action `{action}` is used by tools with different declared arguments; give them the same arguments or different actions"
+                    ));
+                }
                 info.resource_types.insert(rtype.clone());
             }
             None => {
                 let mut info = ActionInfo {
                     params,
+                    arguments: arguments.clone(),
                     ..ActionInfo::default()
                 };
                 info.resource_types.insert(rtype.clone());
@@ -347,6 +423,7 @@ impl RouteTable {
                 },
                 sensitive: route.sensitive,
                 params,
+                arguments: Vec::new(),
                 mcp: None,
                 route: Some(format!("{} {}", route.method, route.path)),
             });
@@ -370,6 +447,7 @@ impl RouteTable {
             resource: resource(),
             sensitive: false,
             params: Vec::new(),
+            arguments: Vec::new(),
             mcp,
             route: Some(format!("MCP {} {what}", server.name)),
         };
@@ -412,12 +490,43 @@ impl RouteTable {
                 resource: resource(),
                 sensitive: e.sensitive,
                 params: Vec::new(),
+                arguments: typed_arguments(&e.arguments, msg.arguments.as_ref())?,
                 mcp: Some(msg),
                 route: Some(what),
             }),
             None => Ok(unmapped(what.trim_end().to_owned(), Some(msg))),
         }
     }
+}
+
+/// The declared arguments present in a call, typed; undeclared ones are not read.
+fn typed_arguments(
+    declared: &BTreeMap<String, ArgType>,
+    given: Option<&serde_json::Value>,
+) -> Result<Vec<(String, ArgValue)>, ScopeError> {
+    let Some(serde_json::Value::Object(given)) = given else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(declared.len());
+    for (name, ty) in declared {
+        let Some(v) = given.get(name) else { continue };
+        let bad = || ScopeError::BadArgument {
+            name: name.clone(),
+            want: ty.name(),
+        };
+        let value = match (ty, v) {
+            (ArgType::String, serde_json::Value::String(s)) if s.len() <= MAX_ARGUMENT_LEN => {
+                ArgValue::String(s.clone())
+            }
+            (ArgType::Long, serde_json::Value::Number(n)) => {
+                ArgValue::Long(n.as_i64().ok_or_else(bad)?)
+            }
+            (ArgType::Bool, serde_json::Value::Bool(b)) => ArgValue::Bool(*b),
+            _ => return Err(bad()),
+        };
+        out.push((name.clone(), value));
+    }
+    Ok(out)
 }
 
 fn unmapped(what: String, mcp: Option<McpMessage>) -> Scope {
@@ -438,6 +547,7 @@ fn unmapped(what: String, mcp: Option<McpMessage>) -> Scope {
         },
         sensitive: true,
         params: Vec::new(),
+        arguments: Vec::new(),
         mcp,
         route: None,
     }

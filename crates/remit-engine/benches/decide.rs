@@ -119,6 +119,7 @@ impl PolicyParts {
             mcp_method: None,
             mcp_tool: None,
             mcp_name: None,
+            arguments: &[],
             risk: 0,
             chain_depth: 0,
         }

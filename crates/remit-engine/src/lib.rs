@@ -178,6 +178,7 @@ impl Engine {
             path: facts.path.encoded(),
             source_ip: facts.source_ip,
             params: &scope.params,
+            arguments: &scope.arguments,
             mcp_method: mcp_method.as_deref(),
             mcp_tool: mcp_tool.as_deref(),
             mcp_name: scope.mcp.as_ref().and_then(|m| m.name.as_deref()),

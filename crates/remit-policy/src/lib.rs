@@ -27,6 +27,7 @@ use cedar_policy::{
     EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
     ValidationMode, Validator,
 };
+use remit_core::route::ArgValue;
 use remit_core::{
     ActionName, AuthorityKind, Class, IdentityId, Obligation, Principal, Purpose, Rate, Registry,
     ResourceRef, RouteTable,
@@ -126,6 +127,8 @@ pub struct PolicyInput<'a> {
     pub source_ip: Option<IpAddr>,
     /// Captured path parameters.
     pub params: &'a [(String, String)],
+    /// Declared tool arguments present in the call.
+    pub arguments: &'a [(String, ArgValue)],
     /// The MCP method.
     pub mcp_method: Option<&'a str>,
     /// The MCP tool.
@@ -586,6 +589,17 @@ impl PolicyEngine {
                         .iter()
                         .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
                     RestrictedExpression::new_record(params).map_err(|e| e.to_string())?
+                }
+                "arguments" => {
+                    let args = input.arguments.iter().map(|(k, v)| {
+                        let e = match v {
+                            ArgValue::String(s) => RestrictedExpression::new_string(s.clone()),
+                            ArgValue::Long(n) => RestrictedExpression::new_long(*n),
+                            ArgValue::Bool(b) => RestrictedExpression::new_bool(*b),
+                        };
+                        (k.clone(), e)
+                    });
+                    RestrictedExpression::new_record(args).map_err(|e| e.to_string())?
                 }
                 other => return Err(format!("context attribute `{other}` has no value")),
             };

@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 
 use remit_core::RouteTable;
+use remit_core::route::ArgType;
 
 /// The principal type of registered identities.
 pub const IDENTITY_TYPE: &str = "Identity";
@@ -75,6 +76,23 @@ pub fn schema_json(routes: &RouteTable) -> Value {
             "params".into(),
             json!({ "type": "Record", "attributes": params }),
         );
+        // Declared tool arguments; each may be absent from a call, so each is optional.
+        let arguments: serde_json::Map<String, Value> = info
+            .arguments
+            .iter()
+            .map(|(name, ty)| {
+                let t = match ty {
+                    ArgType::String => "String",
+                    ArgType::Long => "Long",
+                    ArgType::Bool => "Boolean",
+                };
+                (name.clone(), optional(json!({ "type": t })))
+            })
+            .collect();
+        ctx.insert(
+            "arguments".into(),
+            json!({ "type": "Record", "attributes": arguments }),
+        );
         let resources: Vec<String> = info
             .resource_types
             .iter()
@@ -94,6 +112,10 @@ pub fn schema_json(routes: &RouteTable) -> Value {
         "params".into(),
         json!({ "type": "Record", "attributes": {} }),
     );
+    ctx.insert(
+        "arguments".into(),
+        json!({ "type": "Record", "attributes": {} }),
+    );
     actions.insert(
         "unmapped".into(),
         json!({ "appliesTo": {
@@ -103,4 +125,27 @@ pub fn schema_json(routes: &RouteTable) -> Value {
         }}),
     );
     json!({ "": { "entityTypes": entity_types, "actions": actions } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: an attribute in the schema but not in the request builder's list is
+    /// never sent, so every policy reading it errors (and, being fail-closed, denies).
+    #[test]
+    fn the_request_builder_knows_every_context_attribute() {
+        let schema = schema_json(&RouteTable::default());
+        let ctx = &schema[""]["actions"]["unmapped"]["appliesTo"]["context"]["attributes"];
+        let mut in_schema: Vec<&str> = ctx
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut built: Vec<&str> = crate::slice::CONTEXT_ATTRS.to_vec();
+        in_schema.sort_unstable();
+        built.sort_unstable();
+        assert_eq!(in_schema, built);
+    }
 }

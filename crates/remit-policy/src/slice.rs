@@ -21,7 +21,7 @@ use crate::PolicyError;
 use crate::schema::{IDENTITY_TYPE, UNCLASSIFIED_TYPE};
 
 /// Context attributes, in the order of their bits in [`Needs`].
-pub(crate) const CONTEXT_ATTRS: [&str; 12] = [
+pub(crate) const CONTEXT_ATTRS: [&str; 13] = [
     "class",
     "authority",
     "purpose",
@@ -34,6 +34,7 @@ pub(crate) const CONTEXT_ATTRS: [&str; 12] = [
     "chain_depth",
     "mcp",
     "params",
+    "arguments",
 ];
 
 /// A set of context attributes, one bit each.
@@ -259,6 +260,17 @@ mod tests {
                 "forbid(principal, action, resource) unless { context.approved };"
             )),
             ["approved"]
+        );
+    }
+
+    #[test]
+    fn every_context_attribute_has_a_bit() {
+        assert!(CONTEXT_ATTRS.len() <= 16);
+        assert_eq!(
+            names(needs(
+                "permit(principal, action, resource) when { context.arguments has limit && context.arguments.limit > 1 };"
+            )),
+            ["arguments"]
         );
     }
 
