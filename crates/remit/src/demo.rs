@@ -77,7 +77,7 @@ Through the proxy (the support assistant reads a ticket, then tries to write):
 
   curl -s http://{proxy}/tickets/42 \
        -H 'Authorization: Bearer rk_demo_support_assistant' -H 'Remit-Purpose: case-summary'
-  curl -s -X POST http://{proxy}/tickets/42/comments -d '{{"body":"hi"}}' \
+  curl -s -X POST http://{proxy}/tickets/1/comments -d '{{"body":"hi"}}' \
        -H 'Authorization: Bearer rk_demo_support_assistant' -H 'Remit-Purpose: case-summary'
 
 Ask the decision API without forwarding anything:
