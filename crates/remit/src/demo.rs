@@ -75,7 +75,7 @@ The demo keys are published and for this demo only.
 
 Through the proxy (the support assistant reads a ticket, then tries to write):
 
-  curl -s http://{proxy}/tickets/42 \
+  curl -s http://{proxy}/tickets/1 \
        -H 'Authorization: Bearer rk_demo_support_assistant' -H 'Remit-Purpose: case-summary'
   curl -s -X POST http://{proxy}/tickets/1/comments -d '{{"body":"hi"}}' \
        -H 'Authorization: Bearer rk_demo_support_assistant' -H 'Remit-Purpose: case-summary'
