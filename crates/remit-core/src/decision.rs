@@ -68,6 +68,13 @@ impl Decision {
         self.retry_after_s = None;
         self.reasons.push(reason.into());
     }
+
+    /// Turns the decision into a deny by a ceiling outside policy (a front door's own rule,
+    /// such as an MCP session's owner), naming it as the determining policy.
+    pub fn refuse(&mut self, policy: &str, reason: impl Into<String>) {
+        self.fail_closed(reason);
+        self.policies = vec![policy.to_owned()];
+    }
 }
 
 /// Version of the decision record schema.

@@ -240,20 +240,35 @@ impl Engine {
         }
     }
 
-    /// Decides and, unless `dry_run`, makes the record durable before returning. If the
-    /// record cannot be written the verdict becomes deny (fail closed).
-    pub async fn decide_and_record(
-        &self,
-        facts: &RequestFacts,
-        decision_id: String,
-        sink: &dyn RecordSink,
-        dry_run: bool,
-    ) -> Result<Decision, BadRequest> {
+    /// Decides now and returns the decision before it is recorded, so a front door can
+    /// apply its own ceilings (with [`Decision::refuse`]) before [`Engine::finish`].
+    pub fn begin(&self, facts: &RequestFacts, decision_id: String) -> Result<Pending, BadRequest> {
         let now = OffsetDateTime::now_utc();
         let started = std::time::Instant::now();
         let decided = self.decide(facts, decision_id, now)?;
+        Ok(Pending {
+            decided,
+            now,
+            started,
+        })
+    }
+
+    /// Makes the record of a pending decision durable (unless `dry_run`) and returns the
+    /// decision. If the record cannot be written the verdict becomes deny (fail closed).
+    pub async fn finish(
+        &self,
+        pending: Pending,
+        facts: &RequestFacts,
+        sink: &dyn RecordSink,
+        dry_run: bool,
+    ) -> Decision {
+        let Pending {
+            decided,
+            now,
+            started,
+        } = pending;
         if dry_run {
-            return Ok(decided.decision);
+            return decided.decision;
         }
         let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let record = self.record(&decided, facts, now, decide_us);
@@ -264,6 +279,33 @@ impl Engine {
                 "the decision record could not be written ({e}), so the request is denied"
             ));
         }
-        Ok(decision)
+        decision
+    }
+
+    /// Decides and, unless `dry_run`, makes the record durable before returning.
+    pub async fn decide_and_record(
+        &self,
+        facts: &RequestFacts,
+        decision_id: String,
+        sink: &dyn RecordSink,
+        dry_run: bool,
+    ) -> Result<Decision, BadRequest> {
+        let pending = self.begin(facts, decision_id)?;
+        Ok(self.finish(pending, facts, sink, dry_run).await)
+    }
+}
+
+/// A decision taken but not yet recorded.
+#[derive(Debug)]
+pub struct Pending {
+    decided: Decided,
+    now: OffsetDateTime,
+    started: std::time::Instant,
+}
+
+impl Pending {
+    /// The decision, for a front door's own ceilings.
+    pub fn decision(&mut self) -> &mut Decision {
+        &mut self.decided.decision
     }
 }

@@ -81,6 +81,9 @@ pub fn check_routing_headers(headers: &HeaderMap, msg: Option<&McpMessage>) -> R
     Ok(())
 }
 
+/// The pseudo-policy id reported when a session's owner refuses a request.
+pub const SESSION_POLICY: &str = "remit.mcp-session";
+
 /// Who owns a session: the identity, or the unclassified caller.
 pub fn session_owner(decision: &Decision) -> String {
     match &decision.identity {

@@ -230,23 +230,52 @@ async fn proxy(
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let work = st
-        .engine
-        .decide_and_record(&facts, id.clone(), st.sink.as_ref(), false);
-    let decision = match tokio::time::timeout(DECIDE_TIMEOUT, work).await {
-        Ok(Ok(d)) => d,
-        Ok(Err(bad)) => {
-            return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response();
-        }
-        Err(_) => {
-            return Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the decision timed out; the request was not forwarded",
-            )
-            .with("decision_id", json!(id))
-            .into_response();
-        }
+    let mut pending = match st.engine.begin(&facts, id.clone()) {
+        Ok(p) => p,
+        Err(bad) => return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
     };
+    // An MCP session belongs to the identity that opened it: a ceiling of this front door,
+    // applied before the record so the record shows it.
+    let owner = mcp::session_owner(pending.decision());
+    let session = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut session_refused = None;
+    if is_mcp
+        && pending.decision().verdict == Verdict::Allow
+        && let Some(s) = &session
+        && let Err(why) = st.sessions.check(s, &owner)
+    {
+        let (status, reason) = match why {
+            mcp::SessionRefusal::Unknown => (
+                StatusCode::NOT_FOUND,
+                "remit does not know this MCP session: initialize a new one",
+            ),
+            mcp::SessionRefusal::Foreign => (
+                StatusCode::FORBIDDEN,
+                "this MCP session belongs to another identity",
+            ),
+        };
+        pending.decision().refuse(mcp::SESSION_POLICY, reason);
+        session_refused = Some(status);
+    }
+    let work = st.engine.finish(pending, &facts, st.sink.as_ref(), false);
+    let Ok(decision) = tokio::time::timeout(DECIDE_TIMEOUT, work).await else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the decision timed out; the request was not forwarded",
+        )
+        .with("decision_id", json!(id))
+        .into_response();
+    };
+    if let Some(status) = session_refused {
+        return Problem::new(status, decision.reasons.join("; "))
+            .with("decision_id", json!(decision.decision_id))
+            .with("decision", json!(decision.verdict))
+            .into_response();
+    }
     if decision.verdict != Verdict::Allow {
         if is_mcp && decision.class == Class::Unclassified {
             // A missing or refused credential: tell the MCP client where to find out how to
@@ -269,34 +298,6 @@ async fn proxy(
     };
     if !is_mcp {
         return forward(&st, upstream, &parts.headers, &facts, body, &decision).await;
-    }
-    // Sessions belong to the identity that opened them.
-    let owner = mcp::session_owner(&decision);
-    let session = parts
-        .headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    if let Some(s) = &session {
-        match st.sessions.check(s, &owner) {
-            Ok(()) => {}
-            Err(mcp::SessionRefusal::Unknown) => {
-                return Problem::new(
-                    StatusCode::NOT_FOUND,
-                    "remit does not know this MCP session: initialize a new one",
-                )
-                .with("decision_id", json!(decision.decision_id))
-                .into_response();
-            }
-            Err(mcp::SessionRefusal::Foreign) => {
-                return Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "this MCP session belongs to another identity",
-                )
-                .with("decision_id", json!(decision.decision_id))
-                .into_response();
-            }
-        }
     }
     let resp = forward(&st, upstream, &parts.headers, &facts, body, &decision).await;
     let method = msg.as_ref().and_then(|m| m.method.as_deref());

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 struct World {
     proxy: String,
-    _proxy: crate::TestProxy,
+    harness: crate::TestProxy,
 }
 
 async fn start() -> World {
@@ -70,7 +70,7 @@ sha256 = "{b}"
     let addr = proxy.addr;
     World {
         proxy: format!("http://{addr}/mcp/docs"),
-        _proxy: proxy,
+        harness: proxy,
     }
 }
 
