@@ -160,6 +160,19 @@ async fn sessions_belong_to_their_identity_and_tools_list_is_filtered() {
         403,
         "another identity may not use alice's session"
     );
+    let problem: Value = resp.json().await.unwrap();
+    let id = problem["decision_id"].as_str().unwrap();
+    let record = w
+        .harness
+        .store
+        .record(id)
+        .await
+        .unwrap()
+        .expect("the refusal is recorded");
+    assert!(
+        record.contains("\"decision\":\"deny\"") && record.contains("remit.mcp-session"),
+        "{record}"
+    );
     let resp = post(&w.proxy, Some("rk_alice"), Some("not-a-session"), &[], list).await;
     assert_eq!(
         resp.status().as_u16(),
