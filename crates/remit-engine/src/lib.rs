@@ -12,6 +12,7 @@ pub mod load;
 pub mod wire;
 
 use remit_core::classify::{classify, declared_purpose};
+use remit_core::mcp::McpMessage;
 use remit_core::route::ScopeError;
 use remit_core::{
     ApprovalRequest, Authn, Class, Config, CredentialId, Decision, DecisionRecord, Obligation,
@@ -42,6 +43,16 @@ pub enum BadRequest {
     Purpose(#[from] remit_core::classify::PurposeError),
 }
 
+/// Completes a decision with its reasons and what its record needs from the scope.
+fn decided(mut decision: Decision, reasons: Vec<String>, scope: remit_core::Scope) -> Decided {
+    decision.reasons = reasons;
+    Decided {
+        decision,
+        route: scope.route,
+        mcp: scope.mcp,
+    }
+}
+
 /// A decision together with what its record needs from the request.
 #[derive(Debug, Clone)]
 pub struct Decided {
@@ -49,10 +60,8 @@ pub struct Decided {
     pub decision: Decision,
     /// The route that matched.
     pub route: Option<String>,
-    /// The MCP method.
-    pub mcp_method: Option<String>,
-    /// The MCP tool.
-    pub mcp_tool: Option<String>,
+    /// The MCP message, parsed once here for every later reader.
+    pub mcp: Option<McpMessage>,
 }
 
 /// The loaded pipeline: configuration, credentials and policies.
@@ -106,8 +115,6 @@ impl Engine {
         let mut reasons: Vec<String> = note.into_iter().collect();
         let identity_id = cls.identity.map(|i| i.id.clone());
         let credential = authn.credential.cloned();
-        let mcp_method = scope.mcp.as_ref().and_then(|m| m.method.clone());
-        let mcp_tool = scope.mcp.as_ref().and_then(|m| m.tool.clone());
         let mut decision = Decision {
             verdict: Verdict::Deny,
             decision_id,
@@ -125,15 +132,6 @@ impl Engine {
             approval: None,
             retry_after_s: None,
         };
-        let decided = |mut decision: Decision, reasons: Vec<String>| {
-            decision.reasons = reasons;
-            Decided {
-                decision,
-                route: scope.route.clone(),
-                mcp_method: mcp_method.clone(),
-                mcp_tool: mcp_tool.clone(),
-            }
-        };
         if scope.action.is_unmapped() {
             reasons.push(format!(
                 "no route maps `{}`; unmapped requests are sensitive",
@@ -150,7 +148,7 @@ impl Engine {
                     scope.action, identity.id
                 ));
                 decision.policies.push(BOUNDARY_POLICY.into());
-                return Ok(decided(decision, reasons));
+                return Ok(decided(decision, reasons, scope));
             }
             if !identity.origins.is_empty() {
                 let inside = facts
@@ -162,7 +160,7 @@ impl Engine {
                         None => format!("identity `{}` is limited to its origins and the source address is unknown", identity.id),
                     });
                     decision.policies.push(ORIGINS_POLICY.into());
-                    return Ok(decided(decision, reasons));
+                    return Ok(decided(decision, reasons, scope));
                 }
             }
         }
@@ -179,8 +177,8 @@ impl Engine {
             source_ip: facts.source_ip,
             params: &scope.params,
             arguments: &scope.arguments,
-            mcp_method: mcp_method.as_deref(),
-            mcp_tool: mcp_tool.as_deref(),
+            mcp_method: scope.mcp.as_ref().and_then(|m| m.method.as_deref()),
+            mcp_tool: scope.mcp.as_ref().and_then(|m| m.tool.as_deref()),
             mcp_name: scope.mcp.as_ref().and_then(|m| m.name.as_deref()),
             risk: 0,
             chain_depth: 0,
@@ -213,7 +211,7 @@ impl Engine {
                 || !(decision.class == Class::Unclassified && decision.sensitive),
             "invariant: unclassified traffic never performs a sensitive action"
         );
-        Ok(decided(decision, reasons))
+        Ok(decided(decision, reasons, scope))
     }
 
     /// The audit record for a decision.
@@ -232,8 +230,8 @@ impl Engine {
             method: facts.method.clone(),
             path: facts.path.encoded().to_owned(),
             route: decided.route.clone(),
-            mcp_method: decided.mcp_method.clone(),
-            mcp_tool: decided.mcp_tool.clone(),
+            mcp_method: decided.mcp.as_ref().and_then(|m| m.method.clone()),
+            mcp_tool: decided.mcp.as_ref().and_then(|m| m.tool.clone()),
             source_ip: facts.source_ip,
             body_sha256: facts.body.as_ref().map(|b| hex::encode(Sha256::digest(b))),
             decide_us,
@@ -254,32 +252,38 @@ impl Engine {
     }
 
     /// Makes the record of a pending decision durable (unless `dry_run`) and returns the
-    /// decision. If the record cannot be written the verdict becomes deny (fail closed).
+    /// decision with the request's MCP message. If the record cannot be written the verdict
+    /// becomes deny (fail closed).
     pub async fn finish(
         &self,
         pending: Pending,
         facts: &RequestFacts,
         sink: &dyn RecordSink,
         dry_run: bool,
-    ) -> Decision {
+    ) -> Finished {
         let Pending {
             decided,
             now,
             started,
         } = pending;
         if dry_run {
-            return decided.decision;
+            return Finished {
+                decision: decided.decision,
+                mcp: decided.mcp,
+            };
         }
         let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let record = self.record(&decided, facts, now, decide_us);
-        let mut decision = decided.decision;
+        let Decided {
+            mut decision, mcp, ..
+        } = decided;
         if let Err(e) = sink.append(record).await {
             tracing::error!(decision_id = %decision.decision_id, error = %e, "decision record not written; denying");
             decision.fail_closed(format!(
                 "the decision record could not be written ({e}), so the request is denied"
             ));
         }
-        decision
+        Finished { decision, mcp }
     }
 
     /// Decides and, unless `dry_run`, makes the record durable before returning.
@@ -291,7 +295,7 @@ impl Engine {
         dry_run: bool,
     ) -> Result<Decision, BadRequest> {
         let pending = self.begin(facts, decision_id)?;
-        Ok(self.finish(pending, facts, sink, dry_run).await)
+        Ok(self.finish(pending, facts, sink, dry_run).await.decision)
     }
 }
 
@@ -308,4 +312,18 @@ impl Pending {
     pub fn decision(&mut self) -> &mut Decision {
         &mut self.decided.decision
     }
+
+    /// The request's MCP message, if it went to an MCP server.
+    pub fn mcp(&self) -> Option<&McpMessage> {
+        self.decided.mcp.as_ref()
+    }
+}
+
+/// A recorded decision and the request's MCP message.
+#[derive(Debug)]
+pub struct Finished {
+    /// The decision.
+    pub decision: Decision,
+    /// The request's MCP message, if it went to an MCP server.
+    pub mcp: Option<McpMessage>,
 }

@@ -202,13 +202,10 @@ async fn proxy(
     };
     let upstream = st.engine.config().upstreams.select(facts.path.decoded());
     let is_mcp = upstream.is_some_and(|u| u.kind == UpstreamKind::Mcp);
-    let msg = if is_mcp {
-        facts
-            .body
-            .as_deref()
-            .and_then(|b| McpMessage::parse(b).ok())
-    } else {
-        None
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut pending = match st.engine.begin(&facts, id.clone()) {
+        Ok(p) => p,
+        Err(bad) => return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
     };
     if is_mcp {
         // DNS rebinding: a browser page from another origin must not reach an MCP server.
@@ -225,15 +222,10 @@ async fn proxy(
                 .into_response();
             }
         }
-        if let Err(e) = mcp::check_routing_headers(&parts.headers, msg.as_ref()) {
+        if let Err(e) = mcp::check_routing_headers(&parts.headers, pending.mcp()) {
             return Problem::new(StatusCode::BAD_REQUEST, e).into_response();
         }
     }
-    let id = uuid::Uuid::now_v7().to_string();
-    let mut pending = match st.engine.begin(&facts, id.clone()) {
-        Ok(p) => p,
-        Err(bad) => return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
-    };
     // An MCP session belongs to the identity that opened it: a ceiling of this front door,
     // applied before the record so the record shows it.
     let owner = mcp::session_owner(pending.decision());
@@ -262,7 +254,9 @@ async fn proxy(
         session_refused = Some(status);
     }
     let work = st.engine.finish(pending, &facts, st.sink.as_ref(), false);
-    let Ok(decision) = tokio::time::timeout(DECIDE_TIMEOUT, work).await else {
+    let Ok(remit_engine::Finished { decision, mcp: msg }) =
+        tokio::time::timeout(DECIDE_TIMEOUT, work).await
+    else {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the decision timed out; the request was not forwarded",
