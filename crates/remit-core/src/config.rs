@@ -84,6 +84,28 @@ pub struct GatewaySettings {
     pub danger_skip_fsync: bool,
 }
 
+/// How the audit log is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Sign a checkpoint after this many entries...
+    pub checkpoint_every: u64,
+    /// ...or this many milliseconds after the last one, whichever comes first. Entries
+    /// after the last checkpoint are chained but not yet under a signature.
+    pub checkpoint_interval_ms: u64,
+    /// The most response-body bytes a `log_output` review copy keeps.
+    pub review_limit_bytes: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval_ms: 1000,
+            review_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// What an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,6 +169,8 @@ impl Upstreams {
 pub struct Config {
     /// Process settings.
     pub gateway: GatewaySettings,
+    /// The audit log.
+    pub audit: AuditSettings,
     /// The identity registry.
     pub registry: Registry,
     /// The route table.
@@ -160,6 +184,8 @@ pub struct Config {
 struct RawConfig {
     #[serde(default)]
     gateway: Option<RawGateway>,
+    #[serde(default)]
+    audit: Option<RawAudit>,
     #[serde(default, rename = "identity")]
     identities: Vec<Spanned<RawIdentity>>,
     #[serde(default, rename = "route")]
@@ -186,6 +212,14 @@ struct RawUpstream {
 struct RawUpstreamCredential {
     header: String,
     env: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    checkpoint_every: Option<Spanned<u64>>,
+    checkpoint_interval_ms: Option<Spanned<u64>>,
+    review_limit_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -352,16 +386,65 @@ impl Config {
             cx.err(e.span().unwrap_or(0..0), "", msg)
         })?;
         let gateway = parse_gateway(&cx, raw.gateway)?;
+        let audit = parse_audit(&cx, raw.audit)?;
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
         Ok(Config {
             gateway,
+            audit,
             registry,
             routes,
             upstreams,
         })
     }
+}
+
+/// A number from the file within `range`, or `default` when absent.
+fn bounded(
+    cx: &Ctx<'_>,
+    v: Option<Spanned<u64>>,
+    field: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if range.contains(n.get_ref()) => Ok(*n.get_ref()),
+        Some(n) => Err(cx.err(
+            n.span(),
+            field,
+            format!("must be between {} and {}", range.start(), range.end()),
+        )),
+    }
+}
+
+fn parse_audit(cx: &Ctx<'_>, raw: Option<RawAudit>) -> Result<AuditSettings, ConfigError> {
+    let d = AuditSettings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    Ok(AuditSettings {
+        checkpoint_every: bounded(
+            cx,
+            raw.checkpoint_every,
+            "audit.checkpoint_every",
+            d.checkpoint_every,
+            1..=1_000_000,
+        )?,
+        checkpoint_interval_ms: bounded(
+            cx,
+            raw.checkpoint_interval_ms,
+            "audit.checkpoint_interval_ms",
+            d.checkpoint_interval_ms,
+            10..=3_600_000,
+        )?,
+        review_limit_bytes: bounded(
+            cx,
+            raw.review_limit_bytes,
+            "audit.review_limit_bytes",
+            d.review_limit_bytes,
+            0..=16 * 1024 * 1024,
+        )?,
+    })
 }
 
 fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySettings, ConfigError> {
@@ -392,18 +475,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
     };
     let admin_listen = addr(raw.admin_listen, "gateway.admin_listen", 8441)?;
     let proxy_listen = addr(raw.proxy_listen, "gateway.proxy_listen", 8440)?;
-    let bounded = |v: Option<Spanned<u64>>,
-                   field: &str,
-                   default: u64,
-                   range: std::ops::RangeInclusive<u64>| match v {
-        None => Ok(default),
-        Some(n) if range.contains(n.get_ref()) => Ok(*n.get_ref()),
-        Some(n) => Err(cx.err(
-            n.span(),
-            field,
-            format!("must be between {} and {}", range.start(), range.end()),
-        )),
-    };
+    let bounded = |v, field: &str, default, range| bounded(cx, v, field, default, range);
     let ceiling = MAX_REQUEST_BYTES_CEILING as u64;
     let max_body_bytes = bounded(
         raw.max_body_bytes,

@@ -77,8 +77,75 @@ impl Decision {
     }
 }
 
-/// Version of the decision record schema.
-pub const RECORD_VERSION: u32 = 1;
+/// Version of the audit record schema. 2: records carry `kind`, and responses have
+/// outcome records.
+pub const RECORD_VERSION: u32 = 2;
+
+/// One audit record: what the log stores, serialised with a `kind` tag. New kinds
+/// (approvals, alerts) join as variants; readers skip kinds they do not know.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditRecord {
+    /// A verdict, written (durably) before anything is forwarded.
+    Decision(DecisionRecord),
+    /// What came back for an allowed request, written when the response ends.
+    Outcome(OutcomeRecord),
+}
+
+impl AuditRecord {
+    /// The decision id the record belongs to.
+    pub fn decision_id(&self) -> &str {
+        match self {
+            Self::Decision(d) => &d.decision.decision_id,
+            Self::Outcome(o) => &o.decision_id,
+        }
+    }
+}
+
+/// What the upstream answered to an allowed request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutcomeRecord {
+    /// Schema version.
+    pub v: u32,
+    /// RFC 3339 time the response ended.
+    pub time: String,
+    /// The replica that forwarded it.
+    pub replica: String,
+    /// The decision this is the outcome of.
+    pub decision_id: String,
+    /// The status the client was answered with.
+    pub status: u16,
+    /// SHA-256 of the response body as it passed (hex).
+    pub response_sha256: String,
+    /// Bytes of response body that passed.
+    pub response_bytes: u64,
+    /// Whether the body ended normally (`false`: the client or upstream went away).
+    pub complete: bool,
+    /// From the decision to the end of the response, in microseconds.
+    pub latency_us: u64,
+    /// Why forwarding failed, when it did (the upstream unreachable or too slow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The review copy kept for `log_output`, described.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewNote>,
+    /// The review copy's bytes, stored beside the record (not inside it).
+    #[serde(skip)]
+    pub review_body: Option<Vec<u8>>,
+}
+
+/// How a review copy was kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewNote {
+    /// Bytes kept.
+    pub stored_bytes: u64,
+    /// The limit that applied.
+    pub limit: u64,
+    /// Whether the body was longer than the limit.
+    pub truncated: bool,
+    /// SHA-256 of the kept bytes (hex), so the copy is as tamper-evident as the record.
+    pub sha256: String,
+}
 
 /// The audit entry for one verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -127,8 +194,8 @@ pub enum SinkError {
 /// A boxed future, so the sink trait stays object-safe without an async runtime here.
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
-/// Where decision records go. `append` resolves only once the record is durable.
+/// Where audit records go. `append` resolves only once the record is durable.
 pub trait RecordSink: Send + Sync {
     /// Appends a record; resolves when it is durable.
-    fn append(&self, record: DecisionRecord) -> SinkFuture<'_>;
+    fn append(&self, record: AuditRecord) -> SinkFuture<'_>;
 }

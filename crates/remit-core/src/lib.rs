@@ -17,7 +17,10 @@ pub mod vocab;
 
 pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
-pub use decision::{ApprovalRequest, Decision, DecisionRecord, RecordSink, SinkError};
+pub use decision::{
+    ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord, RecordSink, ReviewNote,
+    SinkError,
+};
 pub use identity::{Identity, Registry};
 pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType};
 pub use path::CanonicalPath;

@@ -15,7 +15,7 @@ use remit_core::classify::{classify, declared_purpose};
 use remit_core::mcp::McpMessage;
 use remit_core::route::ScopeError;
 use remit_core::{
-    ApprovalRequest, Authn, Class, Config, CredentialId, Decision, DecisionRecord, Obligation,
+    ApprovalRequest, AuditRecord, Authn, Class, Config, CredentialId, Decision, DecisionRecord, Obligation,
     Principal, RecordSink, RequestFacts, Verdict,
 };
 use remit_policy::{PolicyEngine, PolicyError, PolicyInput, PolicySource, PolicyVerdict};
@@ -277,7 +277,7 @@ impl Engine {
         let Decided {
             mut decision, mcp, ..
         } = decided;
-        if let Err(e) = sink.append(record).await {
+        if let Err(e) = sink.append(AuditRecord::Decision(record)).await {
             tracing::error!(decision_id = %decision.decision_id, error = %e, "decision record not written; denying");
             decision.fail_closed(format!(
                 "the decision record could not be written ({e}), so the request is denied"

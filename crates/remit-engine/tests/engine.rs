@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use remit_core::decision::{SinkError, SinkFuture};
-use remit_core::{DecisionRecord, RecordSink, RequestFacts, Verdict};
+use remit_core::{AuditRecord, RecordSink, RequestFacts, Verdict};
 use remit_engine::load::{LoadError, load_engine};
 use remit_engine::{Engine, cases};
 use remit_policy::PolicyError;
@@ -156,14 +156,14 @@ fn regression_erroring_forbid_fails_closed() {
 
 struct FailingSink;
 impl RecordSink for FailingSink {
-    fn append(&self, _: DecisionRecord) -> SinkFuture<'_> {
+    fn append(&self, _: AuditRecord) -> SinkFuture<'_> {
         Box::pin(async { Err(SinkError::Store("disk full".into())) })
     }
 }
 
-struct CountingSink(std::sync::Mutex<Vec<DecisionRecord>>);
+struct CountingSink(std::sync::Mutex<Vec<AuditRecord>>);
 impl RecordSink for CountingSink {
-    fn append(&self, r: DecisionRecord) -> SinkFuture<'_> {
+    fn append(&self, r: AuditRecord) -> SinkFuture<'_> {
         self.0.lock().unwrap().push(r);
         Box::pin(async { Ok(()) })
     }

@@ -1,31 +1,44 @@
-//! Persistence: the embedded SQLite store in the data directory (decision records today;
-//! runtime identity state, approvals and baselines as later issues add them).
+//! Persistence: the embedded SQLite store in the data directory. Today it holds the
+//! tamper-evident audit log (entries, chain state, signed checkpoints, review copies);
+//! runtime identity state, approvals and baselines join as later issues add them.
 //!
-//! Records are written by one writer task with group commit: every append waits on a
-//! bounded queue, the writer takes everything queued (up to [`MAX_BATCH`]) into one
-//! transaction, and each append resolves only after that transaction has committed with
-//! `synchronous = FULL`. Throughput scales with batch size, not with fsyncs per request.
+//! Records are made durable by group commit ([`writer`]): every append waits on a bounded
+//! queue, the writer chains everything queued into one transaction, and each append
+//! resolves only after that transaction has committed with `synchronous = FULL`.
+//! Throughput scales with batch size, not with fsyncs per request. The record is
+//! serialised (RFC 8785) by the caller, so the writer's own work per record is one hash
+//! and one insert.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
+pub mod keys;
+mod writer;
+
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
+use remit_audit::PublicKey;
 use remit_core::decision::{SinkError, SinkFuture};
-use remit_core::{DecisionRecord, RecordSink};
+use remit_core::{AuditRecord, RecordSink};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use writer::{Columns, Job, Review, Writer};
 
 /// Records waiting to be written at most; beyond this an append fails (and the decision
 /// is denied) rather than queueing without bound.
 pub const QUEUE_LIMIT: usize = 8192;
 /// Records per transaction at most.
-pub const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 1024;
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "remit.db";
+/// The lock file that keeps a second writer off a data directory.
+pub const LOCK_FILE: &str = "remit.lock";
 
 /// Why the store could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -57,155 +70,215 @@ pub enum Durability {
     DangerSurvivesProcessCrashOnly,
 }
 
-type Job = (DecisionRecord, oneshot::Sender<Result<(), SinkError>>);
+/// How the store writes.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Fsync or not.
+    pub durability: Durability,
+    /// This replica's name: its chain in the audit log.
+    pub replica: String,
+    /// Sign a checkpoint after this many entries...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// Records per transaction at most (1: one fsync per record, for comparison).
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Fsync,
+            replica: "replica-1".into(),
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(1),
+            max_batch: MAX_BATCH,
+        }
+    }
+}
+
+/// Opens the read pool on `data_dir`'s database, creating it if `create`.
+async fn open_pool(data_dir: &Path, create: bool) -> Result<SqlitePool, StoreError> {
+    let url = format!("sqlite://{}", data_dir.join(DB_FILE).display());
+    let options = SqliteConnectOptions::from_str(&url)?
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    queue: mpsc::Sender<Job>,
+    queue: SyncSender<Job>,
+    replica: String,
+    public_key: PublicKey,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `data_dir` and runs migrations; every
-    /// commit is fsynced.
+    /// Opens (creating if needed) the store in `data_dir` with default options.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with(data_dir, Durability::Fsync).await
+        Self::open_with(data_dir, StoreOptions::default()).await
     }
 
-    /// Opens the store with a chosen durability.
-    pub async fn open_with(data_dir: &Path, durability: Durability) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
+    /// Opens the store: runs migrations, takes the data directory's writer lock, loads
+    /// (or creates) the replica's signing key and resumes its chain.
+    pub async fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let dir_err = |message: String| StoreError::DataDir {
             path: data_dir.display().to_string(),
-            message: e.to_string(),
+            message,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| dir_err(e.to_string()))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(LOCK_FILE))
+            .map_err(|e| dir_err(e.to_string()))?;
+        lock.try_lock().map_err(|_| {
+            dir_err("another remit process is writing to this data directory".into())
         })?;
-        let url = format!("sqlite://{}", data_dir.join(DB_FILE).display());
-        let options = SqliteConnectOptions::from_str(&url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Fsync => SqliteSynchronous::Full,
-                Durability::DangerSurvivesProcessCrashOnly => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let (queue, rx) = mpsc::channel(QUEUE_LIMIT);
-        let conn = open_writer(&data_dir.join(DB_FILE), durability)?;
+        let pool = open_pool(data_dir, true).await?;
+        let key = keys::load_or_create(data_dir)?;
+        let public_key = key.public();
+        let replica = options.replica.clone();
+        let writer = Writer::open(&data_dir.join(DB_FILE), key, options, lock)?;
+        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_LIMIT);
         std::thread::Builder::new()
-            .name("remit-record-writer".into())
-            .spawn(move || writer(conn, rx))
-            .map_err(|e| StoreError::DataDir {
-                path: data_dir.display().to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(Self { pool, queue })
+            .name("remit-audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| dir_err(e.to_string()))?;
+        Ok(Self {
+            pool,
+            queue,
+            replica,
+            public_key,
+        })
     }
 
-    /// How many decision records are stored.
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The public key that verifies this replica's checkpoints.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public_key
+    }
+
+    /// How many decision records are stored (all replicas).
     pub async fn count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM decisions")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    /// The stored record with `id`, as JSON text.
-    pub async fn record(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT record FROM decisions WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_entries WHERE kind = 'decision'")
+                .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    /// The stored decision record with `id`, as JSON text.
+    pub async fn record(&self, id: &str) -> Result<Option<String>, StoreError> {
+        audit::record_json(&self.pool, id, "decision").await
+    }
+
+    /// The stored outcome record of decision `id`, as JSON text.
+    pub async fn outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+        audit::record_json(&self.pool, id, "outcome").await
+    }
+
+    /// Signs a checkpoint now over every entry written so far (at shutdown, say).
+    pub async fn checkpoint(&self) -> Result<(), SinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Checkpoint(tx))?;
+        rx.await.map_err(|_| SinkError::Closed)?
+    }
+
+    /// Signs a last checkpoint, stops the writer and releases the data directory. Later
+    /// appends fail (and their requests are denied).
+    pub async fn shutdown(&self) -> Result<(), SinkError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Shutdown(tx))?;
+        let result = rx.await.map_err(|_| SinkError::Closed)?;
+        self.pool.close().await;
+        result
+    }
+
+    /// A reader over the same database.
+    pub fn reader(&self) -> audit::AuditReader {
+        audit::AuditReader::from_pool(self.pool.clone())
     }
 
     /// Closes the pool (tests use this to make the store unavailable).
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
 
-/// The writer's own connection. The writer is a plain thread with a synchronous SQLite
-/// connection (rusqlite) rather than an sqlx connection: sqlx runs SQLite on a worker thread
-/// behind a channel, so each statement of a group commit (BEGIN, INSERT, COMMIT) is a
-/// cross-thread hand-off, and on a busy core each hand-off waits for the scheduler. Here a
-/// whole batch costs one wake-up of this thread. sqlx still owns migrations and reads.
-fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Connection, StoreError> {
-    let err = |e: rusqlite::Error| StoreError::DataDir {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let conn = rusqlite::Connection::open(path).map_err(err)?;
-    let sync = match durability {
-        Durability::Fsync => "FULL",
-        Durability::DangerSurvivesProcessCrashOnly => "NORMAL",
-    };
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
-    ))
-    .map_err(err)?;
-    Ok(conn)
-}
-
-/// Group commit: wait for one record, take everything else queued (up to [`MAX_BATCH`]),
-/// commit them in one transaction, then answer each waiter with the outcome.
-fn writer(mut conn: rusqlite::Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let result = write_batch(&mut conn, &batch).map_err(|e| SinkError::Store(e.to_string()));
-        for (_, reply) in batch.drain(..) {
-            // The requester may have given up (timed out); nothing to do then.
-            let _ = reply.send(result.clone());
-        }
+    fn send(&self, job: Job) -> Result<(), SinkError> {
+        // The writer ends only when every sender is gone, so a disconnected queue here
+        // means it died: fail closed.
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => SinkError::Full,
+            TrySendError::Disconnected(_) => SinkError::Closed,
+        })
     }
 }
 
-fn write_batch(conn: &mut rusqlite::Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
-    let tx = conn.transaction()?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO decisions (id, time, replica, identity, class, verdict, action, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        for (r, _) in batch {
-            let json = serde_json::to_string(r)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            insert.execute(rusqlite::params![
-                r.decision.decision_id,
-                r.time,
-                r.replica,
-                r.decision.identity.as_ref().map(|i| i.as_str()),
-                r.decision.class.as_str(),
-                r.decision.verdict.as_str(),
-                r.decision.action.as_str(),
-                json,
-            ])?;
+/// The indexed columns and canonical bytes of a record.
+fn prepare(record: &AuditRecord) -> Result<(Columns, Vec<u8>, Option<Review>), SinkError> {
+    let bytes = remit_audit::canonical(record).map_err(|e| SinkError::Store(e.to_string()))?;
+    Ok(match record {
+        AuditRecord::Decision(r) => {
+            let d = &r.decision;
+            let columns = Columns {
+                kind: "decision",
+                id: d.decision_id.clone(),
+                time: r.time.clone(),
+                identity: d.identity.as_ref().map(|i| i.as_str().to_owned()),
+                human: d.authority.on_behalf_of.clone(),
+                purpose: d.purpose.as_ref().map(|p| p.as_str().to_owned()),
+                verdict: Some(d.verdict.as_str().to_owned()),
+            };
+            (columns, bytes, None)
         }
-    }
-    tx.commit()
+        AuditRecord::Outcome(o) => {
+            let columns = Columns {
+                kind: "outcome",
+                id: o.decision_id.clone(),
+                time: o.time.clone(),
+                identity: None,
+                human: None,
+                purpose: None,
+                verdict: None,
+            };
+            let review = o.review_body.as_ref().zip(o.review.as_ref()).map(|(b, n)| Review {
+                body: b.clone(),
+                total: o.response_bytes,
+                truncated: n.truncated,
+            });
+            (columns, bytes, review)
+        }
+    })
 }
 
 impl RecordSink for SqliteStore {
-    fn append(&self, record: DecisionRecord) -> SinkFuture<'_> {
+    fn append(&self, record: AuditRecord) -> SinkFuture<'_> {
         Box::pin(async move {
             if self.pool.is_closed() {
                 return Err(SinkError::Closed);
             }
-            // The writer thread ends only when every sender is gone, so a closed queue here
-            // means it died: fail closed.
+            let (columns, record, review) = prepare(&record)?;
             let (tx, rx) = oneshot::channel();
-            self.queue.try_send((record, tx)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SinkError::Full,
-                mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
+            self.send(Job::Record {
+                columns,
+                record,
+                review,
+                reply: tx,
             })?;
             rx.await.map_err(|_| SinkError::Closed)?
         })

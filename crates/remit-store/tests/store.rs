@@ -1,18 +1,23 @@
 //! The SQLite store against a real database file: group commit, durability across reopen,
-//! and failing (so the caller denies) when closed.
+//! failing (so the caller denies) when closed, and the audit log it keeps: chains that
+//! verify, checkpoints, proofs, and every kind of tampering with the database file
+//! detected and named.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use remit_core::decision::SinkError;
 use remit_core::{
-    ActionName, Authority, Class, Decision, DecisionRecord, RecordSink, ResourceRef, ResourceType,
-    Verdict,
+    ActionName, AuditRecord, Authority, Class, Decision, DecisionRecord, RecordSink, ResourceRef,
+    ResourceType, Verdict,
 };
 use remit_store::SqliteStore;
 
-fn record(id: usize) -> DecisionRecord {
-    DecisionRecord {
-        v: 1,
+#[path = "store/audit_log.rs"]
+mod audit_log;
+
+fn record(id: usize) -> AuditRecord {
+    AuditRecord::Decision(DecisionRecord {
+        v: remit_core::decision::RECORD_VERSION,
         time: "2026-11-25T00:00:00Z".into(),
         replica: "replica-1".into(),
         decision: Decision {
@@ -43,7 +48,7 @@ fn record(id: usize) -> DecisionRecord {
         source_ip: None,
         body_sha256: None,
         decide_us: 3,
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +64,8 @@ async fn concurrent_appends_are_all_durable() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(store.count().await.unwrap(), 500);
-    store.close().await;
+    store.shutdown().await.unwrap();
+    assert_eq!(store.append(record(501)).await, Err(SinkError::Closed));
     drop(store);
     let reopened = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(

@@ -292,15 +292,8 @@ pub(crate) async fn serve(
     data_dir: PathBuf,
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<()> {
-    let durability = if engine.config().gateway.danger_skip_fsync {
-        tracing::warn!(
-            "danger_skip_fsync is on: decision records survive a crash of remit, not of the machine"
-        );
-        remit_store::Durability::DangerSurvivesProcessCrashOnly
-    } else {
-        remit_store::Durability::Fsync
-    };
-    let store = remit_store::SqliteStore::open_with(&data_dir, durability).await?;
+    let store = remit_store::SqliteStore::open_with(&data_dir, store_options(engine.config()))
+        .await?;
     let settings = engine.config().gateway.clone();
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
@@ -310,7 +303,7 @@ pub(crate) async fn serve(
         .with_context(|| format!("binding the proxy listener on {}", settings.proxy_listen))?;
     let (admin_addr, proxy_addr) = (admin.local_addr()?, proxy.local_addr()?);
     let engine = Arc::new(engine);
-    let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store);
+    let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
     let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?;
     let admin_state = remit_gateway::AdminState { engine, sink };
     tracing::info!(admin = %admin_addr, proxy = %proxy_addr, data_dir = %data_dir.display(), "remit is serving");
@@ -328,9 +321,32 @@ pub(crate) async fn serve(
         stop.cancel();
     };
     let (r1, r2, ()) = tokio::join!(admin_task, proxy_task, signal);
+    // Sign a last checkpoint so every record written is under a signature.
+    if let Err(e) = store.shutdown().await {
+        tracing::error!(error = %e, "the final audit checkpoint was not written");
+    }
     r1.context("the admin listener failed")?;
     r2.context("the proxy listener failed")?;
     Ok(())
+}
+
+/// The store's options from the configuration.
+fn store_options(config: &remit_core::Config) -> remit_store::StoreOptions {
+    let durability = if config.gateway.danger_skip_fsync {
+        tracing::warn!(
+            "danger_skip_fsync is on: decision records survive a crash of remit, not of the machine"
+        );
+        remit_store::Durability::DangerSurvivesProcessCrashOnly
+    } else {
+        remit_store::Durability::Fsync
+    };
+    remit_store::StoreOptions {
+        durability,
+        replica: config.gateway.replica_id.clone(),
+        checkpoint_every: config.audit.checkpoint_every,
+        checkpoint_interval: std::time::Duration::from_millis(config.audit.checkpoint_interval_ms),
+        max_batch: remit_store::MAX_BATCH,
+    }
 }
 
 async fn shutdown_signal() {
