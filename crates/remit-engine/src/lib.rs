@@ -15,8 +15,8 @@ use remit_core::classify::{classify, declared_purpose};
 use remit_core::mcp::McpMessage;
 use remit_core::route::ScopeError;
 use remit_core::{
-    ApprovalRequest, AuditRecord, Authn, Class, Config, CredentialId, Decision, DecisionRecord, Obligation,
-    Principal, RecordSink, RequestFacts, Verdict,
+    ApprovalRequest, AuditRecord, Authn, Class, Config, CredentialId, Decision, DecisionRecord,
+    Obligation, Principal, RecordSink, RequestFacts, Verdict,
 };
 use remit_policy::{PolicyEngine, PolicyError, PolicyInput, PolicySource, PolicyVerdict};
 use remit_token::Authenticator;

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod mcp;
+pub mod outcome;
 pub mod problem;
 pub mod proxy;
 

@@ -30,6 +30,7 @@ use remit_engine::Engine;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 
+use crate::outcome::Outcome;
 use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, mcp};
 
 /// Headers that describe one connection, never the request (RFC 9110 §7.6.1).
@@ -167,6 +168,7 @@ async fn proxy(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     // Protected-resource metadata (RFC 9728) is public and decided by no one.
     if parts.method == http::Method::GET
@@ -290,10 +292,36 @@ async fn proxy(
             .with("decision_id", json!(decision.decision_id))
             .into_response();
     };
+    let config = st.engine.config();
+    let outcome = Outcome::new(
+        st.sink.clone(),
+        &config.gateway.replica_id,
+        &decision,
+        started,
+        config.audit.review_limit_bytes,
+    );
     if !is_mcp {
-        return forward(&st, upstream, &parts.headers, &facts, body, &decision).await;
+        return forward(
+            &st,
+            upstream,
+            &parts.headers,
+            &facts,
+            body,
+            &decision,
+            outcome,
+        )
+        .await;
     }
-    let resp = forward(&st, upstream, &parts.headers, &facts, body, &decision).await;
+    let resp = forward(
+        &st,
+        upstream,
+        &parts.headers,
+        &facts,
+        body,
+        &decision,
+        outcome,
+    )
+    .await;
     let method = msg.as_ref().and_then(|m| m.method.as_deref());
     if let Some(created) = resp
         .headers()
@@ -322,6 +350,7 @@ async fn forward(
     facts: &RequestFacts,
     body: Bytes,
     decision: &Decision,
+    outcome: Outcome,
 ) -> Response {
     let mut uri = format!("{}{}", upstream.origin, facts.path.encoded());
     if let Some(q) = facts.path.query() {
@@ -371,11 +400,9 @@ async fn forward(
     {
         Ok(r) => r,
         Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_GATEWAY,
-                format!("the upstream request could not be built: {e}"),
-            )
-            .into_response();
+            let why = format!("the upstream request could not be built: {e}");
+            outcome.failed(StatusCode::BAD_GATEWAY.as_u16(), why.clone());
+            return Problem::new(StatusCode::BAD_GATEWAY, why).into_response();
         }
     };
     *req.headers_mut() = headers;
@@ -384,23 +411,24 @@ async fn forward(
         Ok(Ok(resp)) => {
             let (mut parts, incoming) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(incoming))
+            let body = outcome.observe(parts.status.as_u16(), Body::new(incoming));
+            Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {
             tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
-            Problem::new(
-                StatusCode::BAD_GATEWAY,
-                format!("upstream `{}` could not be reached", upstream.name),
-            )
-            .with("decision_id", json!(decision.decision_id))
-            .into_response()
+            let why = format!("upstream `{}` could not be reached", upstream.name);
+            outcome.failed(StatusCode::BAD_GATEWAY.as_u16(), why.clone());
+            Problem::new(StatusCode::BAD_GATEWAY, why)
+                .with("decision_id", json!(decision.decision_id))
+                .into_response()
         }
-        Err(_) => Problem::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("upstream `{}` did not answer in time", upstream.name),
-        )
-        .with("decision_id", json!(decision.decision_id))
-        .into_response(),
+        Err(_) => {
+            let why = format!("upstream `{}` did not answer in time", upstream.name);
+            outcome.failed(StatusCode::GATEWAY_TIMEOUT.as_u16(), why.clone());
+            Problem::new(StatusCode::GATEWAY_TIMEOUT, why)
+                .with("decision_id", json!(decision.decision_id))
+                .into_response()
+        }
     }
 }
 

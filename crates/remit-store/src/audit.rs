@@ -39,7 +39,9 @@ pub enum ProveError {
     #[error("no decision record has id `{0}`")]
     NotFound(String),
     /// The record is newer than the last checkpoint.
-    #[error("record `{0}` is not under a signed checkpoint yet; try again after the next one (at most `checkpoint_interval`)")]
+    #[error(
+        "record `{0}` is not under a signed checkpoint yet; try again after the next one (at most `checkpoint_interval`)"
+    )]
     NotAnchored(String),
     /// The stored log is damaged; run `remit audit verify`.
     #[error("the stored log is damaged ({0}); run `remit audit verify`")]
@@ -174,7 +176,7 @@ impl AuditReader {
         &self,
         replica: &str,
         keys: &[PublicKey],
-        progress: &mut (dyn FnMut(u64) + Send),
+        progress: &mut dyn FnMut(u64),
     ) -> Result<Summary, VerifyError> {
         let mut verifier = Verifier::new(replica, keys, self.checkpoints(replica).await?)?;
         let mut rows = sqlx::query_as::<_, (i64, String, String, Vec<u8>)>(
@@ -213,10 +215,9 @@ impl AuditReader {
         .bind(seq)
         .fetch_optional(&self.pool)
         .await?;
-        let cp: SignedCheckpoint = serde_json::from_str(
-            &cp.ok_or_else(|| ProveError::NotAnchored(id.to_owned()))?,
-        )
-        .map_err(|e| ProveError::Damaged(e.to_string()))?;
+        let cp: SignedCheckpoint =
+            serde_json::from_str(&cp.ok_or_else(|| ProveError::NotAnchored(id.to_owned()))?)
+                .map_err(|e| ProveError::Damaged(e.to_string()))?;
         let size = i64::try_from(cp.checkpoint.tree_size)
             .map_err(|_| ProveError::Damaged("tree size".into()))?;
         let mut leaves = Vec::new();
@@ -283,7 +284,7 @@ impl AuditReader {
     /// Calls `visit` with every entry, replica by replica in chain order.
     pub async fn export(
         &self,
-        visit: &mut (dyn FnMut(StoredEntry) -> std::io::Result<()> + Send),
+        visit: &mut dyn FnMut(StoredEntry) -> std::io::Result<()>,
     ) -> Result<(), ExportError> {
         let mut rows = sqlx::query_as::<_, (i64, String, i64, String)>(
             "SELECT rowid, replica, seq, entry FROM audit_entries ORDER BY replica, seq",

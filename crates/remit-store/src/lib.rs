@@ -256,11 +256,15 @@ fn prepare(record: &AuditRecord) -> Result<(Columns, Vec<u8>, Option<Review>), S
                 purpose: None,
                 verdict: None,
             };
-            let review = o.review_body.as_ref().zip(o.review.as_ref()).map(|(b, n)| Review {
-                body: b.clone(),
-                total: o.response_bytes,
-                truncated: n.truncated,
-            });
+            let review = o
+                .review_body
+                .as_ref()
+                .zip(o.review.as_ref())
+                .map(|(b, n)| Review {
+                    body: b.clone(),
+                    total: o.response_bytes,
+                    truncated: n.truncated,
+                });
             (columns, bytes, review)
         }
     })

@@ -112,7 +112,9 @@ impl Writer {
             .map_err(&err)?;
         let corrupt = |message: String| StoreError::DataDir {
             path: path.display().to_string(),
-            message: format!("the audit chain state of replica `{replica}` is damaged ({message}); run `remit audit verify`"),
+            message: format!(
+                "the audit chain state of replica `{replica}` is damaged ({message}); run `remit audit verify`"
+            ),
         };
         let chain = match state {
             None => Chain::new(replica),
@@ -235,7 +237,11 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: &mut [Job], checkpoint: bool) -> Result<Option<u64>, rusqlite::Error> {
+    fn write(
+        &mut self,
+        batch: &mut [Job],
+        checkpoint: bool,
+    ) -> Result<Option<u64>, rusqlite::Error> {
         let tx = self.conn.transaction()?;
         let replica = self.options.replica.as_str();
         {
@@ -247,7 +253,13 @@ impl Writer {
                 "INSERT OR REPLACE INTO audit_bodies (id, body, total, truncated) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for job in batch.iter() {
-                let Job::Record { columns: c, record, review, .. } = job else {
+                let Job::Record {
+                    columns: c,
+                    record,
+                    review,
+                    ..
+                } = job
+                else {
                     continue;
                 };
                 let entry = self.chain.append(record);
@@ -297,7 +309,9 @@ impl Writer {
                 replica: replica.to_owned(),
                 tree_size: self.chain.size(),
                 root: self.chain.root(),
-                time: OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+                time: OffsetDateTime::now_utc()
+                    .format(&Rfc3339)
+                    .unwrap_or_default(),
                 key_id: self.key_id.clone(),
             });
             let json = serde_json::to_string(&cp)

@@ -2,7 +2,9 @@
 //! validate and test policies, and mint API keys.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod demo;
+mod ocsf;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +63,11 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Verify, prove, follow, search and export the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Inspect the identity registry.
     Identity {
@@ -157,11 +164,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve { config, data_dir } => {
             let engine = load(&config)?;
-            let data_dir =
-                data_dir.unwrap_or_else(|| config.parent().unwrap_or(Path::new(".")).join("data"));
+            let data_dir = data_dir.unwrap_or_else(|| default_data_dir(&config));
             runtime()?.block_on(serve(engine, data_dir, None))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { command } => runtime()?.block_on(audit::run(command)),
         Command::Demo { data_dir } => {
             runtime()?.block_on(demo::run(data_dir))?;
             Ok(ExitCode::SUCCESS)
@@ -269,6 +276,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// `data/` beside the configuration file: where `serve` keeps state unless told.
+pub(crate) fn default_data_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("data")
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -292,8 +304,8 @@ pub(crate) async fn serve(
     data_dir: PathBuf,
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<()> {
-    let store = remit_store::SqliteStore::open_with(&data_dir, store_options(engine.config()))
-        .await?;
+    let store =
+        remit_store::SqliteStore::open_with(&data_dir, store_options(engine.config())).await?;
     let settings = engine.config().gateway.clone();
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await

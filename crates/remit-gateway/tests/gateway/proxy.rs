@@ -433,3 +433,96 @@ async fn http2_clients_are_served() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(p.log.lock().unwrap().last().unwrap().target, "/items/7");
 }
+
+/// Waits (bounded) for the outcome record of `id`, written after the response ends.
+async fn outcome_of(store: &SqliteStore, id: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        if let Some(json) = store.outcome(id).await.unwrap() {
+            return serde_json::from_str(&json).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no outcome record for {id}");
+}
+
+#[tokio::test]
+async fn a_forwarded_response_gets_an_outcome_record_and_log_output_keeps_a_bounded_copy() {
+    let (url, log) = recording_upstream().await;
+    let text = format!(
+        "{}\n[audit]\nreview_limit_bytes = 5\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
+        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
+    );
+    let policy = r#"
+@obligation("log_output")
+permit (principal == Identity::"bot", action == Action::"items.read", resource);
+permit (principal == Identity::"bot", action == Action::"items.write", resource);
+"#;
+    let proxy = crate::start_proxy(&text, policy).await;
+    let (status, body) = raw(proxy.addr, &get("/items/1", "")).await;
+    assert_eq!(status, 200, "{body}");
+    let id = log.lock().unwrap()[0]
+        .header("remit-decision-id")
+        .unwrap()
+        .to_owned();
+    let o = outcome_of(&proxy.store, &id).await;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"recorded"));
+    assert_eq!(o["status"], 200);
+    assert_eq!(o["response_sha256"], digest.as_str());
+    assert_eq!(
+        (o["response_bytes"].as_u64(), o["complete"].as_bool()),
+        (Some(8), Some(true))
+    );
+    assert_eq!(o["review"]["stored_bytes"], 5);
+    assert_eq!(o["review"]["truncated"], true);
+    let (kept, total, truncated) = proxy
+        .store
+        .reader()
+        .review_body(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.as_slice(), total, truncated),
+        (&b"recor"[..], 8, true)
+    );
+
+    // Without log_output: an outcome, no copy.
+    let (status, _) = raw(proxy.addr, b"POST /items/2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer rk_bot\r\nRemit-Purpose: sync\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}").await;
+    assert_eq!(status, 200);
+    let id = log.lock().unwrap()[1]
+        .header("remit-decision-id")
+        .unwrap()
+        .to_owned();
+    let o = outcome_of(&proxy.store, &id).await;
+    assert!(o.get("review").is_none(), "{o}");
+    assert!(
+        proxy
+            .store
+            .reader()
+            .review_body(&id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_recorded_as_the_outcome() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let p = start(&dead, Arc::default()).await;
+    let (status, body) = raw(p.addr, &get("/items/1", "")).await;
+    assert_eq!(status, 502, "{body}");
+    let v: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let o = outcome_of(&p.store, v["decision_id"].as_str().unwrap()).await;
+    assert_eq!(o["status"], 502);
+    assert!(
+        o["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{o}"
+    );
+}

@@ -33,7 +33,9 @@ async fn written(dir: &Path, n: usize, every: u64) -> PublicKey {
 
 async fn verify(dir: &Path, key: &PublicKey) -> Result<remit_audit::Summary, VerifyError> {
     let reader = AuditReader::open(dir).await.unwrap();
-    reader.verify("replica-1", std::slice::from_ref(key), &mut |_| {}).await
+    reader
+        .verify("replica-1", std::slice::from_ref(key), &mut |_| {})
+        .await
 }
 
 fn sql(dir: &Path, statements: &str) {
@@ -48,7 +50,8 @@ async fn a_written_log_verifies_with_its_public_key_only() {
     let s = verify(dir.path(), &key).await.unwrap();
     assert_eq!((s.entries, s.checkpoints, s.unanchored), (25, 3, 0));
     // The key file in the data directory is the one that verifies.
-    let text = std::fs::read_to_string(dir.path().join(remit_store::keys::PUBLIC_KEY_FILE)).unwrap();
+    let text =
+        std::fs::read_to_string(dir.path().join(remit_store::keys::PUBLIC_KEY_FILE)).unwrap();
     assert_eq!(PublicKey::from_file_text(&text).unwrap(), key);
     // Another key does not.
     let other = AuditKey::from_seed([5; 32]).public();
@@ -61,14 +64,18 @@ async fn a_written_log_verifies_with_its_public_key_only() {
 #[tokio::test]
 async fn a_second_writer_on_one_data_dir_is_refused_and_a_restart_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_with(dir.path(), options(4)).await.unwrap();
+    let store = SqliteStore::open_with(dir.path(), options(4))
+        .await
+        .unwrap();
     let err = SqliteStore::open(dir.path()).await.unwrap_err();
     assert!(err.to_string().contains("another remit process"), "{err}");
     for i in 0..6 {
         store.append(record(i)).await.unwrap();
     }
     store.shutdown().await.unwrap();
-    let again = SqliteStore::open_with(dir.path(), options(4)).await.unwrap();
+    let again = SqliteStore::open_with(dir.path(), options(4))
+        .await
+        .unwrap();
     for i in 6..11 {
         again.append(record(i)).await.unwrap();
     }
@@ -81,7 +88,9 @@ async fn a_second_writer_on_one_data_dir_is_refused_and_a_restart_continues_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_chain_in_one_order_and_proofs_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_with(dir.path(), options(64)).await.unwrap();
+    let store = SqliteStore::open_with(dir.path(), options(64))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..300)
         .map(|i| {
             let s = store.clone();
@@ -107,10 +116,16 @@ async fn concurrent_appends_chain_in_one_order_and_proofs_hold() {
 #[tokio::test]
 async fn a_record_newer_than_the_last_checkpoint_has_no_proof_yet() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_with(dir.path(), options(1000)).await.unwrap();
+    let store = SqliteStore::open_with(dir.path(), options(1000))
+        .await
+        .unwrap();
     store.append(record(1)).await.unwrap();
     let err = store.reader().prove("d-1").await.unwrap_err();
-    assert!(err.to_string().contains("not under a signed checkpoint yet"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not under a signed checkpoint yet"),
+        "{err}"
+    );
     store.checkpoint().await.unwrap();
     store.reader().prove("d-1").await.unwrap();
 }
@@ -144,11 +159,21 @@ async fn outcomes_and_review_copies_are_stored_beside_their_decision() {
         .await
         .unwrap();
     let outcome = store.outcome("d-1").await.unwrap().unwrap();
-    assert!(outcome.contains("\"kind\":\"outcome\"") && outcome.contains("\"status\":200"), "{outcome}");
-    assert!(!outcome.contains("ticket"), "the copy lives beside the record: {outcome}");
+    assert!(
+        outcome.contains("\"kind\":\"outcome\"") && outcome.contains("\"status\":200"),
+        "{outcome}"
+    );
+    assert!(
+        !outcome.contains("ticket"),
+        "the copy lives beside the record: {outcome}"
+    );
     let (kept, total, truncated) = store.reader().review_body("d-1").await.unwrap().unwrap();
     assert_eq!((kept, total, truncated), (body, 40, true));
-    assert_eq!(store.count().await.unwrap(), 1, "outcomes are not decisions");
+    assert_eq!(
+        store.count().await.unwrap(),
+        1,
+        "outcomes are not decisions"
+    );
 }
 
 #[tokio::test]
@@ -159,13 +184,31 @@ async fn search_filters_by_every_field() {
         store.append(record(i)).await.unwrap();
     }
     let r = store.reader();
-    let all = r.search(&Search { limit: 100, ..Search::default() }).await.unwrap();
+    let all = r
+        .search(&Search {
+            limit: 100,
+            ..Search::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 5);
-    let allow = Search { verdict: Some("allow".into()), limit: 2, ..Search::default() };
+    let allow = Search {
+        verdict: Some("allow".into()),
+        limit: 2,
+        ..Search::default()
+    };
     assert_eq!(r.search(&allow).await.unwrap().len(), 2);
-    let deny = Search { verdict: Some("deny".into()), limit: 100, ..Search::default() };
+    let deny = Search {
+        verdict: Some("deny".into()),
+        limit: 100,
+        ..Search::default()
+    };
     assert!(r.search(&deny).await.unwrap().is_empty());
-    let later = Search { since: Some("2026-11-26T00:00:00Z".into()), limit: 100, ..Search::default() };
+    let later = Search {
+        since: Some("2026-11-26T00:00:00Z".into()),
+        limit: 100,
+        ..Search::default()
+    };
     assert!(r.search(&later).await.unwrap().is_empty());
     let cursor = all[2].cursor;
     assert_eq!(r.after(cursor, 100).await.unwrap().len(), 2);
@@ -180,7 +223,11 @@ async fn tampering_with_the_database_is_detected_naming_the_record() {
             "UPDATE audit_entries SET entry = replace(entry, '\"allow\"', '\"deny\"') WHERE seq = 7",
             "record 7 (`d-7`) was changed",
         ),
-        ("delete", "DELETE FROM audit_entries WHERE seq = 12", "record 12 is missing"),
+        (
+            "delete",
+            "DELETE FROM audit_entries WHERE seq = 12",
+            "record 12 is missing",
+        ),
         (
             "insert",
             "UPDATE audit_entries SET seq = seq + 100 WHERE seq >= 8; \
@@ -194,13 +241,21 @@ async fn tampering_with_the_database_is_detected_naming_the_record() {
              UPDATE audit_entries SET seq = 5 WHERE seq = -1",
             "record 4 is missing",
         ),
-        ("truncate", "DELETE FROM audit_entries WHERE seq >= 17", "the log ends after 17 records but a signed checkpoint covers 20"),
+        (
+            "truncate",
+            "DELETE FROM audit_entries WHERE seq >= 17",
+            "the log ends after 17 records but a signed checkpoint covers 20",
+        ),
         (
             "replace a checkpoint",
             "UPDATE audit_checkpoints SET checkpoint = replace(checkpoint, '\"tree_size\":10', '\"tree_size\":11') WHERE tree_size = 10",
             "checkpoint at tree size 11",
         ),
-        ("delete every checkpoint and entry after 9", "DELETE FROM audit_checkpoints WHERE tree_size > 10; DELETE FROM audit_entries WHERE seq > 9", ""),
+        (
+            "delete every checkpoint and entry after 9",
+            "DELETE FROM audit_checkpoints WHERE tree_size > 10; DELETE FROM audit_entries WHERE seq > 9",
+            "",
+        ),
     ];
     for (what, statements, named) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -248,8 +303,16 @@ async fn swapped_keys_are_detected() {
         )
         .unwrap();
     }
-    std::fs::write(dir.path().join(remit_store::keys::KEY_FILE), attacker.to_file_text()).unwrap();
-    std::fs::write(dir.path().join(remit_store::keys::PUBLIC_KEY_FILE), attacker.public().to_file_text()).unwrap();
+    std::fs::write(
+        dir.path().join(remit_store::keys::KEY_FILE),
+        attacker.to_file_text(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(remit_store::keys::PUBLIC_KEY_FILE),
+        attacker.public().to_file_text(),
+    )
+    .unwrap();
     let err = verify(dir.path(), &trusted).await.unwrap_err().to_string();
     assert!(err.contains("not among the trusted public keys"), "{err}");
 }
