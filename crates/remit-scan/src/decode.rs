@@ -142,21 +142,93 @@ fn hex4(s: &[u8]) -> Option<u32> {
         .try_fold(0u32, |acc, b| Some(acc << 4 | u32::from(hex(*b)?)))
 }
 
-/// Whether `text` holds a JSON escape worth undoing.
-pub(crate) fn has_json_escape(text: &[u8]) -> bool {
-    memchr_iter(b'\\', text).any(|i| {
-        matches!(
+/// How far around an escape its decoded window reaches: longer than any secret a rule
+/// looks for plus its context.
+pub(crate) const ESCAPE_WINDOW: usize = 512;
+
+/// Context kept either side of a JSON string literal holding escapes.
+const JSON_CONTEXT: usize = 96;
+
+/// Whether a JSON escape starts at `i`.
+pub(crate) fn json_escape_at(text: &[u8], i: usize) -> bool {
+    text[i] == b'\\'
+        && matches!(
             text.get(i + 1),
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u')
         )
-    })
+}
+
+/// Whether a `%XX` escape starts at `i`.
+pub(crate) fn percent_escape_at(text: &[u8], i: usize) -> bool {
+    text[i] == b'%'
+        && i + 2 < text.len()
+        && hex(text[i + 1]).is_some()
+        && hex(text[i + 2]).is_some()
+}
+
+/// Merged windows around every escape starting with `needle` (as `at` tells): for JSON,
+/// the string literal holding the escape and [`JSON_CONTEXT`] either side, at most [`ESCAPE_WINDOW`] either side of it; for
+/// percent-encoding, [`ESCAPE_WINDOW`] either side. A few bytes more at the end so no
+/// escape is cut in two.
+pub(crate) fn escape_windows(
+    text: &[u8],
+    needle: u8,
+    at: fn(&[u8], usize) -> bool,
+) -> Vec<std::ops::Range<usize>> {
+    let json = needle == b'\\';
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut skip_to = 0;
+    for i in memchr_iter(needle, text) {
+        if i < skip_to || !at(text, i) {
+            continue;
+        }
+        let mut a = i.saturating_sub(ESCAPE_WINDOW);
+        let mut b = (i + ESCAPE_WINDOW + 12).min(text.len());
+        if json {
+            // The string literal: the nearest unescaped quotes either side.
+            // With some context either side: a rule may need the key before the value.
+            if let Some(open) = unescaped_quote(text, a..i, true) {
+                a = a.max(open.saturating_sub(JSON_CONTEXT));
+            }
+            // Escapes up to the closing quote are in this window already (when there is
+            // none within reach, up to the window's end).
+            match unescaped_quote(text, i + 2..b, false) {
+                Some(close) => {
+                    b = b.min(close + 1 + JSON_CONTEXT);
+                    skip_to = close;
+                }
+                None => skip_to = b,
+            }
+        }
+        match out.last_mut() {
+            Some(last) if a <= last.end => last.end = last.end.max(b),
+            _ => out.push(a..b),
+        }
+    }
+    out
+}
+
+/// The first (or, `back`, last) `"` in `range` not preceded by an odd run of backslashes.
+fn unescaped_quote(text: &[u8], range: std::ops::Range<usize>, back: bool) -> Option<usize> {
+    let hay = &text[range.start..range.end.min(text.len())];
+    let escaped = |p: usize| text[..p].iter().rev().take_while(|c| **c == b'\\').count() % 2 == 1;
+    if back {
+        memchr::memrchr_iter(b'"', hay)
+            .map(|p| range.start + p)
+            .find(|p| !escaped(*p))
+    } else {
+        memchr_iter(b'"', hay)
+            .map(|p| range.start + p)
+            .find(|p| !escaped(*p))
+    }
 }
 
 use memchr::memchr_iter;
 
 /// Undoes JSON string escapes across the whole text (quotes and structure stay as they are),
-/// so a secret inside an escaped JSON string reads as it was written.
-pub(crate) fn json_unescape(text: &[u8]) -> Mapped {
+/// so a secret inside an escaped JSON string reads as it was written. `base` is added to
+/// every offset in the map.
+pub(crate) fn json_unescape(text: &[u8], base: usize) -> Mapped {
     let mut out = Vec::with_capacity(text.len());
     let mut map = Vec::with_capacity(text.len() + 1);
     let mut i = 0;
@@ -176,7 +248,7 @@ pub(crate) fn json_unescape(text: &[u8]) -> Mapped {
             };
             if let Some(c) = simple {
                 out.push(c);
-                map.push(i as u32);
+                map.push((base + i) as u32);
                 i += 2;
                 continue;
             }
@@ -200,7 +272,7 @@ pub(crate) fn json_unescape(text: &[u8]) -> Mapped {
                     let mut buf = [0u8; 4];
                     for c in ch.encode_utf8(&mut buf).bytes() {
                         out.push(c);
-                        map.push(i as u32);
+                        map.push((base + i) as u32);
                     }
                     i += len;
                     continue;
@@ -208,22 +280,16 @@ pub(crate) fn json_unescape(text: &[u8]) -> Mapped {
             }
         }
         out.push(b);
-        map.push(i as u32);
+        map.push((base + i) as u32);
         i += 1;
     }
-    map.push(text.len() as u32);
+    map.push((base + text.len()) as u32);
     Mapped { text: out, map }
-}
-
-/// Whether `text` holds a `%XX` escape.
-pub(crate) fn has_percent_escape(text: &[u8]) -> bool {
-    memchr_iter(b'%', text)
-        .any(|i| i + 2 < text.len() && hex(text[i + 1]).is_some() && hex(text[i + 2]).is_some())
 }
 
 /// Undoes percent-encoding, and `+` as a space (form encoding). A `+` that was meant
 /// literally was already seen as such in the parent layer.
-pub(crate) fn percent_decode(text: &[u8]) -> Mapped {
+pub(crate) fn percent_decode(text: &[u8], base: usize) -> Mapped {
     let mut out = Vec::with_capacity(text.len());
     let mut map = Vec::with_capacity(text.len() + 1);
     let mut i = 0;
@@ -231,16 +297,16 @@ pub(crate) fn percent_decode(text: &[u8]) -> Mapped {
         if text[i] == b'%' && i + 2 < text.len() {
             if let (Some(h), Some(l)) = (hex(text[i + 1]), hex(text[i + 2])) {
                 out.push(h << 4 | l);
-                map.push(i as u32);
+                map.push((base + i) as u32);
                 i += 3;
                 continue;
             }
         }
         out.push(if text[i] == b'+' { b' ' } else { text[i] });
-        map.push(i as u32);
+        map.push((base + i) as u32);
         i += 1;
     }
-    map.push(text.len() as u32);
+    map.push((base + text.len()) as u32);
     Mapped { text: out, map }
 }
 
@@ -285,12 +351,19 @@ pub(crate) struct Run {
 /// Finds base64 runs of `min..` characters (with any trailing `=`), calling `f` for each;
 /// runs longer than `max` are reported with `end - start > max` so the caller can decide.
 pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> bool) {
-    let mut i = 0;
+    let min = min.max(1);
     let n = text.len();
-    while i < n {
-        if B64_CLASS[text[i] as usize] == 0 {
-            i += 1;
-            continue;
+    let mut i = 0;
+    // `i` is always where a run could start. A window of `min` bytes is checked from its
+    // end, so a non-base64 byte lets the search jump past it (most text is skipped).
+    'outer: while i + min <= n {
+        let mut j = i + min;
+        while j > i {
+            j -= 1;
+            if B64_CLASS[text[j] as usize] == 0 {
+                i = j + 1;
+                continue 'outer;
+            }
         }
         let start = i;
         let mut kinds = 0u8;
@@ -307,8 +380,7 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
             end += 1;
         }
         let mixed = kinds & B64_STD != 0 && kinds & B64_URL != 0;
-        if i - start >= min
-            && !mixed
+        if !mixed
             && !f(Run {
                 start,
                 end,
@@ -317,13 +389,28 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
         {
             return;
         }
-        i = end.max(i);
+        i = end + 1;
     }
 }
 
-/// Decodes a run; `None` if it does not decode.
+/// Decodes a run; `None` if it does not decode or its start already does not look like
+/// text or gzip (most runs in traffic are identifiers and hashes).
 pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
+    // Hex digests and similar are base64-shaped but never encode text.
+    if run.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     let engine = if url_safe { &URL } else { &STD };
+    let mut head = [0u8; 12];
+    if run.len() >= 16 && engine.decode_slice(&run[..16], &mut head).is_ok() {
+        let printable = head
+            .iter()
+            .filter(|b| matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r'))
+            .count();
+        if printable < 10 && !is_gzip(&head) && std::str::from_utf8(&head[..9]).is_err() {
+            return None;
+        }
+    }
     let trimmed = run
         .strip_suffix(b"==")
         .or_else(|| run.strip_suffix(b"="))

@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::CaptureLocations;
 use sha2::{Digest, Sha256};
 
@@ -111,7 +111,10 @@ impl Scanner {
     }
 
     /// A scanner over a rule set with the given limits.
-    pub fn with_limits(set: RuleSet, limits: Limits) -> Self {
+    pub fn with_limits(set: RuleSet, mut limits: Limits) -> Self {
+        // Offsets in decoded layers are 32-bit.
+        limits.max_decoded_bytes = limits.max_decoded_bytes.min(u32::MAX as usize / 2);
+        limits.max_body_bytes = limits.max_body_bytes.min(u32::MAX as usize / 2);
         let mut patterns: Vec<String> = Vec::new();
         let mut kw_rules: Vec<Vec<u16>> = Vec::new();
         let mut always = Vec::new();
@@ -130,12 +133,27 @@ impl Scanner {
                 }
             }
         }
+        // Non-overlapping search is much faster than overlapping; a keyword hidden inside a
+        // longer one it is a substring of still counts, through this closure.
+        let direct = kw_rules.clone();
+        for (p, long) in patterns.iter().enumerate() {
+            for (q, short) in patterns.iter().enumerate() {
+                if p != q && long.contains(short.as_str()) {
+                    for r in &direct[q] {
+                        if !kw_rules[p].contains(r) {
+                            kw_rules[p].push(*r);
+                        }
+                    }
+                }
+            }
+        }
         let keywords = if patterns.is_empty() {
             None
         } else {
             AhoCorasickBuilder::new()
+                .kind(Some(AhoCorasickKind::DFA))
                 .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
+                .match_kind(MatchKind::LeftmostLongest)
                 .build(&patterns)
                 .ok()
         };
@@ -250,95 +268,131 @@ impl Scanner {
         run.findings
     }
 
-    fn candidates(&self, text: &[u8]) -> Vec<u16> {
-        let mut set = vec![0u64; self.set.rules.len().div_ceil(64)];
-        let mut out = Vec::new();
-        let mut add = |r: u16, out: &mut Vec<u16>| {
-            let (w, b) = (r as usize / 64, r as usize % 64);
-            if set[w] & (1 << b) == 0 {
-                set[w] |= 1 << b;
-                out.push(r);
-            }
-        };
+    /// The candidate rules for a text, each with the spans of its keywords' occurrences
+    /// (empty for rules without keywords).
+    fn candidates(&self, text: &[u8]) -> Vec<(u16, Vec<Range<usize>>)> {
+        let mut slot: Vec<u32> = vec![u32::MAX; self.set.rules.len()];
+        let mut out: Vec<(u16, Vec<Range<usize>>)> = Vec::new();
         for r in &self.always {
-            add(*r, &mut out);
+            slot[*r as usize] = out.len() as u32;
+            out.push((*r, Vec::new()));
         }
         if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(text) {
+            for m in ac.find_iter(text) {
                 for r in &self.kw_rules[m.pattern().as_usize()] {
-                    add(*r, &mut out);
+                    let s = &mut slot[*r as usize];
+                    if *s == u32::MAX {
+                        *s = out.len() as u32;
+                        out.push((*r, Vec::new()));
+                    }
+                    let hits = &mut out[*s as usize].1;
+                    // Bounded: windows merge, so far-apart hits are all that matter.
+                    if hits.len() < 4096 {
+                        hits.push(m.start()..m.end());
+                    }
                 }
             }
         }
-        out.sort_unstable();
+        out.sort_unstable_by_key(|(r, _)| *r);
+        out
+    }
+
+    /// The spans of `text` a rule must search: merged windows around its keyword hits, or
+    /// the whole text.
+    fn windows(&self, rule: u16, hits: &[Range<usize>], len: usize) -> Vec<Range<usize>> {
+        let Some(w) = self.set.rules[rule as usize].window else {
+            return vec![0..len];
+        };
+        if hits.is_empty() {
+            return vec![0..len];
+        }
+        let mut out: Vec<Range<usize>> = Vec::new();
+        for h in hits {
+            let (a, b) = (h.start.saturating_sub(w), (h.end + w + 1).min(len));
+            match out.last_mut() {
+                Some(last) if a <= last.end => last.end = last.end.max(b),
+                _ => out.push(a..b),
+            }
+        }
         out
     }
 
     fn scan_layer(&self, run: &mut Run<'_>, li: usize, locs: &mut [Option<CaptureLocations>]) {
         let cands = self.candidates(&run.layers[li].text);
-        for r in cands {
+        let len = run.layers[li].text.len();
+        for (r, hits) in cands {
             let rule = &self.set.rules[r as usize];
             let loc = locs[r as usize].get_or_insert_with(|| rule.regex.capture_locations());
-            let mut at = 0;
-            loop {
-                let text: &[u8] = &run.layers[li].text;
-                if at > text.len() {
-                    break;
-                }
-                let Some(m) = rule.regex.captures_read_at(loc, text, at) else {
-                    break;
-                };
-                at = if m.end() > m.start() {
-                    m.end()
-                } else {
-                    m.end() + 1
-                };
-                let secret_span = match rule.secret_group {
-                    Some(g) => loc.get(g),
-                    None => (1..loc.len())
-                        .filter_map(|g| loc.get(g))
-                        .find(|(s, e)| e > s)
-                        .or(Some((m.start(), m.end()))),
-                };
-                let Some((s, e)) = secret_span else { continue };
-                if e <= s {
-                    continue;
-                }
-                let secret = &text[s..e];
-                if let Some(min) = rule.entropy {
-                    if shannon_entropy(secret) < min {
+            for window in self.windows(r, &hits, len) {
+                let mut at = window.start;
+                loop {
+                    let full: &[u8] = &run.layers[li].text;
+                    // The window's end cuts the haystack; a match reaching the cut might be a
+                    // truncated one, so it counts only where the cut is the real end.
+                    let text = &full[..window.end];
+                    if at > text.len() {
+                        break;
+                    }
+                    let Some(m) = rule.regex.captures_read_at(loc, text, at) else {
+                        break;
+                    };
+                    at = if m.end() > m.start() {
+                        m.end()
+                    } else {
+                        m.end() + 1
+                    };
+                    if m.end() >= window.end && window.end < full.len() {
+                        break;
+                    }
+                    let secret_span = match rule.secret_group {
+                        Some(g) => loc.get(g),
+                        None => (1..loc.len())
+                            .filter_map(|g| loc.get(g))
+                            .find(|(s, e)| e > s)
+                            .or(Some((m.start(), m.end()))),
+                    };
+                    let Some((s, e)) = secret_span else { continue };
+                    if e <= s {
                         continue;
                     }
+                    let secret = &text[s..e];
+                    if let Some(min) = rule.entropy {
+                        if shannon_entropy(secret) < min {
+                            continue;
+                        }
+                    }
+                    let matched = &text[m.start()..m.end()];
+                    let allowed = |al: &Allowlist| {
+                        let line = line_around(text, m.start(), m.end());
+                        al.allows(secret, matched, line)
+                    };
+                    if rule.allowlists.iter().any(allowed)
+                        || self.set.allowlists.iter().any(allowed)
+                    {
+                        continue;
+                    }
+                    let digest: [u8; 32] = Sha256::digest(secret).into();
+                    let fingerprint = Fingerprint::from_digest(&digest);
+                    let (span, exact) = map_to_root(&run.layers, li, s..e);
+                    if !run.seen.insert((r, span.start, span.end, fingerprint)) {
+                        continue;
+                    }
+                    if run.findings.items.len() >= self.limits.max_findings {
+                        run.findings.incomplete = Some(Incomplete::FindingsLimit);
+                        run.done = true;
+                        return;
+                    }
+                    run.findings.items.push(Finding {
+                        rule: self.ids[r as usize].clone(),
+                        span,
+                        layers: run.layers[li].path.clone(),
+                        exact,
+                        fingerprint,
+                        credential: None,
+                        digest,
+                    });
+                    run.rule_of.push(r);
                 }
-                let matched = &text[m.start()..m.end()];
-                let allowed = |al: &Allowlist| {
-                    let line = line_around(text, m.start(), m.end());
-                    al.allows(secret, matched, line)
-                };
-                if rule.allowlists.iter().any(allowed) || self.set.allowlists.iter().any(allowed) {
-                    continue;
-                }
-                let digest: [u8; 32] = Sha256::digest(secret).into();
-                let fingerprint = Fingerprint::from_digest(&digest);
-                let (span, exact) = map_to_root(&run.layers, li, s..e);
-                if !run.seen.insert((r, span.start, span.end, fingerprint)) {
-                    continue;
-                }
-                if run.findings.items.len() >= self.limits.max_findings {
-                    run.findings.incomplete = Some(Incomplete::FindingsLimit);
-                    run.done = true;
-                    return;
-                }
-                run.findings.items.push(Finding {
-                    rule: self.ids[r as usize].clone(),
-                    span,
-                    layers: run.layers[li].path.clone(),
-                    exact,
-                    fingerprint,
-                    credential: None,
-                    digest,
-                });
-                run.rule_of.push(r);
             }
         }
     }
@@ -360,8 +414,10 @@ impl Scanner {
             p.push(d);
             p
         };
-        if decode::has_json_escape(text) {
-            let m = decode::json_unescape(text);
+        // Only text near an escape reads differently once decoded; the rest was scanned
+        // as it is. Each window around escapes is a layer of its own.
+        for w in decode::escape_windows(text, b'\\', decode::json_escape_at) {
+            let m = decode::json_unescape(&text[w.clone()], w.start);
             room.push(Layer {
                 text: Cow::Owned(m.text),
                 origin: Origin::Mapped {
@@ -371,8 +427,8 @@ impl Scanner {
                 path: child_path(Decoding::Json),
             });
         }
-        if decode::has_percent_escape(text) {
-            let m = decode::percent_decode(text);
+        for w in decode::escape_windows(text, b'%', decode::percent_escape_at) {
+            let m = decode::percent_decode(&text[w.clone()], w.start);
             room.push(Layer {
                 text: Cow::Owned(m.text),
                 origin: Origin::Mapped {
