@@ -252,31 +252,28 @@ pub(crate) fn json_unescape(text: &[u8], base: usize) -> Mapped {
                 i += 2;
                 continue;
             }
-            if text[i + 1] == b'u' {
-                if let Some(cp) = hex4(&text[i + 2..]) {
-                    let mut len = 6;
-                    let mut ch = char::from_u32(cp);
-                    if (0xD800..0xDC00).contains(&cp)
-                        && text.get(i + 6) == Some(&b'\\')
-                        && text.get(i + 7) == Some(&b'u')
-                    {
-                        if let Some(lo) = hex4(&text[(i + 8).min(text.len())..]) {
-                            if (0xDC00..0xE000).contains(&lo) {
-                                ch =
-                                    char::from_u32(0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
-                                len = 12;
-                            }
-                        }
-                    }
-                    let ch = ch.unwrap_or(char::REPLACEMENT_CHARACTER);
-                    let mut buf = [0u8; 4];
-                    for c in ch.encode_utf8(&mut buf).bytes() {
-                        out.push(c);
-                        map.push((base + i) as u32);
-                    }
-                    i += len;
-                    continue;
+            if text[i + 1] == b'u'
+                && let Some(cp) = hex4(&text[i + 2..])
+            {
+                let mut len = 6;
+                let mut ch = char::from_u32(cp);
+                if (0xD800..0xDC00).contains(&cp)
+                    && text.get(i + 6) == Some(&b'\\')
+                    && text.get(i + 7) == Some(&b'u')
+                    && let Some(lo) = hex4(&text[(i + 8).min(text.len())..])
+                    && (0xDC00..0xE000).contains(&lo)
+                {
+                    ch = char::from_u32(0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
+                    len = 12;
                 }
+                let ch = ch.unwrap_or(char::REPLACEMENT_CHARACTER);
+                let mut buf = [0u8; 4];
+                for c in ch.encode_utf8(&mut buf).bytes() {
+                    out.push(c);
+                    map.push((base + i) as u32);
+                }
+                i += len;
+                continue;
             }
         }
         out.push(b);
@@ -294,13 +291,14 @@ pub(crate) fn percent_decode(text: &[u8], base: usize) -> Mapped {
     let mut map = Vec::with_capacity(text.len() + 1);
     let mut i = 0;
     while i < text.len() {
-        if text[i] == b'%' && i + 2 < text.len() {
-            if let (Some(h), Some(l)) = (hex(text[i + 1]), hex(text[i + 2])) {
-                out.push(h << 4 | l);
-                map.push((base + i) as u32);
-                i += 3;
-                continue;
-            }
+        if text[i] == b'%'
+            && i + 2 < text.len()
+            && let (Some(h), Some(l)) = (hex(text[i + 1]), hex(text[i + 2]))
+        {
+            out.push(h << 4 | l);
+            map.push((base + i) as u32);
+            i += 3;
+            continue;
         }
         out.push(if text[i] == b'+' { b' ' } else { text[i] });
         map.push((base + i) as u32);

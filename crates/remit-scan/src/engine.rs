@@ -301,10 +301,10 @@ impl Scanner {
     /// the whole text.
     fn windows(&self, rule: u16, hits: &[Range<usize>], len: usize) -> Vec<Range<usize>> {
         let Some(w) = self.set.rules[rule as usize].window else {
-            return vec![0..len];
+            return std::iter::once(0..len).collect();
         };
         if hits.is_empty() {
-            return vec![0..len];
+            return std::iter::once(0..len).collect();
         }
         let mut out: Vec<Range<usize>> = Vec::new();
         for h in hits {
@@ -356,10 +356,10 @@ impl Scanner {
                         continue;
                     }
                     let secret = &text[s..e];
-                    if let Some(min) = rule.entropy {
-                        if shannon_entropy(secret) < min {
-                            continue;
-                        }
+                    if let Some(min) = rule.entropy
+                        && shannon_entropy(secret) < min
+                    {
+                        continue;
                     }
                     let matched = &text[m.start()..m.end()];
                     let allowed = |al: &Allowlist| {

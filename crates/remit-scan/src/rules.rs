@@ -398,23 +398,22 @@ impl Loader<'_> {
             }
         }
         let mut set = RuleSet { rules, allowlists };
-        if let Some(extend) = raw.extend {
-            if extend.use_default {
-                let mut base = RuleSet::builtin();
-                base.rules.retain(|r| {
-                    !extend.disabled_rules.contains(&r.id)
-                        && !set.rules.iter().any(|o| o.id == r.id)
+        if let Some(extend) = raw.extend
+            && extend.use_default
+        {
+            let mut base = RuleSet::builtin();
+            base.rules.retain(|r| {
+                !extend.disabled_rules.contains(&r.id) && !set.rules.iter().any(|o| o.id == r.id)
+            });
+            base.rules.append(&mut set.rules);
+            base.allowlists.append(&mut set.allowlists);
+            set = base;
+            if set.rules.len() > MAX_RULES {
+                return Err(RulesError::TooManyRules {
+                    origin: self.origin.to_owned(),
+                    count: set.rules.len(),
+                    limit: MAX_RULES,
                 });
-                base.rules.append(&mut set.rules);
-                base.allowlists.append(&mut set.allowlists);
-                set = base;
-                if set.rules.len() > MAX_RULES {
-                    return Err(RulesError::TooManyRules {
-                        origin: self.origin.to_owned(),
-                        count: set.rules.len(),
-                        limit: MAX_RULES,
-                    });
-                }
             }
         }
         Ok(set)
@@ -433,11 +432,7 @@ impl Loader<'_> {
         if let Ok(lenient) = toml::from_str::<LenientFile>(self.text) {
             // The innermost rule whose span holds the error; spans of array-of-tables
             // entries cover their body, so take the last one starting before the error.
-            let rule = lenient
-                .rules
-                .iter()
-                .filter(|r| r.span().start <= span.start)
-                .next_back();
+            let rule = lenient.rules.iter().rfind(|r| r.span().start <= span.start);
             if let Some(rule) = rule {
                 let id = match &rule.get_ref().id {
                     Some(toml::Value::String(s)) => s.clone(),

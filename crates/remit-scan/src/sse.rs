@@ -133,10 +133,8 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
                     return Some(i + 3);
                 }
             }
-            b'\r' => {
-                if buf.get(i + 1) == Some(&b'\r') {
-                    return Some(i + 2);
-                }
+            b'\r' if buf.get(i + 1) == Some(&b'\r') => {
+                return Some(i + 2);
             }
             _ => {}
         }
