@@ -1,0 +1,585 @@
+//! The scanner: keyword prefilter, candidate regexes, entropy, allowlists, decoding layers,
+//! and in-place redaction.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex::bytes::CaptureLocations;
+use sha2::{Digest, Sha256};
+
+use crate::decode::{self, ContentEncoding, Decoding};
+use crate::finding::{Finding, Findings, Fingerprint, Incomplete, shannon_entropy};
+use crate::rules::{Allowlist, RuleSet};
+use crate::{Limits, ScanError};
+
+/// Scans bodies with one compiled rule set. Cheap to share (`&Scanner` is all a scan needs).
+pub struct Scanner {
+    set: RuleSet,
+    ids: Vec<Arc<str>>,
+    /// Keyword automaton; pattern `p` belongs to rules `kw_rules[p]`.
+    keywords: Option<AhoCorasick>,
+    kw_rules: Vec<Vec<u16>>,
+    /// Rules without keywords: candidates on every body.
+    always: Vec<u16>,
+    limits: Limits,
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner")
+            .field("rules", &self.ids.len())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// A body with its secrets replaced by `[REDACTED:rule-id]`.
+#[derive(Clone)]
+pub struct Redacted {
+    /// The new body.
+    pub body: Vec<u8>,
+    /// Everything found, redacted or not.
+    pub findings: Findings,
+    /// How many findings could not be replaced in place (seen through base64 or a
+    /// compressed layer): the caller must block, not forward, when this is not zero.
+    pub unredacted: usize,
+}
+
+impl Redacted {
+    /// Whether every finding was replaced and the scan was complete.
+    pub fn is_complete(&self) -> bool {
+        self.unredacted == 0 && self.findings.incomplete.is_none()
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The body may still hold a secret that could not be redacted in place.
+        f.debug_struct("Redacted")
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("findings", &self.findings)
+            .field("unredacted", &self.unredacted)
+            .finish()
+    }
+}
+
+/// Where a layer's text came from.
+enum Origin {
+    Root,
+    /// Decoded from `parent` with a per-byte map into the parent.
+    Mapped {
+        parent: usize,
+        map: Vec<u32>,
+    },
+    /// Decoded from the segment `span` of `parent`.
+    Segment {
+        parent: usize,
+        span: Range<usize>,
+    },
+}
+
+struct Layer<'a> {
+    text: Cow<'a, [u8]>,
+    origin: Origin,
+    path: Vec<Decoding>,
+}
+
+/// One scan's state.
+struct Run<'a> {
+    layers: Vec<Layer<'a>>,
+    findings: Findings,
+    seen: HashSet<(u16, usize, usize, Fingerprint)>,
+    /// Index of each finding's rule (parallel to `findings.items`).
+    rule_of: Vec<u16>,
+    decoded_bytes: usize,
+    done: bool,
+}
+
+impl Scanner {
+    /// A scanner over a rule set, with default limits.
+    pub fn new(set: RuleSet) -> Self {
+        Self::with_limits(set, Limits::default())
+    }
+
+    /// A scanner over the built-in rules, with default limits.
+    pub fn builtin() -> Self {
+        Self::new(RuleSet::builtin())
+    }
+
+    /// A scanner over a rule set with the given limits.
+    pub fn with_limits(set: RuleSet, mut limits: Limits) -> Self {
+        // Offsets in decoded layers are 32-bit.
+        limits.max_decoded_bytes = limits.max_decoded_bytes.min(u32::MAX as usize / 2);
+        limits.max_body_bytes = limits.max_body_bytes.min(u32::MAX as usize / 2);
+        let mut patterns: Vec<String> = Vec::new();
+        let mut kw_rules: Vec<Vec<u16>> = Vec::new();
+        let mut always = Vec::new();
+        for (i, rule) in set.rules.iter().enumerate() {
+            let i = i as u16;
+            if rule.keywords.is_empty() {
+                always.push(i);
+            }
+            for kw in &rule.keywords {
+                match patterns.iter().position(|p| p == kw) {
+                    Some(p) => kw_rules[p].push(i),
+                    None => {
+                        patterns.push(kw.clone());
+                        kw_rules.push(vec![i]);
+                    }
+                }
+            }
+        }
+        // Non-overlapping search is much faster than overlapping; a keyword hidden inside a
+        // longer one it is a substring of still counts, through this closure.
+        let direct = kw_rules.clone();
+        for (p, long) in patterns.iter().enumerate() {
+            for (q, short) in patterns.iter().enumerate() {
+                if p != q && long.contains(short.as_str()) {
+                    for r in &direct[q] {
+                        if !kw_rules[p].contains(r) {
+                            kw_rules[p].push(*r);
+                        }
+                    }
+                }
+            }
+        }
+        let keywords = if patterns.is_empty() {
+            None
+        } else {
+            AhoCorasickBuilder::new()
+                .kind(Some(AhoCorasickKind::DFA))
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .ok()
+        };
+        if keywords.is_none() {
+            // An automaton that does not build (it always should: keywords are bounded)
+            // must not silently skip rules: every rule becomes a candidate everywhere.
+            always = (0..set.rules.len() as u16).collect();
+        }
+        let ids = set.rules.iter().map(|r| Arc::from(r.id.as_str())).collect();
+        Self {
+            set,
+            ids,
+            keywords,
+            kw_rules,
+            always,
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.set
+    }
+
+    /// Scans a body as received with its `Content-Encoding`. Spans in the findings are
+    /// offsets in the decompressed body.
+    pub fn scan(&self, body: &[u8], encoding: ContentEncoding) -> Result<Findings, ScanError> {
+        if body.len() > self.limits.max_body_bytes {
+            return Err(ScanError::TooLarge {
+                what: "body",
+                limit: self.limits.max_body_bytes,
+            });
+        }
+        let text = decode::decompress(body, encoding, self.limits.max_decoded_bytes)?;
+        let path = match encoding {
+            ContentEncoding::Identity => vec![],
+            ContentEncoding::Gzip => vec![Decoding::Gzip],
+            ContentEncoding::Deflate => vec![Decoding::Deflate],
+            ContentEncoding::Brotli => vec![Decoding::Brotli],
+        };
+        Ok(self.scan_text(text, path))
+    }
+
+    /// Scans a body and replaces every secret that sits in the body itself (raw, or behind
+    /// JSON escapes or percent-encoding) with `[REDACTED:rule-id]`. Findings seen through
+    /// base64 cannot be replaced in place and are counted in [`Redacted::unredacted`].
+    /// The body must not be compressed: undo its `Content-Encoding` first with
+    /// [`crate::decompress`] and send it on without one.
+    pub fn redact(&self, body: &[u8]) -> Result<Redacted, ScanError> {
+        let findings = self.scan(body, ContentEncoding::Identity)?;
+        let mut spans: Vec<(Range<usize>, &str)> = Vec::new();
+        let mut unredacted = 0;
+        for f in &findings.items {
+            if f.exact {
+                spans.push((f.span.clone(), &f.rule));
+            } else {
+                unredacted += 1;
+            }
+        }
+        spans.sort_by_key(|(s, _)| (s.start, std::cmp::Reverse(s.end)));
+        let mut out = Vec::with_capacity(body.len());
+        let mut at = 0;
+        for (span, rule) in spans {
+            if span.start < at {
+                // Overlaps one already replaced: extend the cut if it reaches further.
+                at = at.max(span.end);
+                continue;
+            }
+            out.extend_from_slice(&body[at..span.start]);
+            out.extend_from_slice(b"[REDACTED:");
+            out.extend_from_slice(rule.as_bytes());
+            out.push(b']');
+            at = span.end;
+        }
+        out.extend_from_slice(&body[at.min(body.len())..]);
+        Ok(Redacted {
+            body: out,
+            findings,
+            unredacted,
+        })
+    }
+
+    /// Scans already-decompressed text; `path` names the decodings it went through.
+    pub(crate) fn scan_text<'a>(&self, text: Cow<'a, [u8]>, path: Vec<Decoding>) -> Findings {
+        let mut run = Run {
+            layers: vec![Layer {
+                text,
+                origin: Origin::Root,
+                path,
+            }],
+            findings: Findings::default(),
+            seen: HashSet::new(),
+            rule_of: Vec::new(),
+            decoded_bytes: 0,
+            done: false,
+        };
+        let mut locs: Vec<Option<CaptureLocations>> = vec![None; self.set.rules.len()];
+        let mut i = 0;
+        while i < run.layers.len() && !run.done {
+            self.scan_layer(&mut run, i, &mut locs);
+            if !run.done {
+                self.derive(&mut run, i);
+            }
+            i += 1;
+        }
+        self.drop_generic_overlaps(&mut run);
+        run.findings
+    }
+
+    /// The candidate rules for a text, each with the spans of its keywords' occurrences
+    /// (empty for rules without keywords).
+    fn candidates(&self, text: &[u8]) -> Vec<(u16, Vec<Range<usize>>)> {
+        let mut slot: Vec<u32> = vec![u32::MAX; self.set.rules.len()];
+        let mut out: Vec<(u16, Vec<Range<usize>>)> = Vec::new();
+        for r in &self.always {
+            slot[*r as usize] = out.len() as u32;
+            out.push((*r, Vec::new()));
+        }
+        if let Some(ac) = &self.keywords {
+            for m in ac.find_iter(text) {
+                for r in &self.kw_rules[m.pattern().as_usize()] {
+                    let s = &mut slot[*r as usize];
+                    if *s == u32::MAX {
+                        *s = out.len() as u32;
+                        out.push((*r, Vec::new()));
+                    }
+                    let hits = &mut out[*s as usize].1;
+                    // Bounded: windows merge, so far-apart hits are all that matter.
+                    if hits.len() < 4096 {
+                        hits.push(m.start()..m.end());
+                    }
+                }
+            }
+        }
+        out.sort_unstable_by_key(|(r, _)| *r);
+        out
+    }
+
+    /// The spans of `text` a rule must search: merged windows around its keyword hits, or
+    /// the whole text.
+    fn windows(&self, rule: u16, hits: &[Range<usize>], len: usize) -> Vec<Range<usize>> {
+        let Some(w) = self.set.rules[rule as usize].window else {
+            return std::iter::once(0..len).collect();
+        };
+        if hits.is_empty() {
+            return std::iter::once(0..len).collect();
+        }
+        let mut out: Vec<Range<usize>> = Vec::new();
+        for h in hits {
+            let (a, b) = (h.start.saturating_sub(w), (h.end + w + 1).min(len));
+            match out.last_mut() {
+                Some(last) if a <= last.end => last.end = last.end.max(b),
+                _ => out.push(a..b),
+            }
+        }
+        out
+    }
+
+    fn scan_layer(&self, run: &mut Run<'_>, li: usize, locs: &mut [Option<CaptureLocations>]) {
+        let cands = self.candidates(&run.layers[li].text);
+        let len = run.layers[li].text.len();
+        for (r, hits) in cands {
+            let rule = &self.set.rules[r as usize];
+            let loc = locs[r as usize].get_or_insert_with(|| rule.regex.capture_locations());
+            for window in self.windows(r, &hits, len) {
+                let mut at = window.start;
+                loop {
+                    let full: &[u8] = &run.layers[li].text;
+                    // The window's end cuts the haystack; a match reaching the cut might be a
+                    // truncated one, so it counts only where the cut is the real end.
+                    let text = &full[..window.end];
+                    if at > text.len() {
+                        break;
+                    }
+                    let Some(m) = rule.regex.captures_read_at(loc, text, at) else {
+                        break;
+                    };
+                    at = if m.end() > m.start() {
+                        m.end()
+                    } else {
+                        m.end() + 1
+                    };
+                    if m.end() >= window.end && window.end < full.len() {
+                        break;
+                    }
+                    let secret_span = match rule.secret_group {
+                        Some(g) => loc.get(g),
+                        None => (1..loc.len())
+                            .filter_map(|g| loc.get(g))
+                            .find(|(s, e)| e > s)
+                            .or(Some((m.start(), m.end()))),
+                    };
+                    let Some((s, e)) = secret_span else { continue };
+                    if e <= s {
+                        continue;
+                    }
+                    let secret = &text[s..e];
+                    if let Some(min) = rule.entropy
+                        && shannon_entropy(secret) < min
+                    {
+                        continue;
+                    }
+                    let matched = &text[m.start()..m.end()];
+                    let allowed = |al: &Allowlist| {
+                        let line = line_around(text, m.start(), m.end());
+                        al.allows(secret, matched, line)
+                    };
+                    if rule.allowlists.iter().any(allowed)
+                        || self.set.allowlists.iter().any(allowed)
+                    {
+                        continue;
+                    }
+                    let digest: [u8; 32] = Sha256::digest(secret).into();
+                    let fingerprint = Fingerprint::from_digest(&digest);
+                    let (span, exact) = map_to_root(&run.layers, li, s..e);
+                    if !run.seen.insert((r, span.start, span.end, fingerprint)) {
+                        continue;
+                    }
+                    if run.findings.items.len() >= self.limits.max_findings {
+                        run.findings.incomplete = Some(Incomplete::FindingsLimit);
+                        run.done = true;
+                        return;
+                    }
+                    run.findings.items.push(Finding {
+                        rule: self.ids[r as usize].clone(),
+                        span,
+                        layers: run.layers[li].path.clone(),
+                        exact,
+                        fingerprint,
+                        credential: None,
+                        digest,
+                    });
+                    run.rule_of.push(r);
+                }
+            }
+        }
+    }
+
+    /// Adds the layers decoded from layer `li`.
+    fn derive(&self, run: &mut Run<'_>, li: usize) {
+        let limits = &self.limits;
+        let parent = &run.layers[li];
+        let text: &[u8] = &parent.text;
+        let mut room = Room {
+            layers: limits.max_layers.saturating_sub(run.layers.len()),
+            bytes: limits.max_decoded_bytes.saturating_sub(run.decoded_bytes),
+            deeper: parent.path.len() < limits.max_depth,
+            incomplete: None,
+            new: Vec::new(),
+        };
+        let child_path = |d: Decoding| {
+            let mut p = parent.path.clone();
+            p.push(d);
+            p
+        };
+        // Only text near an escape reads differently once decoded; the rest was scanned
+        // as it is. Each window around escapes is a layer of its own.
+        for w in decode::escape_windows(text, b'\\', decode::json_escape_at) {
+            let m = decode::json_unescape(&text[w.clone()], w.start);
+            room.push(Layer {
+                text: Cow::Owned(m.text),
+                origin: Origin::Mapped {
+                    parent: li,
+                    map: m.map,
+                },
+                path: child_path(Decoding::Json),
+            });
+        }
+        for w in decode::escape_windows(text, b'%', decode::percent_escape_at) {
+            let m = decode::percent_decode(&text[w.clone()], w.start);
+            room.push(Layer {
+                text: Cow::Owned(m.text),
+                origin: Origin::Mapped {
+                    parent: li,
+                    map: m.map,
+                },
+                path: child_path(Decoding::Url),
+            });
+        }
+        let parent_map = match &parent.origin {
+            Origin::Mapped { map, .. } => Some(map),
+            _ => None,
+        };
+        decode::base64_runs(text, limits.min_base64_len, |r| {
+            if let Some(map) = parent_map {
+                // Unchanged by this layer's decoding: the parent layer decodes it already.
+                let (s, e) = (map[r.start] as usize, map[r.end] as usize);
+                if e - s == r.end - r.start {
+                    return true;
+                }
+            }
+            let mut end = r.end;
+            if end - r.start > limits.max_base64_len {
+                room.incomplete = Some(Incomplete::DecodeBudget);
+                end = r.start + limits.max_base64_len / 4 * 4;
+            }
+            let Some(bytes) = decode::base64_decode(&text[r.start..end], r.url_safe) else {
+                return true;
+            };
+            let (bytes, path) = if decode::is_gzip(&bytes) {
+                match decode::decompress(&bytes, ContentEncoding::Gzip, room.bytes) {
+                    Ok(b) => {
+                        let mut p = child_path(Decoding::Base64);
+                        p.push(Decoding::Gzip);
+                        (b.into_owned(), p)
+                    }
+                    Err(ScanError::TooLarge { .. }) => {
+                        room.incomplete = Some(Incomplete::DecodeBudget);
+                        return true;
+                    }
+                    Err(_) => return true,
+                }
+            } else if decode::plausible_text(&bytes) {
+                (bytes, child_path(Decoding::Base64))
+            } else {
+                return true;
+            };
+            room.push(Layer {
+                text: Cow::Owned(bytes),
+                origin: Origin::Segment {
+                    parent: li,
+                    span: r.start..r.end,
+                },
+                path,
+            });
+            room.layers > 0 && room.bytes > 0
+        });
+        let Room {
+            new, incomplete, ..
+        } = room;
+        for layer in &new {
+            run.decoded_bytes += layer.text.len();
+        }
+        run.layers.extend(new);
+        if let Some(why) = incomplete {
+            run.findings.incomplete.get_or_insert(why);
+        }
+    }
+
+    /// A generic rule's finding gives way to a specific rule's finding overlapping it.
+    fn drop_generic_overlaps(&self, run: &mut Run<'_>) {
+        let generic: Vec<bool> = run
+            .rule_of
+            .iter()
+            .map(|r| self.set.rules[*r as usize].is_generic())
+            .collect();
+        if !generic.iter().any(|g| *g) || generic.iter().all(|g| *g) {
+            return;
+        }
+        let specific: Vec<Range<usize>> = run
+            .findings
+            .items
+            .iter()
+            .zip(&generic)
+            .filter(|(_, g)| !**g)
+            .map(|(f, _)| f.span.clone())
+            .collect();
+        let mut keep = generic.iter();
+        run.findings.items.retain(|f| {
+            let is_generic = keep.next().copied().unwrap_or(false);
+            !is_generic
+                || !specific
+                    .iter()
+                    .any(|s| s.start < f.span.end && f.span.start < s.end)
+        });
+    }
+}
+
+/// What is left of the decoding budget while deriving layers.
+struct Room {
+    layers: usize,
+    bytes: usize,
+    deeper: bool,
+    incomplete: Option<Incomplete>,
+    new: Vec<Layer<'static>>,
+}
+
+impl Room {
+    fn push(&mut self, layer: Layer<'static>) {
+        if !self.deeper {
+            self.incomplete = Some(Incomplete::NestingDepth);
+        } else if self.layers == 0 || layer.text.len() > self.bytes {
+            self.incomplete = Some(Incomplete::DecodeBudget);
+        } else {
+            self.layers -= 1;
+            self.bytes -= layer.text.len();
+            self.new.push(layer);
+        }
+    }
+}
+
+/// Maps a span in layer `li` to the root text. Exact while every step is a per-byte map.
+fn map_to_root(
+    layers: &[Layer<'_>],
+    mut li: usize,
+    mut span: Range<usize>,
+) -> (Range<usize>, bool) {
+    let mut exact = true;
+    loop {
+        match &layers[li].origin {
+            Origin::Root => return (span, exact),
+            Origin::Mapped { parent, map } => {
+                let s = map.get(span.start).copied().unwrap_or(0) as usize;
+                let e = map.get(span.end).copied().unwrap_or(0) as usize;
+                span = s..e.max(s);
+                li = *parent;
+            }
+            Origin::Segment { parent, span: seg } => {
+                span = seg.clone();
+                exact = false;
+                li = *parent;
+            }
+        }
+    }
+}
+
+/// The line holding `start..end`, at most 1 KiB either side.
+fn line_around(text: &[u8], start: usize, end: usize) -> &[u8] {
+    let lo = start.saturating_sub(1024);
+    let hi = (end + 1024).min(text.len());
+    let s = memchr::memrchr(b'\n', &text[lo..start]).map_or(lo, |p| lo + p + 1);
+    let e = memchr::memchr(b'\n', &text[end..hi]).map_or(hi, |p| end + p);
+    &text[s..e]
+}

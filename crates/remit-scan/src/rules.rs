@@ -1,0 +1,622 @@
+//! Rules: the gitleaks TOML format, parsed with spans so that every problem names the rule
+//! and the line, and compiled into bounded regexes.
+//!
+//! Accepted fields are gitleaks' own (`title`, `[extend]`, `[[rules]]` with `id`,
+//! `description`, `regex`, `secretGroup`, `entropy`, `keywords`, `path`, `tags`,
+//! `[[rules.allowlists]]` / `[rules.allowlist]`, and a global `[allowlist]` /
+//! `[[allowlists]]`). Fields that only make sense for files and commits (`path`, `paths`,
+//! `commits`, `tags`, `skipReport`) are accepted and ignored: traffic has no path. A field
+//! gitleaks does not define is an error, because a typo such as `keyword` for `keywords`
+//! would otherwise silently turn a rule's prefilter off.
+//!
+//! One difference from gitleaks, for speed: when a rule's regex has a bounded longest match
+//! (at most 2 KiB), the rule runs only on windows of that length either side of its
+//! keywords' occurrences, so a match must lie within that distance of a keyword (gitleaks
+//! only asks that the keyword appear somewhere in the text). Rules whose keywords are part
+//! of the match — all the built-in ones, and gitleaks' own — behave the same either way.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// The most rules one file (or the built-in set plus one file) may hold.
+pub const MAX_RULES: usize = 500;
+/// The largest rule file accepted, in bytes.
+pub const MAX_RULE_FILE_BYTES: usize = 1024 * 1024;
+/// The most compiled memory one regex may use (regex's `size_limit`).
+pub const MAX_REGEX_SIZE: usize = 1024 * 1024;
+/// The most memory one regex's lazy DFA may use (regex's `dfa_size_limit`).
+pub const MAX_REGEX_DFA_SIZE: usize = 2 * 1024 * 1024;
+/// The most keywords one rule may have, and the longest keyword.
+pub const MAX_KEYWORDS: usize = 64;
+const MAX_KEYWORD_LEN: usize = 64;
+const MAX_ALLOWLIST_ENTRIES: usize = 256;
+
+/// The built-in rules, in gitleaks format.
+pub const BUILTIN_RULES: &str = include_str!("builtin.toml");
+
+/// A rule file could not be loaded. The message names the file, the line and, where there
+/// is one, the rule id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// The file is larger than [`MAX_RULE_FILE_BYTES`].
+    #[error("`{origin}`: rule file is {size} bytes, over the limit of {limit}")]
+    FileTooLarge {
+        /// Where the rules came from.
+        origin: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The file has more than [`MAX_RULES`] rules.
+    #[error("`{origin}`: {count} rules, over the limit of {limit}")]
+    TooManyRules {
+        /// Where the rules came from.
+        origin: String,
+        /// How many rules it has.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The file is not valid TOML, or a field outside any rule is wrong.
+    #[error("`{origin}` line {line}: {message}")]
+    Syntax {
+        /// Where the rules came from.
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// One rule is wrong.
+    #[error("`{origin}` line {line}: rule `{id}`: {message}")]
+    Rule {
+        /// Where the rules came from.
+        origin: String,
+        /// 1-based line of the offending field (or of the rule).
+        line: usize,
+        /// The rule's id, or `?` when it has none.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What an allowlist's regexes are matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegexTarget {
+    /// The extracted secret (gitleaks' default).
+    Secret,
+    /// The whole regex match.
+    Match,
+    /// The line the match is on.
+    Line,
+}
+
+/// How an allowlist's checks combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Any check that matches allows the finding (gitleaks' default).
+    Or,
+    /// All of the allowlist's (non-empty) checks must match.
+    And,
+}
+
+/// A compiled allowlist: findings it matches are not reported.
+#[derive(Debug, Clone)]
+pub struct Allowlist {
+    pub(crate) condition: Condition,
+    pub(crate) target: RegexTarget,
+    pub(crate) regexes: Vec<Regex>,
+    /// Lower-case; matched as substrings of the lower-cased secret.
+    pub(crate) stopwords: Vec<String>,
+}
+
+impl Allowlist {
+    /// Whether this allowlist allows a finding.
+    pub(crate) fn allows(&self, secret: &[u8], matched: &[u8], line: &[u8]) -> bool {
+        let target = match self.target {
+            RegexTarget::Secret => secret,
+            RegexTarget::Match => matched,
+            RegexTarget::Line => line,
+        };
+        let regex_hit = || self.regexes.iter().any(|r| r.is_match(target));
+        let stop_hit = || {
+            let lower = secret.to_ascii_lowercase();
+            self.stopwords.iter().any(|w| memmem(&lower, w.as_bytes()))
+        };
+        match self.condition {
+            Condition::Or => regex_hit() || stop_hit(),
+            Condition::And => {
+                let checks = [
+                    (!self.regexes.is_empty()).then(regex_hit),
+                    (!self.stopwords.is_empty()).then(stop_hit),
+                ];
+                checks.iter().any(Option::is_some) && checks.iter().flatten().all(|b| *b)
+            }
+        }
+    }
+}
+
+fn memmem(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(crate) id: String,
+    pub(crate) description: String,
+    pub(crate) regex: Regex,
+    /// `None`: the first non-empty capture group, or the whole match if there is none.
+    pub(crate) secret_group: Option<usize>,
+    pub(crate) entropy: Option<f64>,
+    /// Lower-case.
+    pub(crate) keywords: Vec<String>,
+    pub(crate) allowlists: Vec<Allowlist>,
+    /// The longest match the regex can make, when bounded and small: the rule then runs
+    /// only on windows of this size around its keywords' occurrences.
+    pub(crate) window: Option<usize>,
+}
+
+impl Rule {
+    /// The rule's id, as reported in findings.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The rule's description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The rule's keywords, lower-case. A rule without keywords runs on every body.
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+
+    /// Generic rules (id starting with `generic`) give way to a specific rule that found
+    /// the same secret.
+    pub(crate) fn is_generic(&self) -> bool {
+        self.id.starts_with("generic")
+    }
+}
+
+/// A validated set of rules and the global allowlists.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) allowlists: Vec<Allowlist>,
+}
+
+impl RuleSet {
+    /// The built-in rules (`src/builtin.toml`).
+    pub fn builtin() -> Self {
+        match Self::from_toml(BUILTIN_RULES, "builtin.toml") {
+            Ok(set) => set,
+            // The built-in file is tested; a broken one must not ship.
+            Err(e) => panic!("built-in rules do not load: {e}"),
+        }
+    }
+
+    /// Parses a gitleaks-format rule file. `origin` names it in errors. A file with
+    /// `[extend] useDefault = true` gets the built-in rules first (a rule of the file with
+    /// the same id replaces the built-in one).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, RulesError> {
+        Loader { text, origin }.load()
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// How many rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+// ---- the raw, spanned shape of the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[allow(dead_code)]
+    title: Option<String>,
+    #[serde(default)]
+    extend: Option<RawExtend>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    allowlist: Option<Spanned<RawAllowlist>>,
+    #[serde(default)]
+    allowlists: Vec<Spanned<RawAllowlist>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawExtend {
+    #[serde(default)]
+    use_default: bool,
+    #[allow(dead_code)]
+    path: Option<String>,
+    #[serde(default)]
+    disabled_rules: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRule {
+    id: Option<Spanned<String>>,
+    description: Option<String>,
+    regex: Option<Spanned<String>>,
+    secret_group: Option<Spanned<i64>>,
+    entropy: Option<Spanned<f64>>,
+    keywords: Option<Spanned<Vec<String>>>,
+    #[allow(dead_code)]
+    path: Option<String>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    tags: Vec<String>,
+    #[allow(dead_code)]
+    skip_report: Option<bool>,
+    allowlist: Option<Spanned<RawAllowlist>>,
+    #[serde(default)]
+    allowlists: Vec<Spanned<RawAllowlist>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAllowlist {
+    #[allow(dead_code)]
+    description: Option<String>,
+    condition: Option<String>,
+    regex_target: Option<String>,
+    #[serde(default)]
+    regexes: Vec<String>,
+    #[serde(default)]
+    stopwords: Vec<String>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    paths: Vec<String>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    commits: Vec<String>,
+    /// Global allowlists only: the rules it applies to (all when empty).
+    #[serde(default)]
+    target_rules: Vec<String>,
+}
+
+/// A lenient view used only to name the rule an error falls in.
+#[derive(Deserialize)]
+struct LenientFile {
+    #[serde(default)]
+    rules: Vec<Spanned<LenientRule>>,
+}
+
+#[derive(Deserialize)]
+struct LenientRule {
+    id: Option<toml::Value>,
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Loader<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn rule_err(&self, span: Range<usize>, id: Option<&str>, message: String) -> RulesError {
+        RulesError::Rule {
+            origin: self.origin.to_owned(),
+            line: self.line(span.start),
+            id: id.unwrap_or("?").to_owned(),
+            message,
+        }
+    }
+
+    fn load(&self) -> Result<RuleSet, RulesError> {
+        if self.text.len() > MAX_RULE_FILE_BYTES {
+            return Err(RulesError::FileTooLarge {
+                origin: self.origin.to_owned(),
+                size: self.text.len(),
+                limit: MAX_RULE_FILE_BYTES,
+            });
+        }
+        let raw: RawFile = match toml::from_str(self.text) {
+            Ok(raw) => raw,
+            Err(e) => return Err(self.locate(&e)),
+        };
+        if raw.rules.len() > MAX_RULES {
+            return Err(RulesError::TooManyRules {
+                origin: self.origin.to_owned(),
+                count: raw.rules.len(),
+                limit: MAX_RULES,
+            });
+        }
+        let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for spanned in &raw.rules {
+            let rule_span = spanned.span();
+            let raw_rule = spanned.get_ref();
+            let Some(id) = &raw_rule.id else {
+                return Err(self.rule_err(rule_span, None, "missing `id`".to_owned()));
+            };
+            let id_str = id.get_ref().trim();
+            if id_str.is_empty() || id_str.len() > 128 {
+                return Err(self.rule_err(
+                    id.span(),
+                    None,
+                    "`id` must be 1 to 128 characters".into(),
+                ));
+            }
+            if let Some(first) = seen.get(id_str) {
+                return Err(self.rule_err(
+                    id.span(),
+                    Some(id_str),
+                    format!("duplicate id, first defined at line {first}"),
+                ));
+            }
+            seen.insert(id_str.to_owned(), self.line(id.span().start));
+            rules.push(self.rule(id_str, raw_rule, rule_span)?);
+        }
+        let mut allowlists = Vec::new();
+        for al in raw.allowlist.iter().chain(raw.allowlists.iter()) {
+            if !al.get_ref().target_rules.is_empty() {
+                // A global allowlist for some rules only: attach it to those rules.
+                let compiled = self.allowlist(al, None)?;
+                for target in &al.get_ref().target_rules {
+                    let Some(rule) = rules.iter_mut().find(|r| &r.id == target) else {
+                        return Err(RulesError::Syntax {
+                            origin: self.origin.to_owned(),
+                            line: self.line(al.span().start),
+                            message: format!("allowlist names unknown rule `{target}`"),
+                        });
+                    };
+                    rule.allowlists.push(compiled.clone());
+                }
+            } else {
+                allowlists.push(self.allowlist(al, None)?);
+            }
+        }
+        let mut set = RuleSet { rules, allowlists };
+        if let Some(extend) = raw.extend
+            && extend.use_default
+        {
+            let mut base = RuleSet::builtin();
+            base.rules.retain(|r| {
+                !extend.disabled_rules.contains(&r.id) && !set.rules.iter().any(|o| o.id == r.id)
+            });
+            base.rules.append(&mut set.rules);
+            base.allowlists.append(&mut set.allowlists);
+            set = base;
+            if set.rules.len() > MAX_RULES {
+                return Err(RulesError::TooManyRules {
+                    origin: self.origin.to_owned(),
+                    count: set.rules.len(),
+                    limit: MAX_RULES,
+                });
+            }
+        }
+        Ok(set)
+    }
+
+    /// Turns a TOML or serde error into one naming the line and, inside a rule, the rule.
+    fn locate(&self, e: &toml::de::Error) -> RulesError {
+        let message = e.message().trim().to_owned();
+        let Some(span) = e.span() else {
+            return RulesError::Syntax {
+                origin: self.origin.to_owned(),
+                line: 1,
+                message,
+            };
+        };
+        if let Ok(lenient) = toml::from_str::<LenientFile>(self.text) {
+            // The innermost rule whose span holds the error; spans of array-of-tables
+            // entries cover their body, so take the last one starting before the error.
+            let rule = lenient.rules.iter().rfind(|r| r.span().start <= span.start);
+            if let Some(rule) = rule {
+                let id = match &rule.get_ref().id {
+                    Some(toml::Value::String(s)) => s.clone(),
+                    _ => "?".to_owned(),
+                };
+                return RulesError::Rule {
+                    origin: self.origin.to_owned(),
+                    line: self.line(span.start),
+                    id,
+                    message,
+                };
+            }
+        }
+        RulesError::Syntax {
+            origin: self.origin.to_owned(),
+            line: self.line(span.start),
+            message,
+        }
+    }
+
+    fn rule(&self, id: &str, raw: &RawRule, span: Range<usize>) -> Result<Rule, RulesError> {
+        let Some(pattern) = &raw.regex else {
+            return Err(self.rule_err(
+                span,
+                Some(id),
+                "missing `regex` (rules matching only `path` do not apply to traffic)".into(),
+            ));
+        };
+        let regex = compile(pattern.get_ref()).map_err(|m| {
+            self.rule_err(pattern.span(), Some(id), format!("invalid `regex`: {m}"))
+        })?;
+        let secret_group = match &raw.secret_group {
+            None => None,
+            Some(g) => {
+                let n = *g.get_ref();
+                // captures_len counts group 0.
+                let groups = regex.captures_len() - 1;
+                if n < 0 || n as usize > groups {
+                    return Err(self.rule_err(
+                        g.span(),
+                        Some(id),
+                        format!("`secretGroup` {n} but the regex has {groups} groups"),
+                    ));
+                }
+                Some(n as usize)
+            }
+        };
+        let entropy = match &raw.entropy {
+            None => None,
+            Some(e) => {
+                let v = *e.get_ref();
+                if !(0.0..=8.0).contains(&v) {
+                    return Err(self.rule_err(
+                        e.span(),
+                        Some(id),
+                        format!("`entropy` {v} is outside 0 to 8"),
+                    ));
+                }
+                (v > 0.0).then_some(v)
+            }
+        };
+        let empty = Vec::new();
+        let kw = raw.keywords.as_ref().map_or(&empty, |k| k.get_ref());
+        if kw.len() > MAX_KEYWORDS || kw.iter().any(|k| k.is_empty() || k.len() > MAX_KEYWORD_LEN) {
+            return Err(self.rule_err(
+                raw.keywords.as_ref().map_or(span.clone(), |k| k.span()),
+                Some(id),
+                format!("`keywords`: at most {MAX_KEYWORDS}, each 1 to {MAX_KEYWORD_LEN} bytes"),
+            ));
+        }
+        let keywords = kw.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let mut allowlists = Vec::new();
+        for al in raw.allowlist.iter().chain(raw.allowlists.iter()) {
+            allowlists.push(self.allowlist(al, Some(id))?);
+        }
+        let window = if kw.is_empty() {
+            None
+        } else {
+            max_len(pattern.get_ref())
+        };
+        Ok(Rule {
+            window,
+            id: id.to_owned(),
+            description: raw.description.clone().unwrap_or_default(),
+            regex,
+            secret_group,
+            entropy,
+            keywords,
+            allowlists,
+        })
+    }
+
+    fn allowlist(
+        &self,
+        al: &Spanned<RawAllowlist>,
+        id: Option<&str>,
+    ) -> Result<Allowlist, RulesError> {
+        let raw = al.get_ref();
+        let err = |message: String| match id {
+            Some(id) => self.rule_err(al.span(), Some(id), message),
+            None => RulesError::Syntax {
+                origin: self.origin.to_owned(),
+                line: self.line(al.span().start),
+                message,
+            },
+        };
+        let condition = match raw
+            .condition
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("OR") => Condition::Or,
+            Some("AND") => Condition::And,
+            Some(other) => {
+                return Err(err(format!(
+                    "allowlist `condition` `{other}` is not `OR` or `AND`"
+                )));
+            }
+        };
+        let target = match raw.regex_target.as_deref() {
+            None | Some("secret") => RegexTarget::Secret,
+            Some("match") => RegexTarget::Match,
+            Some("line") => RegexTarget::Line,
+            Some(other) => {
+                return Err(err(format!(
+                    "allowlist `regexTarget` `{other}` is not `secret`, `match` or `line`"
+                )));
+            }
+        };
+        if raw.regexes.len() > MAX_ALLOWLIST_ENTRIES || raw.stopwords.len() > MAX_ALLOWLIST_ENTRIES
+        {
+            return Err(err(format!(
+                "allowlist: at most {MAX_ALLOWLIST_ENTRIES} regexes and stopwords"
+            )));
+        }
+        let mut regexes = Vec::with_capacity(raw.regexes.len());
+        for r in &raw.regexes {
+            regexes
+                .push(compile(r).map_err(|m| err(format!("invalid allowlist regex `{r}`: {m}")))?);
+        }
+        Ok(Allowlist {
+            condition,
+            target,
+            regexes,
+            stopwords: raw
+                .stopwords
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+        })
+    }
+}
+
+/// The largest window a rule is narrowed to; rules that can match more scan whole layers.
+const MAX_WINDOW: usize = 2048;
+
+/// The longest match of a pattern, if bounded by [`MAX_WINDOW`].
+fn max_len(pattern: &str) -> Option<usize> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    hir.properties().maximum_len().filter(|n| *n <= MAX_WINDOW)
+}
+
+/// Compiles a gitleaks (RE2-syntax) regex for byte haystacks, ASCII classes, with limits.
+fn compile(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(MAX_REGEX_SIZE)
+        .dfa_size_limit(MAX_REGEX_DFA_SIZE)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| {
+            // Keep the first line: regex's messages are multi-line with a caret diagram.
+            let s = e.to_string();
+            s.lines()
+                .rev()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or(s.lines().next().unwrap_or(""))
+                .trim()
+                .to_owned()
+        })
+}
