@@ -487,3 +487,61 @@ fn a_resumed_chain_continues_exactly_where_it_stopped() {
     assert_eq!(a.append(&record(13)), b.append(&record(13)));
     assert_eq!(a.root(), b.root());
 }
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let text = prop_oneof![
+        "[a-z_]{0,8}",
+        any::<String>(),
+        proptest::collection::vec(
+            prop_oneof![
+                Just('\u{1}'),
+                Just('\u{7f}'),
+                Just('é'),
+                Just('\u{e000}'),
+                Just('\u{1f600}'),
+                Just('"'),
+                Just('\\'),
+                Just('\n'),
+                Just('a')
+            ],
+            0..6
+        )
+        .prop_map(|c| c.into_iter().collect::<String>()),
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        text.clone().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map(text.clone(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Our RFC 8785 writer agrees byte for byte with an independent implementation.
+    #[test]
+    fn canonical_json_agrees_with_an_independent_jcs_implementation(v in json_value()) {
+        prop_assert_eq!(
+            remit_audit::canonical(&v).unwrap(),
+            serde_json_canonicalizer::to_vec(&v).unwrap()
+        );
+    }
+}
+
+#[test]
+fn canonical_json_sorts_members_by_utf16_code_units_and_writes_numbers_as_es6() {
+    // U+E000 sorts before U+1F600 in UTF-8 but after it in UTF-16 (a surrogate pair).
+    let v = serde_json::json!({"\u{e000}": 1, "\u{1f600}": 2, "b": [1.5, 1e21, -0.0, 100], "a": "\u{7f}\u{1}"});
+    assert_eq!(
+        String::from_utf8(remit_audit::canonical(&v).unwrap()).unwrap(),
+        "{\"a\":\"\u{7f}\\u0001\",\"b\":[1.5,1e+21,0,100],\"\u{1f600}\":2,\"\u{e000}\":1}"
+    );
+}

@@ -245,7 +245,7 @@ impl AuditReader {
              AND (?1 IS NULL OR identity = ?1) AND (?2 IS NULL OR human = ?2) \
              AND (?3 IS NULL OR purpose = ?3) AND (?4 IS NULL OR verdict = ?4) \
              AND (?5 IS NULL OR time >= ?5) AND (?6 IS NULL OR time < ?6) \
-             ORDER BY time, rowid LIMIT ?7",
+             ORDER BY rowid LIMIT ?7",
         )
         .bind(&s.identity)
         .bind(&s.human)

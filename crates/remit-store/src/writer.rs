@@ -94,7 +94,10 @@ impl Writer {
             Durability::DangerSurvivesProcessCrashOnly => "NORMAL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+            // A 64 MiB page cache keeps index pages resident (no re-reads, no spills mid
+            // batch); the WAL is checkpointed every 8192 pages rather than 1000.
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
+             PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;"
         ))
         .map_err(&err)?;
         let replica = options.replica.as_str();

@@ -1,0 +1,171 @@
+//! Durable audit records per second: group commit (the default writer) against one
+//! fsync per record (the same writer with batches of one), side by side in one run, with
+//! the latency each append waits for at that throughput. Also the caller's own cost per
+//! record (canonical JSON + enqueue) and the writer's hash-and-chain cost, single-threaded.
+//!
+//! `cargo bench -p remit-store --bench audit` (`-- --quick` for a short run). Every
+//! append is a full decision record, hashed, chained and committed with
+//! `synchronous = FULL` before it resolves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use remit_core::{
+    ActionName, AuditRecord, Authority, AuthorityKind, Class, Decision, DecisionRecord, IdentityId,
+    Obligation, Purpose, RecordSink, ResourceRef, ResourceType, Verdict,
+};
+use remit_store::{SqliteStore, StoreOptions};
+
+fn record(i: u64) -> AuditRecord {
+    AuditRecord::Decision(DecisionRecord {
+        v: remit_core::decision::RECORD_VERSION,
+        time: "2026-11-25T18:00:00.123456Z".into(),
+        replica: "replica-1".into(),
+        decision: Decision {
+            verdict: Verdict::Allow,
+            decision_id: format!("019abc00-0000-7000-8000-{i:012}"),
+            identity: Some(IdentityId::parse("support-assistant").unwrap()),
+            credential_id: Some(remit_core::CredentialId::parse("support-assistant-demo").unwrap()),
+            class: Class::Assistant,
+            authority: Authority {
+                kind: AuthorityKind::Own,
+                on_behalf_of: None,
+            },
+            purpose: Some(Purpose::parse("case-summary").unwrap()),
+            action: ActionName::parse("tickets.read").unwrap(),
+            resource: ResourceRef {
+                rtype: ResourceType::parse("Ticket").unwrap(),
+                id: format!("{}", i % 1000),
+            },
+            sensitive: true,
+            reasons: vec!["support-assistant may read tickets for case-summary".into()],
+            policies: vec!["support.read".into()],
+            obligations: vec![Obligation::LogOutput],
+            approval: None,
+            retry_after_s: None,
+        },
+        method: "GET".into(),
+        path: format!("/tickets/{}", i % 1000),
+        route: Some("GET /tickets/{id}".into()),
+        mcp_method: None,
+        mcp_tool: None,
+        source_ip: Some("127.0.0.1".parse().unwrap()),
+        body_sha256: None,
+        decide_us: 11,
+    })
+}
+
+struct Run {
+    per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// `clients` tasks append `total` records between them as fast as they are answered.
+async fn run(max_batch: usize, clients: u64, total: u64) -> Run {
+    let dir =
+        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let store = SqliteStore::open_with(
+        dir.path(),
+        StoreOptions {
+            max_batch,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(store);
+    let per_client = total / clients;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_client as usize);
+                for i in 0..per_client {
+                    let t = Instant::now();
+                    store.append(record(c * per_client + i)).await.unwrap();
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    store.shutdown().await.unwrap();
+    lat.sort_unstable();
+    Run {
+        per_s: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: lat[lat.len() / 2],
+        p99_us: lat[lat.len() * 99 / 100],
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 1 } else { 3 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // The caller's share: canonical JSON of one record.
+    let n = 20_000u64;
+    let records: Vec<AuditRecord> = (0..n).map(record).collect();
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for r in &records {
+        bytes += remit_audit::canonical(r).unwrap().len();
+    }
+    let canon_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    // The writer's share per record: chain (hash) only.
+    let rec = remit_audit::canonical(&record(1)).unwrap();
+    let mut chain = remit_audit::Chain::new("replica-1").unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(chain.append(&rec));
+    }
+    let chain_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "per record, one thread: canonical JSON {canon_us:.2} µs ({} bytes), chain+hash {chain_us:.2} µs",
+        bytes / n as usize
+    );
+
+    // Concurrency decides latency at a given throughput (Little's law), so each mode is
+    // run at several numbers of requests in flight.
+    let group_total = if quick { 60_000 } else { 200_000 };
+    let single_total = if quick { 1_000 } else { 4_000 };
+    for clients in [64u64, 256, 1024] {
+        let mut group = Vec::new();
+        let mut single = Vec::new();
+        for _ in 0..rounds {
+            let g = rt.block_on(run(remit_store::MAX_BATCH, clients, group_total));
+            let s = rt.block_on(run(1, clients, single_total));
+            group.push((g.per_s, g.p50_us as f64, g.p99_us as f64));
+            single.push((s.per_s, s.p50_us as f64, s.p99_us as f64));
+        }
+        let m = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+            median(v.iter().map(f).collect())
+        };
+        let (g, s) = (m(&group, |x| x.0), m(&single, |x| x.0));
+        println!(
+            "{clients:>5} in flight: group commit {g:>8.0} records/s (append p50 {:>6.0} µs, p99 {:>6.0} µs) | one fsync per record {s:>6.0} records/s (p50 {:>7.0} µs, p99 {:>7.0} µs) | {:.1}x",
+            m(&group, |x| x.1),
+            m(&group, |x| x.2),
+            m(&single, |x| x.1),
+            m(&single, |x| x.2),
+            g / s
+        );
+    }
+}
