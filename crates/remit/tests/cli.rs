@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "cli/audit.rs"]
+mod audit;
+
 fn remit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_remit"))
         .args(args)
@@ -213,7 +216,7 @@ fn remit_hash(key: &str) -> String {
         .to_owned()
 }
 
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
