@@ -19,7 +19,7 @@ pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
 pub use decision::{ApprovalRequest, Decision, DecisionRecord, RecordSink, SinkError};
 pub use identity::{Identity, Registry};
-pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType};
+pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};
 pub use path::CanonicalPath;
 pub use request::{BearerToken, RequestError, RequestFacts};
 pub use route::{ResourceRef, RouteTable, Scope};
