@@ -251,3 +251,6 @@ mod mcp_e2e;
 
 #[path = "gateway/mcp.rs"]
 mod mcp;
+
+#[path = "gateway/authz.rs"]
+mod authz;
