@@ -254,3 +254,6 @@ mod mcp;
 
 #[path = "gateway/authz.rs"]
 mod authz;
+
+#[path = "gateway/nginx.rs"]
+mod nginx;
