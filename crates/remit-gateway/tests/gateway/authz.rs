@@ -623,7 +623,8 @@ async fn http_hostile_input_is_refused_and_never_recorded() {
         h.extend_from_slice(extra);
         h
     };
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "/v1/authz",
             "no original uri",
