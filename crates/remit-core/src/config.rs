@@ -32,6 +32,8 @@ pub const MAX_PER_IDENTITY: usize = 256;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// Hard ceiling on `max_request_bytes`.
 pub const MAX_REQUEST_BYTES_CEILING: usize = 16 * 1024 * 1024;
+/// Most entries in `gateway.trusted_proxies`.
+pub const MAX_TRUSTED_PROXIES: usize = 256;
 
 /// A configuration error: file, line, column, field and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +84,13 @@ pub struct GatewaySettings {
     /// Commit decision records without fsync: they survive a crash of remit but not of the
     /// machine. Off by default; named `danger_` because it weakens invariant 2.
     pub danger_skip_fsync: bool,
+    /// The Envoy ext_authz gRPC listener (`envoy.service.auth.v3.Authorization/Check`), if any.
+    pub grpc_listen: Option<SocketAddr>,
+    /// The HTTP authorization listener (Envoy HTTP ext_authz, nginx `auth_request`), if any.
+    pub authz_listen: Option<SocketAddr>,
+    /// The proxies the authorization listeners answer: only they may state a request's
+    /// original method, URI and client address. Everyone else is refused.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// How the audit log is kept.
@@ -237,6 +246,10 @@ struct RawGateway {
     allowed_origins: Vec<Spanned<String>>,
     #[serde(default)]
     danger_skip_fsync: bool,
+    grpc_listen: Option<Spanned<String>>,
+    authz_listen: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -459,6 +472,9 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         public_url: None,
         allowed_origins: Vec::new(),
         danger_skip_fsync: false,
+        grpc_listen: None,
+        authz_listen: None,
+        trusted_proxies: None,
     });
     let addr = |v: Option<Spanned<String>>, field: &str, default: u16| match v {
         None => Ok(SocketAddr::from(([127, 0, 0, 1], default))),
@@ -531,6 +547,61 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
                 )
             })?,
     };
+    let optional_addr = |v: Option<Spanned<String>>, field: &str, example: u16| {
+        v.map(|s| {
+            s.get_ref().parse::<SocketAddr>().map_err(|_| {
+                cx.err(
+                    s.span(),
+                    field,
+                    format!(
+                        "`{}` is not an address such as `127.0.0.1:{example}`",
+                        s.get_ref()
+                    ),
+                )
+            })
+        })
+        .transpose()
+    };
+    let grpc_listen = optional_addr(raw.grpc_listen, "gateway.grpc_listen", 8442)?;
+    let authz_listen = optional_addr(raw.authz_listen, "gateway.authz_listen", 8443)?;
+    let mut trusted_proxies = Vec::new();
+    let mut proxies_span = 0..0;
+    if let Some(list) = raw.trusted_proxies {
+        proxies_span = list.span();
+        let list = list.into_inner();
+        if list.len() > MAX_TRUSTED_PROXIES {
+            return Err(cx.err(
+                proxies_span,
+                "gateway.trusted_proxies",
+                format!("more than {MAX_TRUSTED_PROXIES} entries"),
+            ));
+        }
+        for p in list {
+            let v = p.get_ref().trim();
+            let net = v
+                .parse::<IpNet>()
+                .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    cx.err(
+                        p.span(),
+                        "gateway.trusted_proxies",
+                        format!(
+                            "`{}` is not a network such as `10.0.0.0/8` or an address",
+                            p.get_ref()
+                        ),
+                    )
+                })?;
+            trusted_proxies.push(net.trunc());
+        }
+    }
+    if (grpc_listen.is_some() || authz_listen.is_some()) && trusted_proxies.is_empty() {
+        return Err(cx.err(
+            proxies_span,
+            "gateway.trusted_proxies",
+            "`grpc_listen` or `authz_listen` is set but no proxy is trusted: list the proxies' \
+             addresses (such as `127.0.0.1/32`) in `trusted_proxies`",
+        ));
+    }
     let replica_id = match raw.replica_id {
         None => "replica-1".to_owned(),
         Some(s) => {
@@ -550,6 +621,9 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         public_url,
         allowed_origins,
         danger_skip_fsync: raw.danger_skip_fsync,
+        grpc_listen,
+        authz_listen,
+        trusted_proxies,
     })
 }
 
@@ -1096,6 +1170,57 @@ boundary = ["tickets.read"]
     }
 
     #[test]
+    fn authz_listeners_and_trusted_proxies() {
+        let gw = |g: &str| Config::parse(&format!("[gateway]\n{g}\n{BASE}"), "remit.toml");
+        let c = gw("").unwrap();
+        assert_eq!(
+            (c.gateway.grpc_listen, c.gateway.authz_listen),
+            (None, None)
+        );
+        assert!(c.gateway.trusted_proxies.is_empty());
+        let c = gw(r#"grpc_listen = "127.0.0.1:8442"
+authz_listen = "[::1]:8443"
+trusted_proxies = ["127.0.0.1", "10.1.2.3/8", "::1/128"]"#)
+        .unwrap();
+        assert_eq!(c.gateway.grpc_listen.unwrap().port(), 8442);
+        assert_eq!(c.gateway.authz_listen.unwrap().port(), 8443);
+        let nets: Vec<String> = c
+            .gateway
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        let e = gw(r#"grpc_listen = "localhost""#).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("gateway.grpc_listen", 2),
+            "{e}"
+        );
+        let e = gw(r#"authz_listen = "127.0.0.1:99999""#).unwrap_err();
+        assert_eq!(e.field, "gateway.authz_listen", "{e}");
+        let e = gw(r#"authz_listen = "127.0.0.1:8443""#).unwrap_err();
+        assert_eq!(e.field, "gateway.trusted_proxies", "{e}");
+        assert!(e.message.contains("no proxy is trusted"), "{e}");
+        let e = gw(r#"trusted_proxies = ["127.0.0.1", "10.0.0.0/33"]"#).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line, e.column),
+            ("gateway.trusted_proxies", 2, 33),
+            "{e}"
+        );
+        assert!(e.message.contains("`10.0.0.0/33`"), "{e}");
+        let e = gw(r#"trusted_proxies = ["nginx.internal"]"#).unwrap_err();
+        assert!(e.message.contains("not a network"), "{e}");
+        let many: Vec<String> = (0..=MAX_TRUSTED_PROXIES)
+            .map(|i| format!("\"10.0.{}.{}\"", i / 256, i % 256))
+            .collect();
+        let e = gw(&format!("trusted_proxies = [{}]", many.join(", "))).unwrap_err();
+        assert!(e.message.contains("more than"), "{e}");
+        let e = gw("grpc_port = 1").unwrap_err();
+        assert!(e.message.contains("unknown field `grpc_port`"), "{e}");
+    }
+
+    #[test]
     fn scheduled_jobs_need_a_schedule() {
         let e = Config::parse(&BASE.replace("assistant", "scheduled_job"), "f.toml").unwrap_err();
         assert_eq!(e.field, "identity[0].schedule");
@@ -1109,6 +1234,9 @@ boundary = ["tickets.read"]
             "identity = 5",
             "[gateway]\nmax_request_bytes = -1",
             "[gateway]\nmax_request_bytes = 99999999999",
+            "[gateway]\ngrpc_listen = 8442",
+            "[gateway]\ntrusted_proxies = \"127.0.0.1\"",
+            "[gateway]\ntrusted_proxies = [1]",
         ] {
             assert!(Config::parse(text, "f.toml").is_err(), "{text:?}");
         }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use serde::Serialize;
 
-use crate::names::{ActionName, CredentialId, IdentityId, Purpose};
+use crate::names::{ActionName, CredentialId, IdentityId, Purpose, SpiffeId};
 use crate::route::ResourceRef;
 use crate::vocab::{Authority, Class, Obligation, Verdict};
 
@@ -173,6 +173,9 @@ pub struct DecisionRecord {
     pub source_ip: Option<IpAddr>,
     /// SHA-256 of the request body, hex.
     pub body_sha256: Option<String>,
+    /// The SPIFFE ID of the peer that sent the request, when the front door knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_spiffe_id: Option<SpiffeId>,
     /// Time spent deciding, in microseconds.
     pub decide_us: u64,
 }

@@ -22,7 +22,7 @@ pub use decision::{
     SinkError,
 };
 pub use identity::{Identity, Registry};
-pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType};
+pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};
 pub use path::CanonicalPath;
 pub use request::{BearerToken, RequestError, RequestFacts};
 pub use route::{ResourceRef, RouteTable, Scope};

@@ -184,3 +184,89 @@ mod tests {
         assert!(!e.to_string().contains('\u{1b}'));
     }
 }
+
+/// Longest SPIFFE ID accepted (the SPIFFE ID standard's URI limit).
+pub const MAX_SPIFFE_ID_LEN: usize = 2048;
+
+/// A SPIFFE ID (`spiffe://trust-domain/path`) a peer presented, such as the URI SAN of an
+/// mTLS client certificate that Envoy reports in ext_authz. It is recorded as a fact; it is
+/// not a credential yet (SPIFFE authentication is a later issue).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SpiffeId(String);
+
+impl SpiffeId {
+    /// Parses a SPIFFE ID: scheme `spiffe`, a trust domain of lower-case letters, digits,
+    /// `.`, `-` and `_`, and a path of unreserved characters, with no query or fragment.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        const WHAT: &str = "SPIFFE ID";
+        if s.len() > MAX_SPIFFE_ID_LEN {
+            return Err(NameError::new(WHAT, s, "it is longer than 2048 bytes"));
+        }
+        let Some(rest) = s.strip_prefix("spiffe://") else {
+            return Err(NameError::new(
+                WHAT,
+                s,
+                "it does not start with `spiffe://`",
+            ));
+        };
+        let (domain, path) = rest.split_once('/').map_or((rest, ""), |(d, p)| (d, p));
+        if domain.is_empty()
+            || !domain.bytes().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'_')
+            })
+        {
+            return Err(NameError::new(WHAT, s, "its trust domain is not valid"));
+        }
+        let segment_ok = |seg: &str| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+        };
+        if rest.contains('/') && !path.split('/').all(segment_ok) {
+            return Err(NameError::new(WHAT, s, "its path is not valid"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod spiffe_tests {
+    use super::SpiffeId;
+
+    #[test]
+    fn spiffe_ids_parse_and_hostile_ones_do_not() {
+        for ok in ["spiffe://example.org/ns/prod/sa/web", "spiffe://td"] {
+            assert_eq!(SpiffeId::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            "https://example.org/x",
+            "spiffe://",
+            "spiffe://Example.org/x",
+            "spiffe://example.org/",
+            "spiffe://example.org/a//b",
+            "spiffe://example.org/../x",
+            "spiffe://example.org/x?q=1",
+            "spiffe://example.org/x\n",
+            "spiffe://user@example.org/x",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(SpiffeId::parse(&format!("spiffe://td/{}", "a".repeat(2048))).is_err());
+    }
+}

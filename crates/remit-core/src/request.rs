@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::names::Purpose;
+use crate::names::{Purpose, SpiffeId};
 use crate::path::{CanonicalPath, PathError};
 
 /// Most headers accepted on one request.
@@ -120,6 +120,9 @@ pub struct RequestFacts {
     pub body: Option<Vec<u8>>,
     /// The client's address.
     pub source_ip: Option<IpAddr>,
+    /// The SPIFFE ID of the peer that sent the request, when a front door knows it (Envoy
+    /// ext_authz reports the mTLS peer's URI SAN). Recorded, not yet used to authenticate.
+    pub peer_spiffe_id: Option<SpiffeId>,
 }
 
 fn is_token(s: &str) -> bool {
@@ -261,6 +264,7 @@ impl RequestFacts {
             approval,
             body,
             source_ip,
+            peer_spiffe_id: None,
         })
     }
 }

@@ -234,6 +234,7 @@ impl Engine {
             mcp_tool: decided.mcp.as_ref().and_then(|m| m.tool.clone()),
             source_ip: facts.source_ip,
             body_sha256: facts.body.as_ref().map(|b| hex::encode(Sha256::digest(b))),
+            peer_spiffe_id: facts.peer_spiffe_id.clone(),
             decide_us,
         }
     }

@@ -1,9 +1,13 @@
-//! The front doors. Today: the admin listener with the decision API (`POST /v1/decide`)
-//! and `GET /healthz`. The reverse proxy, ext_authz and the token endpoint are thin adapters
-//! over the same [`remit_engine::Engine`] and come in later issues.
+//! The front doors, thin adapters over the same [`remit_engine::Engine`]: the admin listener
+//! with the decision API (`POST /v1/decide`) and `GET /healthz`, the reverse proxy
+//! ([`proxy`]), Envoy ext_authz over gRPC ([`ext_authz`]) and the HTTP authorization
+//! endpoint for Envoy's HTTP ext_authz and nginx `auth_request` ([`authz_http`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod authz;
+pub mod authz_http;
+pub mod ext_authz;
 pub mod mcp;
 pub mod outcome;
 pub mod problem;

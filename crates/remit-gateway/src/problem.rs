@@ -30,10 +30,14 @@ impl Problem {
         self.extra.insert(key.to_owned(), value);
         self
     }
-}
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problem document, serialised.
+    pub fn to_json(&self) -> String {
         let mut body = json!({
             "type": "about:blank",
             "title": self.status.canonical_reason().unwrap_or("Error"),
@@ -41,9 +45,15 @@ impl IntoResponse for Problem {
             "detail": self.detail,
         });
         if let Value::Object(m) = &mut body {
-            m.extend(self.extra);
+            m.extend(self.extra.clone());
         }
-        let mut resp = (self.status, body.to_string()).into_response();
+        body.to_string()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.to_json()).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         resp

@@ -273,19 +273,14 @@ async fn proxy(
             .into_response();
     }
     if decision.verdict != Verdict::Allow {
-        if is_mcp && decision.class == Class::Unclassified {
-            // A missing or refused credential: tell the MCP client where to find out how to
-            // get one (MCP authorization, RFC 9728 §5.1).
-            let mut resp = refusal(&decision, None);
-            *resp.status_mut() = StatusCode::UNAUTHORIZED;
-            let public = &st.engine.config().gateway.public_url;
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                mcp::challenge(public, facts.path.decoded()),
-            );
-            return resp;
-        }
-        return refusal(&decision, msg.as_ref());
+        return refusal_for(
+            &st.engine,
+            &decision,
+            msg.as_ref(),
+            is_mcp,
+            facts.path.decoded(),
+        )
+        .into_response();
     }
     let Some(upstream) = upstream else {
         return Problem::new(StatusCode::BAD_GATEWAY, "no upstream serves this path")
@@ -370,17 +365,7 @@ async fn forward(
     for k in remit_headers {
         headers.remove(k);
     }
-    let mut attribution = vec![("remit-decision-id", decision.decision_id.clone())];
-    if let Some(i) = &decision.identity {
-        attribution.push(("remit-identity", i.to_string()));
-    }
-    if let Some(h) = &decision.authority.on_behalf_of {
-        attribution.push(("remit-on-behalf-of", h.clone()));
-    }
-    if let Some(p) = &decision.purpose {
-        attribution.push(("remit-purpose", p.to_string()));
-    }
-    for (k, v) in attribution {
+    for (k, v) in attribution(decision) {
         if let Ok(v) = HeaderValue::from_str(&v) {
             headers.insert(k, v);
         }
@@ -432,9 +417,90 @@ async fn forward(
     }
 }
 
+/// A refusal, rendered once: the status, headers and body every front door sends (the
+/// proxy as a response, ext_authz as a `DeniedHttpResponse`).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The status.
+    pub status: StatusCode,
+    /// Headers: `Content-Type`, and `Retry-After` or `WWW-Authenticate` where they apply.
+    pub headers: HeaderMap,
+    /// The body: problem+json, or for an MCP request with an id a JSON-RPC answer.
+    pub body: String,
+}
+
+impl From<Problem> for Refusal {
+    fn from(p: Problem) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::problem::PROBLEM_JSON),
+        );
+        Self {
+            status: p.status(),
+            headers,
+            body: p.to_json(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.body).into_response();
+        resp.headers_mut().extend(self.headers);
+        resp
+    }
+}
+
 /// The answer to a request that was not allowed: problem+json for HTTP, and for an MCP
 /// request with an id, a JSON-RPC answer the client shows its model and user.
 pub fn refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Response {
+    render_refusal(decision, mcp).into_response()
+}
+
+/// The refusal of a decision at a door in front of an MCP server or an HTTP API: a missing
+/// or refused credential at an MCP endpoint is a 401 with a challenge pointing at the
+/// endpoint's protected-resource metadata (MCP authorization, RFC 9728 §5.1); anything else
+/// is [`render_refusal`].
+pub fn refusal_for(
+    engine: &Engine,
+    decision: &Decision,
+    mcp: Option<&McpMessage>,
+    is_mcp: bool,
+    decoded_path: &str,
+) -> Refusal {
+    if is_mcp && decision.class == Class::Unclassified {
+        let mut r = render_refusal(decision, None);
+        r.status = StatusCode::UNAUTHORIZED;
+        let public = &engine.config().gateway.public_url;
+        r.headers.insert(
+            header::WWW_AUTHENTICATE,
+            mcp::challenge(public, decoded_path),
+        );
+        return r;
+    }
+    render_refusal(decision, mcp)
+}
+
+/// The headers remit sends upstream with an allowed request: `Remit-Decision-Id`, and
+/// `Remit-Identity`, `Remit-On-Behalf-Of` and `Remit-Purpose` where the decision has them.
+pub fn attribution(decision: &Decision) -> Vec<(&'static str, String)> {
+    let mut out = vec![("remit-decision-id", decision.decision_id.clone())];
+    if let Some(i) = &decision.identity {
+        out.push(("remit-identity", i.to_string()));
+    }
+    if let Some(h) = &decision.authority.on_behalf_of {
+        out.push(("remit-on-behalf-of", h.clone()));
+    }
+    if let Some(p) = &decision.purpose {
+        out.push(("remit-purpose", p.to_string()));
+    }
+    out
+}
+
+/// Renders a refusal: problem+json (403, or 429 with `Retry-After`), or for an MCP request
+/// with an id, a JSON-RPC answer (200) the client shows its model and user.
+pub fn render_refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Refusal {
     let reasons = decision.reasons.join("; ");
     let sentence = match decision.verdict {
         Verdict::ApprovalRequired => {
@@ -462,12 +528,16 @@ pub fn refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Response {
         } else {
             json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32003, "message": sentence, "data": details}})
         };
-        let mut resp = (StatusCode::OK, body.to_string()).into_response();
-        resp.headers_mut().insert(
+        let mut headers = HeaderMap::new();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        return resp;
+        return Refusal {
+            status: StatusCode::OK,
+            headers,
+            body: body.to_string(),
+        };
     }
     let status = match decision.verdict {
         Verdict::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -479,11 +549,11 @@ pub fn refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Response {
             problem = problem.with(&k, v);
         }
     }
-    let mut resp = problem.into_response();
+    let mut r = Refusal::from(problem);
     if let Some(s) = decision.retry_after_s
         && let Ok(v) = HeaderValue::from_str(&s.to_string())
     {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
+        r.headers.insert(header::RETRY_AFTER, v);
     }
-    resp
+    r
 }

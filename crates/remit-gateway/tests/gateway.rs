@@ -251,3 +251,9 @@ mod mcp_e2e;
 
 #[path = "gateway/mcp.rs"]
 mod mcp;
+
+#[path = "gateway/authz.rs"]
+mod authz;
+
+#[path = "gateway/nginx.rs"]
+mod nginx;

@@ -47,6 +47,7 @@ fn record(id: usize) -> AuditRecord {
         mcp_tool: None,
         source_ip: None,
         body_sha256: None,
+        peer_spiffe_id: None,
         decide_us: 3,
     })
 }

@@ -33,6 +33,8 @@ pub async fn run(data_dir: Option<PathBuf>) -> Result<()> {
     std::fs::write(world.join("remit.toml"), CONFIG)?;
     std::fs::write(world.join("policies/quickstart.cedar"), POLICY)?;
     let engine = load_engine(&world.join("remit.toml"))?;
+    let gw = &engine.config().gateway;
+    let doors = (gw.grpc_listen, gw.authz_listen);
 
     let api = tokio::net::TcpListener::bind(DEMO_API)
         .await
@@ -55,18 +57,28 @@ pub async fn run(data_dir: Option<PathBuf>) -> Result<()> {
     let data = root.join("data");
     let server = tokio::spawn(crate::serve(engine, data, Some(tx)));
     if let Ok((admin, proxy)) = rx.await {
-        print_guide(admin, proxy, &world);
+        print_guide(admin, proxy, doors, &world);
     }
     server.await.context("the gateway task failed")?
 }
 
-fn print_guide(admin: std::net::SocketAddr, proxy: std::net::SocketAddr, world: &std::path::Path) {
+fn print_guide(
+    admin: std::net::SocketAddr,
+    proxy: std::net::SocketAddr,
+    (grpc, authz): (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+    world: &std::path::Path,
+) {
+    let off =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let (grpc, authz) = (off(grpc), off(authz));
     println!(
         r#"
 remit demo is running.
 
   proxy          http://{proxy}   (every request is decided, recorded, then forwarded)
   decision API   http://{admin}/v1/decide
+  ext_authz gRPC {grpc}   (Envoy: envoy.service.auth.v3.Authorization/Check)
+  authz HTTP     http://{authz}/v1/authz   (Envoy HTTP ext_authz, nginx auth_request)
   demo API       http://{DEMO_API}   (tickets, repos, inventory; behind the proxy)
   demo MCP       http://{DEMO_MCP}/mcp/docs   (behind the proxy at http://{proxy}/mcp/docs)
   configuration  {world}/remit.toml
@@ -88,6 +100,11 @@ Ask the decision API without forwarding anything:
 
 Try also: key rk_demo_codegen_workflow with POST /repos/web/deployments and purpose
 code-change (approval_required); no key at all (unclassified); ?dry_run=true on /v1/decide.
+
+Ask as nginx's auth_request would (200 allows, with the headers to send upstream):
+
+  curl -si http://{authz}/v1/authz -H 'X-Original-Method: GET' -H 'X-Original-URI: /tickets/1' \
+       -H 'Authorization: Bearer rk_demo_support_assistant' -H 'Remit-Purpose: case-summary'
 
 Press Ctrl-C to stop.
 "#,

@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway: the admin listener with the decision API.
+    /// Run the gateway: the proxy, the admin listener with the decision API, and the
+    /// ext_authz gRPC and HTTP authorization listeners when configured.
     Serve {
         /// The configuration file (`remit.toml`).
         #[arg(long)]
@@ -297,7 +298,8 @@ fn load(config: &Path) -> Result<Engine> {
     Ok(engine)
 }
 
-/// Serves the admin and proxy listeners until Ctrl-C or SIGTERM. `ready` is told the bound
+/// Serves the admin and proxy listeners, and the ext_authz gRPC and authorization listeners
+/// when configured, until Ctrl-C or SIGTERM. `ready` is told the bound
 /// addresses (admin, proxy).
 pub(crate) async fn serve(
     engine: Engine,
@@ -313,17 +315,61 @@ pub(crate) async fn serve(
     let proxy = tokio::net::TcpListener::bind(settings.proxy_listen)
         .await
         .with_context(|| format!("binding the proxy listener on {}", settings.proxy_listen))?;
+    let grpc = match settings.grpc_listen {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the ext_authz gRPC listener on {a}"))?,
+        ),
+    };
+    let authz = match settings.authz_listen {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the authorization listener on {a}"))?,
+        ),
+    };
     let (admin_addr, proxy_addr) = (admin.local_addr()?, proxy.local_addr()?);
+    let shown = |l: &Option<tokio::net::TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string())
+    };
+    let (grpc_shown, authz_shown) = (shown(&grpc), shown(&authz));
     let engine = Arc::new(engine);
     let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
     let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?;
+    let authz_state = remit_gateway::authz::AuthzState::new(engine.clone(), sink.clone());
     let admin_state = remit_gateway::AdminState { engine, sink };
-    tracing::info!(admin = %admin_addr, proxy = %proxy_addr, data_dir = %data_dir.display(), "remit is serving");
+    tracing::info!(admin = %admin_addr, proxy = %proxy_addr, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), "remit is serving");
     if let Some(tx) = ready {
         let _ = tx.send((admin_addr, proxy_addr));
     }
     let stop = tokio_util::sync::CancellationToken::new();
-    let (a, p) = (stop.clone(), stop.clone());
+    let (a, p, g, z) = (stop.clone(), stop.clone(), stop.clone(), stop.clone());
+    let grpc_state = authz_state.clone();
+    let grpc_task = async move {
+        match grpc {
+            Some(l) => remit_gateway::ext_authz::serve_ext_authz(l, grpc_state, async move {
+                g.cancelled().await
+            })
+            .await
+            .context("the ext_authz gRPC listener failed"),
+            None => Ok(()),
+        }
+    };
+    let authz_task = async move {
+        match authz {
+            Some(l) => remit_gateway::authz_http::serve_authz(l, authz_state, async move {
+                z.cancelled().await
+            })
+            .await
+            .context("the authorization listener failed"),
+            None => Ok(()),
+        }
+    };
     let admin_task =
         remit_gateway::serve_admin(admin, admin_state, async move { a.cancelled().await });
     let proxy_task =
@@ -332,13 +378,15 @@ pub(crate) async fn serve(
         shutdown_signal().await;
         stop.cancel();
     };
-    let (r1, r2, ()) = tokio::join!(admin_task, proxy_task, signal);
+    let (r1, r2, r3, r4, ()) = tokio::join!(admin_task, proxy_task, grpc_task, authz_task, signal);
     // Sign a last checkpoint so every record written is under a signature.
     if let Err(e) = store.shutdown().await {
         tracing::error!(error = %e, "the final audit checkpoint was not written");
     }
     r1.context("the admin listener failed")?;
     r2.context("the proxy listener failed")?;
+    r3?;
+    r4?;
     Ok(())
 }
 

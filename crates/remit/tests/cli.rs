@@ -275,7 +275,9 @@ async fn serve_decides_and_keeps_records_in_the_data_dir() {
     let text = std::fs::read_to_string(quickstart().join("remit.toml"))
         .unwrap()
         .replace("127.0.0.1:8441", "127.0.0.1:0")
-        .replace("127.0.0.1:8440", "127.0.0.1:0");
+        .replace("127.0.0.1:8440", "127.0.0.1:0")
+        .replace("127.0.0.1:8442", "127.0.0.1:0")
+        .replace("127.0.0.1:8443", "127.0.0.1:0");
     std::fs::write(dir.path().join("remit.toml"), text).unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::copy(

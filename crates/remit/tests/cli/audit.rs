@@ -20,7 +20,9 @@ fn world(dir: &Path, interval_ms: u64) -> (String, PathBuf) {
         .unwrap()
         .replace("127.0.0.1:8441", "127.0.0.1:0")
         .replace("127.0.0.1:8440", "127.0.0.1:0");
-    let text = format!("{text}\n[audit]\ncheckpoint_interval_ms = {interval_ms}\ncheckpoint_every = 200\n");
+    let text = format!(
+        "{text}\n[audit]\ncheckpoint_interval_ms = {interval_ms}\ncheckpoint_every = 200\n"
+    );
     std::fs::write(dir.join("remit.toml"), text).unwrap();
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::copy(
@@ -36,8 +38,16 @@ fn world(dir: &Path, interval_ms: u64) -> (String, PathBuf) {
 
 fn request(i: u64) -> Value {
     let (key, purpose, path) = match i % 3 {
-        0 => ("rk_demo_support_assistant", "case-summary", format!("/tickets/{i}")),
-        1 => ("rk_demo_support_assistant", "marketing", format!("/tickets/{i}")),
+        0 => (
+            "rk_demo_support_assistant",
+            "case-summary",
+            format!("/tickets/{i}"),
+        ),
+        1 => (
+            "rk_demo_support_assistant",
+            "marketing",
+            format!("/tickets/{i}"),
+        ),
         _ => ("rk_unknown_key", "x", "/status".to_owned()),
     };
     json!({"method": "GET", "path": path, "source_ip": "127.0.0.1",
@@ -72,7 +82,9 @@ async fn load(addr: String, clients: u64, stop: Arc<AtomicBool>) -> Vec<String> 
                     if resp.status() != 200 {
                         break;
                     }
-                    let Ok(v) = resp.json::<Value>().await else { break };
+                    let Ok(v) = resp.json::<Value>().await else {
+                        break;
+                    };
                     ids.push(v["decision_id"].as_str().unwrap().to_owned());
                 }
                 ids
@@ -122,7 +134,9 @@ async fn sigkill_under_load_loses_no_acknowledged_record_and_the_log_verifies() 
     let mut seed: u64 = 0x5eed;
     let runs = 50;
     for run_no in 0..runs {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let delay = Duration::from_millis(40 + (seed >> 33) % 211);
         let (mut server, addr, _) =
             spawn_serving(&["serve", "--config", &cfg, "--data-dir", &data_s]);
@@ -137,7 +151,10 @@ async fn sigkill_under_load_loses_no_acknowledged_record_and_the_log_verifies() 
         acknowledged.extend(ids);
         let logged = logged_ids(&data);
         let lost: Vec<_> = acknowledged.difference(&logged).take(5).collect();
-        assert!(lost.is_empty(), "run {run_no}: answered but not recorded: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "run {run_no}: answered but not recorded: {lost:?}"
+        );
         let out = run(&["audit", "verify"], &data);
         assert!(out.status.success(), "run {run_no}: {}", text(&out));
     }
@@ -171,7 +188,13 @@ async fn audit_commands_verify_prove_search_tail_and_export() {
         }
         // A graceful stop signs a last checkpoint.
         let pid = server.0.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let mut server = server;
         let status = server.0.wait().unwrap();
         assert!(status.success(), "{status}");
@@ -181,7 +204,10 @@ async fn audit_commands_verify_prove_search_tail_and_export() {
     let out = run(&["audit", "verify"], &data);
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("ok: replica `replica-1`: 30 records") && t.contains("trusting"), "{t}");
+    assert!(
+        t.contains("ok: replica `replica-1`: 30 records") && t.contains("trusting"),
+        "{t}"
+    );
 
     // Proofs: by remit, and by Python's standard library alone.
     let proof = run(&["audit", "prove", &ids[15]], &data);
@@ -190,7 +216,17 @@ async fn audit_commands_verify_prove_search_tail_and_export() {
     std::fs::write(&proof_file, &proof.stdout).unwrap();
     let pub_key = data.join("audit-key.pub").display().to_string();
     let proof_s = proof_file.display().to_string();
-    let out = run(&["audit", "verify", "--proof", &proof_s, "--public-key", &pub_key], &data);
+    let out = run(
+        &[
+            "audit",
+            "verify",
+            "--proof",
+            &proof_s,
+            "--public-key",
+            &pub_key,
+        ],
+        &data,
+    );
     assert!(out.status.success(), "{}", text(&out));
     let export = run(&["audit", "export", "--format", "jsonl"], &data);
     let export_file = dir.path().join("log.jsonl");
@@ -200,20 +236,41 @@ async fn audit_commands_verify_prove_search_tail_and_export() {
         let out = std::process::Command::new("python3")
             .arg(script)
             .arg(args[0])
-            .args(args.get(1).map(|p| vec![Path::new("--proof"), p]).unwrap_or_default())
+            .args(
+                args.get(1)
+                    .map(|p| vec![Path::new("--proof"), p])
+                    .unwrap_or_default(),
+            )
             .output()
             .expect("python3 runs the third-party verifier");
         (out.status.code(), text(&out))
     };
     let (code, t) = py(&[&export_file, &proof_file]);
     assert_eq!(code, Some(0), "{t}");
-    assert!(t.contains("ok: chain replica-1: 30 records") && t.contains("ok: record 15"), "{t}");
+    assert!(
+        t.contains("ok: chain replica-1: 30 records") && t.contains("ok: record 15"),
+        "{t}"
+    );
 
     // A tampered proof fails both checkers; so does a tampered export line.
-    let bad = String::from_utf8(proof.stdout.clone()).unwrap().replacen("support-assistant", "support-assistent", 1);
+    let bad = String::from_utf8(proof.stdout.clone()).unwrap().replacen(
+        "support-assistant",
+        "support-assistent",
+        1,
+    );
     let bad_file = dir.path().join("bad-proof.json");
     std::fs::write(&bad_file, bad).unwrap();
-    let out = run(&["audit", "verify", "--proof", &bad_file.display().to_string(), "--public-key", &pub_key], &data);
+    let out = run(
+        &[
+            "audit",
+            "verify",
+            "--proof",
+            &bad_file.display().to_string(),
+            "--public-key",
+            &pub_key,
+        ],
+        &data,
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("INVALID"), "{}", text(&out));
     assert_eq!(py(&[&export_file, &bad_file]).0, Some(1));
@@ -227,43 +284,127 @@ async fn audit_commands_verify_prove_search_tail_and_export() {
 
     // Another key: exit 1, TAMPERED, naming the checkpoint.
     let other = dir.path().join("other.pub");
-    std::fs::write(&other, "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n").unwrap();
-    let out = run(&["audit", "verify", "--public-key", &other.display().to_string()], &data);
+    std::fs::write(
+        &other,
+        "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "audit",
+            "verify",
+            "--public-key",
+            &other.display().to_string(),
+        ],
+        &data,
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("TAMPERED") && text(&out).contains("not among the trusted public keys"), "{}", text(&out));
+    assert!(
+        text(&out).contains("TAMPERED") && text(&out).contains("not among the trusted public keys"),
+        "{}",
+        text(&out)
+    );
 
     // Search, tail, OCSF.
-    let out = run(&["audit", "search", "--verdict", "deny", "--identity", "support-assistant"], &data);
+    let out = run(
+        &[
+            "audit",
+            "search",
+            "--verdict",
+            "deny",
+            "--identity",
+            "support-assistant",
+        ],
+        &data,
+    );
     assert!(out.status.success(), "{}", text(&out));
-    let found: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let found: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(found.len(), 10, "{found:?}");
-    assert!(found.iter().all(|r| r["decision"] == "deny" && r["purpose"] == "marketing"));
+    assert!(
+        found
+            .iter()
+            .all(|r| r["decision"] == "deny" && r["purpose"] == "marketing")
+    );
     let out = run(&["audit", "tail", "-n", "3"], &data);
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
     let out = run(&["audit", "export", "--format", "ocsf"], &data);
-    let events: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.len(), 30);
-    assert!(events.iter().all(|e| e["class_uid"] == 6004 && e["type_uid"] == 600400 + e["activity_id"].as_u64().unwrap()));
-    assert!(events.iter().any(|e| e["activity_id"] == 1) && events.iter().any(|e| e["activity_id"] == 2));
-    assert!(events[0]["unmapped"]["remit"]["integrity"]["leaf_sha256"].as_str().unwrap().len() == 64);
-    assert!(!lines.contains("rk_demo_support_assistant"), "no key in the log");
+    assert!(
+        events.iter().all(|e| e["class_uid"] == 6004
+            && e["type_uid"] == 600400 + e["activity_id"].as_u64().unwrap())
+    );
+    assert!(
+        events.iter().any(|e| e["activity_id"] == 1)
+            && events.iter().any(|e| e["activity_id"] == 2)
+    );
+    assert!(
+        events[0]["unmapped"]["remit"]["integrity"]["leaf_sha256"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+    assert!(
+        !lines.contains("rk_demo_support_assistant"),
+        "no key in the log"
+    );
 
     // Bad input: clear errors, exit 2.
     for (args, says) in [
-        (vec!["audit", "search", "--since", "yesterday"], "not an RFC 3339 time"),
-        (vec!["audit", "search", "--verdict", "maybe"], "is not one of"),
-        (vec!["audit", "verify", "--public-key", "/nonexistent.pub"], "nonexistent.pub"),
-        (vec!["audit", "verify", "--proof", &export_file.display().to_string(), "--public-key", &pub_key], "is not an inclusion proof"),
-        (vec!["audit", "prove", "no-such-id"], "no decision record has id `no-such-id`"),
+        (
+            vec!["audit", "search", "--since", "yesterday"],
+            "not an RFC 3339 time",
+        ),
+        (
+            vec!["audit", "search", "--verdict", "maybe"],
+            "is not one of",
+        ),
+        (
+            vec!["audit", "verify", "--public-key", "/nonexistent.pub"],
+            "nonexistent.pub",
+        ),
+        (
+            vec![
+                "audit",
+                "verify",
+                "--proof",
+                &export_file.display().to_string(),
+                "--public-key",
+                &pub_key,
+            ],
+            "is not an inclusion proof",
+        ),
+        (
+            vec!["audit", "prove", "no-such-id"],
+            "no decision record has id `no-such-id`",
+        ),
     ] {
         let out = run(&args, &data);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
     }
-    let out = remit(&["audit", "verify", "--data-dir", &dir.path().join("nowhere").display().to_string()]);
+    let out = remit(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        &dir.path().join("nowhere").display().to_string(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no audit log here"), "{}", text(&out));
     let out = remit(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("--data-dir DIR or --config FILE"), "{}", text(&out));
+    assert!(
+        text(&out).contains("--data-dir DIR or --config FILE"),
+        "{}",
+        text(&out)
+    );
 }
