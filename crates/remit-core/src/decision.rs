@@ -85,6 +85,8 @@ pub const RECORD_VERSION: u32 = 2;
 /// (approvals, alerts) join as variants; readers skip kinds they do not know.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Moved once per request into the sink; boxing would add an allocation to every decision.
+#[allow(clippy::large_enum_variant)]
 pub enum AuditRecord {
     /// A verdict, written (durably) before anything is forwarded.
     Decision(DecisionRecord),

@@ -279,11 +279,14 @@ impl Engine {
             mut decision, mcp, ..
         } = decided;
         if let Err(e) = sink.append(AuditRecord::Decision(record)).await {
+            metrics::counter!("remit_audit_write_failures_total").increment(1);
             tracing::error!(decision_id = %decision.decision_id, error = %e, "decision record not written; denying");
             decision.fail_closed(format!(
                 "the decision record could not be written ({e}), so the request is denied"
             ));
         }
+        metrics::counter!("remit_decisions_total", "verdict" => decision.verdict.as_str())
+            .increment(1);
         Finished { decision, mcp }
     }
 

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod authz_http;
 pub mod ext_authz;
 pub mod mcp;
+pub mod metrics;
 pub mod outcome;
 pub mod problem;
 pub mod proxy;
@@ -65,6 +66,7 @@ pub fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

@@ -44,6 +44,8 @@ pub(crate) struct Review {
 
 /// What the writer is asked to do.
 #[derive(Debug)]
+// Almost every job is a record; boxing it would add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Job {
     /// Append a record (canonical JSON) and answer when it is durable.
     Record {
@@ -197,6 +199,7 @@ impl Writer {
             let result = self
                 .commit(&mut batch, due)
                 .map_err(|e| SinkError::Store(e.to_string()));
+            metrics::histogram!("remit_audit_batch_records").record(batch.len() as f64);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "an audit batch was not written; its requests are denied");
             }
@@ -324,6 +327,7 @@ impl Writer {
             )?
             .execute(rusqlite::params![replica, size, json])?;
             signed = Some(self.chain.size());
+            metrics::counter!("remit_audit_checkpoints_total").increment(1);
         }
         tx.commit()?;
         Ok(signed)

@@ -221,8 +221,8 @@ async fn verify(
     if let Some(path) = proof {
         return verify_proof(place, public_keys, &path);
     }
-    let keys = keys(place, public_keys)?;
     let reader = place.reader().await?;
+    let keys = keys(place, public_keys)?;
     let replicas = match replica {
         Some(r) => vec![r],
         None => reader.replicas().await?,

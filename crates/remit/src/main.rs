@@ -306,6 +306,7 @@ pub(crate) async fn serve(
     data_dir: PathBuf,
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<()> {
+    remit_gateway::metrics::install()?;
     let store =
         remit_store::SqliteStore::open_with(&data_dir, store_options(engine.config())).await?;
     let settings = engine.config().gateway.clone();

@@ -300,6 +300,16 @@ async fn serve_decides_and_keeps_records_in_the_data_dir() {
         data.join("remit.db").is_file(),
         "the store lives in --data-dir"
     );
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("remit_decisions_total{verdict=\"allow\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// The quickstart as the README runs it: `remit demo`, then each scenario.

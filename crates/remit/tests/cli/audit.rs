@@ -19,7 +19,9 @@ fn world(dir: &Path, interval_ms: u64) -> (String, PathBuf) {
     let text = std::fs::read_to_string(quickstart().join("remit.toml"))
         .unwrap()
         .replace("127.0.0.1:8441", "127.0.0.1:0")
-        .replace("127.0.0.1:8440", "127.0.0.1:0");
+        .replace("127.0.0.1:8440", "127.0.0.1:0")
+        .replace("127.0.0.1:8442", "127.0.0.1:0")
+        .replace("127.0.0.1:8443", "127.0.0.1:0");
     let text = format!(
         "{text}\n[audit]\ncheckpoint_interval_ms = {interval_ms}\ncheckpoint_every = 200\n"
     );
