@@ -147,6 +147,12 @@ pub struct ReviewNote {
     pub truncated: bool,
     /// SHA-256 of the kept bytes (hex), so the copy is as tamper-evident as the record.
     pub sha256: String,
+    /// Secrets replaced by `[REDACTED:rule-id]` in the kept bytes.
+    pub redacted: u64,
+    /// Why no copy was kept although `log_output` asked for one (a secret that could not
+    /// be redacted in place, an encoded body): never store what might hold a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
 }
 
 /// The audit entry for one verdict.

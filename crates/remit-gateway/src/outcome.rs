@@ -5,6 +5,11 @@
 //!
 //! The decision record is durable before anything is forwarded (invariant 2); the outcome
 //! is written after the response, so it cannot hold the response back.
+//!
+//! A review copy passes through the secret scanner before it is stored: secrets are
+//! replaced by `[REDACTED:rule-id]`, and a copy that cannot be redacted in place (a secret
+//! seen only inside base64 or compression, an encoded body) is withheld, with the reason in
+//! the record (invariant 4).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use axum::body::{Body, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use remit_core::decision::RECORD_VERSION;
 use remit_core::{AuditRecord, Obligation, OutcomeRecord, RecordSink, ReviewNote};
+use remit_scan::Scanner;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -27,6 +33,8 @@ pub struct Outcome {
     decision_id: String,
     started: Instant,
     review_limit: Option<u64>,
+    scanner: Arc<Scanner>,
+    encoding: Option<String>,
 }
 
 impl std::fmt::Debug for Outcome {
@@ -46,6 +54,7 @@ impl Outcome {
         decision: &remit_core::Decision,
         started: Instant,
         review_limit: u64,
+        scanner: Arc<Scanner>,
     ) -> Self {
         let log_output = decision.obligations.contains(&Obligation::LogOutput);
         Self {
@@ -54,6 +63,8 @@ impl Outcome {
             decision_id: decision.decision_id.clone(),
             started,
             review_limit: log_output.then_some(review_limit),
+            scanner,
+            encoding: None,
         }
     }
 
@@ -62,8 +73,13 @@ impl Outcome {
         Observing::new(self, status).finish(false, Some(error));
     }
 
-    /// Wraps a response body so its outcome is recorded when it ends.
-    pub fn observe(self, status: u16, body: Body) -> Body {
+    /// Wraps a response body so its outcome is recorded when it ends; `encoding` is the
+    /// response's `Content-Encoding`, if any.
+    pub fn observe(mut self, status: u16, encoding: Option<&str>, body: Body) -> Body {
+        self.encoding = encoding
+            .map(str::trim)
+            .filter(|e| !e.eq_ignore_ascii_case("identity"))
+            .map(str::to_owned);
         Body::new(Observed {
             inner: body,
             state: Observing::new(self, status),
@@ -110,13 +126,18 @@ impl Observing {
         let Some(o) = self.outcome.take() else { return };
         let hasher = std::mem::take(&mut self.hasher);
         let review = o.review_limit.map(|limit| {
-            let body = std::mem::take(&mut self.review);
+            let kept = std::mem::take(&mut self.review);
+            let truncated = self.truncated || kept.len() as u64 > limit;
+            let (body, redacted, withheld) =
+                redact_for_review(&o.scanner, o.encoding.as_deref(), kept, limit);
             (
                 ReviewNote {
                     stored_bytes: body.len() as u64,
                     limit,
-                    truncated: self.truncated,
+                    truncated,
                     sha256: hex::encode(Sha256::digest(&body)),
+                    redacted,
+                    withheld,
                 },
                 body,
             )
@@ -151,6 +172,48 @@ impl Observing {
                 }
             });
         }
+    }
+}
+
+/// Bytes kept past the review limit so a secret across the cut is redacted whole (PEM
+/// private keys are the longest common secrets, a few KiB).
+const REDACT_MARGIN: usize = 8 * 1024;
+
+/// The review copy to store: redacted and cut at `limit`, or nothing with the reason.
+fn redact_for_review(
+    scanner: &Scanner,
+    encoding: Option<&str>,
+    kept: Vec<u8>,
+    limit: u64,
+) -> (Vec<u8>, u64, Option<String>) {
+    if let Some(e) = encoding {
+        return (
+            Vec::new(),
+            0,
+            Some(format!(
+                "the body is `{e}`-encoded and is not stored unscanned"
+            )),
+        );
+    }
+    match scanner.redact(&kept) {
+        Ok(r) if r.is_complete() => {
+            let mut body = r.body;
+            body.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            (body, r.findings.items.len() as u64, None)
+        }
+        Ok(r) => (
+            Vec::new(),
+            0,
+            Some(format!(
+                "{} secret(s) could not be redacted in place",
+                r.unredacted.max(1)
+            )),
+        ),
+        Err(e) => (
+            Vec::new(),
+            0,
+            Some(format!("the body could not be scanned: {e}")),
+        ),
     }
 }
 

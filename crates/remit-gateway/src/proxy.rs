@@ -69,6 +69,8 @@ pub struct ProxyState {
     client: Client<HttpConnector, Full<Bytes>>,
     credentials: Arc<HashMap<String, (HeaderName, HeaderValue)>>,
     sessions: Arc<mcp::Sessions>,
+    /// Redacts review copies before they are stored.
+    scanner: Arc<remit_scan::Scanner>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -108,6 +110,7 @@ impl ProxyState {
             client,
             credentials: Arc::new(credentials),
             sessions: Arc::default(),
+            scanner: Arc::new(remit_scan::Scanner::builtin()),
         })
     }
 }
@@ -294,6 +297,7 @@ async fn proxy(
         &decision,
         started,
         config.audit.review_limit_bytes,
+        st.scanner.clone(),
     );
     if !is_mcp {
         return forward(
@@ -396,7 +400,11 @@ async fn forward(
         Ok(Ok(resp)) => {
             let (mut parts, incoming) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            let body = outcome.observe(parts.status.as_u16(), Body::new(incoming));
+            let encoding = parts
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap_or("unreadable"));
+            let body = outcome.observe(parts.status.as_u16(), encoding, Body::new(incoming));
             Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {

@@ -526,3 +526,89 @@ async fn an_unreachable_upstream_is_recorded_as_the_outcome() {
         "{o}"
     );
 }
+
+/// A review copy never stores a secret: it is redacted, or withheld when it cannot be.
+#[tokio::test]
+async fn review_copies_are_redacted_or_withheld_never_stored_with_a_secret() {
+    const TOKEN: &str = "ghp_R3m1tT3stT0k3nN0tR34lXyZ9aBcDeFgHiJk";
+    let app = axum::Router::new()
+        .route(
+            "/items/plain",
+            axum::routing::get(|| async { format!("{{\"note\":\"token {TOKEN} leaked\"}}") }),
+        )
+        .route(
+            "/items/gzip",
+            axum::routing::get(|| async {
+                (
+                    [("content-encoding", "gzip")],
+                    vec![0x1fu8, 0x8b, 8, 0, 0, 0, 0, 0],
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let text = format!(
+        "{}\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
+        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
+    );
+    let policy = "@obligation(\"log_output\")\npermit (principal == Identity::\"bot\", action == Action::\"items.read\", resource);\n";
+    let proxy = crate::start_proxy(&text, policy).await;
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        http.get(format!("http://{}{path}", proxy.addr))
+            .header("authorization", "Bearer rk_bot")
+            .send()
+    };
+    let resp = get("/items/plain").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The client gets the response as the upstream sent it; only the stored copy is redacted.
+    assert!(resp.text().await.unwrap().contains(TOKEN));
+    let resp = get("/items/gzip").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let found = proxy
+        .store
+        .reader()
+        .search(&remit_store::audit::Search {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = found
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.entry).unwrap();
+            v["record"]["decision_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let plain = outcome_of(&proxy.store, &ids[0]).await;
+    assert_eq!(plain["review"]["redacted"], 1, "{plain}");
+    let (kept, _, _) = proxy
+        .store
+        .reader()
+        .review_body(&ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let kept = String::from_utf8(kept).unwrap();
+    assert!(
+        kept.contains("[REDACTED:") && !kept.contains(TOKEN),
+        "{kept}"
+    );
+    let gz = outcome_of(&proxy.store, &ids[1]).await;
+    assert!(
+        gz["review"]["withheld"].as_str().unwrap().contains("gzip"),
+        "{gz}"
+    );
+    let (kept, _, _) = proxy
+        .store
+        .reader()
+        .review_body(&ids[1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(kept.is_empty());
+}

@@ -153,6 +153,8 @@ async fn outcomes_and_review_copies_are_stored_beside_their_decision() {
                 limit: 13,
                 truncated: true,
                 sha256: "11".repeat(32),
+                redacted: 0,
+                withheld: None,
             }),
             review_body: Some(body.clone()),
         }))
