@@ -141,7 +141,7 @@ impl Authority {
 }
 
 /// A rate: `count` events per `per_s` seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Rate {
     /// How many requests.
     pub count: u32,

@@ -9,6 +9,7 @@
 
 pub mod cases;
 pub mod load;
+pub mod rate;
 pub mod wire;
 
 use remit_core::classify::{classify, declared_purpose};
@@ -70,6 +71,7 @@ pub struct Engine {
     config: Config,
     authn: Authenticator,
     policy: PolicyEngine,
+    rates: rate::RateCaps,
 }
 
 impl Engine {
@@ -77,10 +79,12 @@ impl Engine {
     pub fn new(config: Config, policies: &[PolicySource]) -> Result<Self, PolicyError> {
         let policy = PolicyEngine::load(policies, &config.registry, &config.routes)?;
         let authn = Authenticator::new(&config.registry);
+        let rates = rate::RateCaps::new(&config.registry);
         Ok(Self {
             config,
             authn,
             policy,
+            rates,
         })
     }
 
@@ -272,6 +276,18 @@ impl Engine {
                 decision: decided.decision,
                 mcp: decided.mcp,
             };
+        }
+        let mut decided = decided;
+        // Rate caps spend quota, so they apply here (never on a dry run), before the record,
+        // which then shows the refusal.
+        let d = &mut decided.decision;
+        if d.verdict == Verdict::Allow
+            && let Some(limited) = self.rates.check(d.identity.as_ref(), &d.obligations)
+        {
+            d.verdict = Verdict::RateLimited;
+            d.obligations.clear();
+            d.retry_after_s = Some(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64);
+            d.reasons.push(limited.reason);
         }
         let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let record = self.record(&decided, facts, now, decide_us);

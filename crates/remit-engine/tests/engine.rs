@@ -285,3 +285,74 @@ fn pipeline_cedar_and_rego_agree_on_random_requests() {
         "the mix is lopsided: {allow} allowed, {deny} denied"
     );
 }
+
+fn retrieval_call() -> RequestFacts {
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs","arguments":{"query":"deploy"},"_meta":{"remit/purpose":"doc-retrieval"}}}"#;
+    RequestFacts::parse(
+        "POST",
+        "/mcp/docs",
+        [
+            ("Authorization", &b"Bearer rk_demo_retrieval_agent"[..]),
+            ("Content-Type", b"application/json"),
+            ("Accept", b"application/json, text/event-stream"),
+        ]
+        .into_iter(),
+        Some(body.to_vec()),
+        Some("127.0.0.1"),
+    )
+    .unwrap()
+}
+
+/// The quickstart's retrieval agent may call its tool 30 times a minute: the 31st call
+/// is `rate_limited` with a time to retry, and the record says so; dry runs spend nothing;
+/// another identity's budget is untouched.
+#[tokio::test]
+async fn the_31st_call_in_a_minute_is_rate_limited_and_budgets_are_per_identity() {
+    let e = engine();
+    let sink = CountingSink(Default::default());
+    for i in 0..40 {
+        let d = e
+            .decide_and_record(&retrieval_call(), format!("dry-{i}"), &sink, true)
+            .await
+            .unwrap();
+        assert_eq!(d.verdict, Verdict::Allow, "dry runs spend no quota");
+    }
+    for i in 0..30 {
+        let d = e
+            .decide_and_record(&retrieval_call(), format!("r-{i}"), &sink, false)
+            .await
+            .unwrap();
+        assert_eq!(d.verdict, Verdict::Allow, "call {}: {:?}", i + 1, d.reasons);
+    }
+    let d = e
+        .decide_and_record(&retrieval_call(), "r-30".into(), &sink, false)
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::RateLimited, "{:?}", d.reasons);
+    assert!(
+        d.retry_after_s.is_some_and(|s| (1..=2).contains(&s)),
+        "{:?}",
+        d.retry_after_s
+    );
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("retrieval-agent") && r.contains("30 requests per 60 s")),
+        "{:?}",
+        d.reasons
+    );
+    assert!(d.obligations.is_empty());
+    let records = sink.0.lock().unwrap();
+    let last = serde_json::to_value(records.last().unwrap()).unwrap();
+    assert_eq!(
+        (last["decision"].as_str(), last["retry_after_s"].as_u64()),
+        (Some("rate_limited"), d.retry_after_s)
+    );
+    drop(records);
+    // The support assistant has no cap of the agent's.
+    let d = e
+        .decide_and_record(&support_read(), "s".into(), &sink, false)
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+}

@@ -612,3 +612,36 @@ async fn review_copies_are_redacted_or_withheld_never_stored_with_a_secret() {
         .unwrap();
     assert!(kept.is_empty());
 }
+
+/// Over its rate, an identity gets 429 with `Retry-After`, and the upstream sees nothing.
+#[tokio::test]
+async fn over_its_rate_an_identity_gets_429_with_retry_after_and_nothing_is_forwarded() {
+    let (url, log) = recording_upstream().await;
+    let text = format!(
+        "{}\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
+        CONFIG
+            .replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
+            .replace(
+                "boundary = [\"items.read\", \"items.write\"]",
+                "boundary = [\"items.read\", \"items.write\"]\nlimits = { rate = \"2/min\" }"
+            )
+    );
+    let proxy = crate::start_proxy(&text, POLICY).await;
+    for _ in 0..2 {
+        assert_eq!(raw(proxy.addr, &get("/items/1", "")).await.0, 200);
+    }
+    let (status, resp) = raw(proxy.addr, &get("/items/1", "")).await;
+    assert_eq!(status, 429, "{resp}");
+    let lower = resp.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: "), "{resp}");
+    assert!(
+        resp.contains("\"decision\":\"rate_limited\"")
+            && resp.contains("rate of 2 requests per 60 s"),
+        "{resp}"
+    );
+    assert_eq!(
+        log.lock().unwrap().len(),
+        2,
+        "the third request never reached the upstream"
+    );
+}
