@@ -27,6 +27,9 @@ pub fn quota(rate: Rate) -> Quota {
         .allow_burst(count)
 }
 
+/// One keyed limiter per (`@rate` policy, rate), keyed by identity.
+type PolicyLimiters = HashMap<(String, Rate), Arc<DefaultKeyedRateLimiter<String>>>;
+
 /// A refused request: how long until the cap allows one again, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
@@ -40,7 +43,7 @@ pub struct Limited {
 #[derive(Debug)]
 pub struct RateCaps {
     identities: HashMap<IdentityId, DefaultDirectRateLimiter>,
-    policies: Mutex<HashMap<(String, Rate), Arc<DefaultKeyedRateLimiter<String>>>>,
+    policies: Mutex<PolicyLimiters>,
     clock: DefaultClock,
 }
 

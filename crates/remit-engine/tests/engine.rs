@@ -295,8 +295,7 @@ fn retrieval_call() -> RequestFacts {
             ("Authorization", &b"Bearer rk_demo_retrieval_agent"[..]),
             ("Content-Type", b"application/json"),
             ("Accept", b"application/json, text/event-stream"),
-        ]
-        .into_iter(),
+        ],
         Some(body.to_vec()),
         Some("127.0.0.1"),
     )
