@@ -341,13 +341,11 @@ async fn the_31st_call_in_a_minute_is_rate_limited_and_budgets_are_per_identity(
         d.reasons
     );
     assert!(d.obligations.is_empty());
-    let records = sink.0.lock().unwrap();
-    let last = serde_json::to_value(records.last().unwrap()).unwrap();
+    let last = serde_json::to_value(sink.0.lock().unwrap().last().unwrap()).unwrap();
     assert_eq!(
         (last["decision"].as_str(), last["retry_after_s"].as_u64()),
         (Some("rate_limited"), d.retry_after_s)
     );
-    drop(records);
     // The support assistant has no cap of the agent's.
     let d = e
         .decide_and_record(&support_read(), "s".into(), &sink, false)
