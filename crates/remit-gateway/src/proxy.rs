@@ -299,18 +299,6 @@ async fn proxy(
         config.audit.review_limit_bytes,
         st.scanner.clone(),
     );
-    if !is_mcp {
-        return forward(
-            &st,
-            upstream,
-            &parts.headers,
-            &facts,
-            body,
-            &decision,
-            outcome,
-        )
-        .await;
-    }
     let resp = forward(
         &st,
         upstream,
@@ -321,6 +309,9 @@ async fn proxy(
         outcome,
     )
     .await;
+    if !is_mcp {
+        return resp;
+    }
     let method = msg.as_ref().and_then(|m| m.method.as_deref());
     if let Some(created) = resp
         .headers()

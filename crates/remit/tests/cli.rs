@@ -257,6 +257,27 @@ fn spawn_serving(args: &[&str]) -> (Running, String, String) {
     (running, admin, proxy)
 }
 
+/// The quickstart world in `dir` with every listener on an ephemeral port and `extra`
+/// appended to its configuration; returns the configuration path and a data directory.
+pub(crate) fn serving_world(dir: &Path, extra: &str) -> (String, PathBuf) {
+    let mut text = std::fs::read_to_string(quickstart().join("remit.toml")).unwrap();
+    for port in ["8440", "8441", "8442", "8443"] {
+        text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    }
+    text.push_str(extra);
+    std::fs::write(dir.join("remit.toml"), text).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::copy(
+        quickstart().join("policies/quickstart.cedar"),
+        dir.join("policies/q.cedar"),
+    )
+    .unwrap();
+    (
+        dir.join("remit.toml").display().to_string(),
+        dir.join("state"),
+    )
+}
+
 async fn decide(addr: &str, req: Value) -> Value {
     reqwest::Client::new()
         .post(format!("http://{addr}/v1/decide"))
@@ -272,21 +293,7 @@ async fn decide(addr: &str, req: Value) -> Value {
 #[tokio::test]
 async fn serve_decides_and_keeps_records_in_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(quickstart().join("remit.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8441", "127.0.0.1:0")
-        .replace("127.0.0.1:8440", "127.0.0.1:0")
-        .replace("127.0.0.1:8442", "127.0.0.1:0")
-        .replace("127.0.0.1:8443", "127.0.0.1:0");
-    std::fs::write(dir.path().join("remit.toml"), text).unwrap();
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::copy(
-        quickstart().join("policies/quickstart.cedar"),
-        dir.path().join("policies/q.cedar"),
-    )
-    .unwrap();
-    let data = dir.path().join("state");
-    let cfg = dir.path().join("remit.toml").display().to_string();
+    let (cfg, data) = serving_world(dir.path(), "");
     let (_server, addr, _proxy) = spawn_serving(&[
         "serve",
         "--config",

@@ -11,30 +11,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::{quickstart, remit, spawn_serving, text};
+use crate::{remit, spawn_serving, text};
 
-/// A serving world: the quickstart configuration on ephemeral ports, checkpoints every
-/// `interval_ms`.
+/// A serving world: the quickstart on ephemeral ports, checkpoints every `interval_ms`.
 fn world(dir: &Path, interval_ms: u64) -> (String, PathBuf) {
-    let text = std::fs::read_to_string(quickstart().join("remit.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8441", "127.0.0.1:0")
-        .replace("127.0.0.1:8440", "127.0.0.1:0")
-        .replace("127.0.0.1:8442", "127.0.0.1:0")
-        .replace("127.0.0.1:8443", "127.0.0.1:0");
-    let text = format!(
-        "{text}\n[audit]\ncheckpoint_interval_ms = {interval_ms}\ncheckpoint_every = 200\n"
-    );
-    std::fs::write(dir.join("remit.toml"), text).unwrap();
-    std::fs::create_dir_all(dir.join("policies")).unwrap();
-    std::fs::copy(
-        quickstart().join("policies/quickstart.cedar"),
-        dir.join("policies/q.cedar"),
-    )
-    .unwrap();
-    (
-        dir.join("remit.toml").display().to_string(),
-        dir.join("state"),
+    crate::serving_world(
+        dir,
+        &format!("\n[audit]\ncheckpoint_interval_ms = {interval_ms}\ncheckpoint_every = 200\n"),
     )
 }
 
