@@ -2,17 +2,17 @@
 //! and in-place redaction.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::CaptureLocations;
 use sha2::{Digest, Sha256};
 
 use crate::decode::{self, ContentEncoding, Decoding};
 use crate::finding::{Finding, Findings, Fingerprint, Incomplete, shannon_entropy};
+use crate::keywords::Keywords;
 use crate::rules::{Allowlist, RuleSet};
 use crate::{Limits, ScanError};
 
@@ -21,7 +21,7 @@ pub struct Scanner {
     set: RuleSet,
     ids: Vec<Arc<str>>,
     /// Keyword automaton; pattern `p` belongs to rules `kw_rules[p]`.
-    keywords: Option<AhoCorasick>,
+    keywords: Option<Keywords>,
     kw_rules: Vec<Vec<u16>>,
     /// Rules without keywords: candidates on every body.
     always: Vec<u16>,
@@ -118,44 +118,29 @@ impl Scanner {
         let mut patterns: Vec<String> = Vec::new();
         let mut kw_rules: Vec<Vec<u16>> = Vec::new();
         let mut always = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for (i, rule) in set.rules.iter().enumerate() {
             let i = i as u16;
             if rule.keywords.is_empty() {
                 always.push(i);
             }
             for kw in &rule.keywords {
-                match patterns.iter().position(|p| p == kw) {
-                    Some(p) => kw_rules[p].push(i),
+                match index.get(kw.as_str()) {
+                    Some(p) if kw_rules[*p].contains(&i) => {}
+                    Some(p) => kw_rules[*p].push(i),
                     None => {
+                        index.insert(kw, patterns.len());
                         patterns.push(kw.clone());
                         kw_rules.push(vec![i]);
                     }
                 }
             }
         }
-        // Non-overlapping search is much faster than overlapping; a keyword hidden inside a
-        // longer one it is a substring of still counts, through this closure.
-        let direct = kw_rules.clone();
-        for (p, long) in patterns.iter().enumerate() {
-            for (q, short) in patterns.iter().enumerate() {
-                if p != q && long.contains(short.as_str()) {
-                    for r in &direct[q] {
-                        if !kw_rules[p].contains(r) {
-                            kw_rules[p].push(*r);
-                        }
-                    }
-                }
-            }
-        }
+        drop(index);
         let keywords = if patterns.is_empty() {
             None
         } else {
-            AhoCorasickBuilder::new()
-                .kind(Some(AhoCorasickKind::DFA))
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&patterns)
-                .ok()
+            Keywords::new(&patterns)
         };
         if keywords.is_none() {
             // An automaton that does not build (it always should: keywords are bounded)
@@ -277,9 +262,9 @@ impl Scanner {
             slot[*r as usize] = out.len() as u32;
             out.push((*r, Vec::new()));
         }
-        if let Some(ac) = &self.keywords {
-            for m in ac.find_iter(text) {
-                for r in &self.kw_rules[m.pattern().as_usize()] {
+        if let Some(kw) = &self.keywords {
+            kw.for_each(text, |p, start, end| {
+                for r in &self.kw_rules[p] {
                     let s = &mut slot[*r as usize];
                     if *s == u32::MAX {
                         *s = out.len() as u32;
@@ -288,12 +273,16 @@ impl Scanner {
                     let hits = &mut out[*s as usize].1;
                     // Bounded: windows merge, so far-apart hits are all that matter.
                     if hits.len() < 4096 {
-                        hits.push(m.start()..m.end());
+                        hits.push(start..end);
                     }
                 }
-            }
+            });
         }
         out.sort_unstable_by_key(|(r, _)| *r);
+        for (_, hits) in &mut out {
+            // Occurrences come in order of their end; windows are built in order of start.
+            hits.sort_unstable_by_key(|h| h.start);
+        }
         out
     }
 
