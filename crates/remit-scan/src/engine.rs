@@ -10,7 +10,7 @@ use std::sync::Arc;
 use regex::bytes::CaptureLocations;
 use sha2::{Digest, Sha256};
 
-use crate::decode::{self, ContentEncoding, Decoding};
+use crate::decode::{self, ByteMap, ContentEncoding, Decoding};
 use crate::finding::{Finding, Findings, Fingerprint, Incomplete, shannon_entropy};
 use crate::keywords::Keywords;
 use crate::rules::{Allowlist, RuleSet};
@@ -70,10 +70,10 @@ impl fmt::Debug for Redacted {
 /// Where a layer's text came from.
 enum Origin {
     Root,
-    /// Decoded from `parent` with a per-byte map into the parent.
+    /// Decoded from `parent`, each byte copied or produced from an escape there.
     Mapped {
         parent: usize,
-        map: Vec<u32>,
+        map: ByteMap,
     },
     /// Decoded from the segment `span` of `parent`.
     Segment {
@@ -86,6 +86,52 @@ struct Layer<'a> {
     text: Cow<'a, [u8]>,
     origin: Origin,
     path: Vec<Decoding>,
+    /// The keyword occurrences in `text`, once the layer is scanned.
+    hits: Hits,
+}
+
+/// One keyword occurrence: keyword `kw` at `start..end`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Hit {
+    kw: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Most keyword occurrences a layer keeps. Past it, only which keywords occur is kept:
+/// the rules they trigger search the whole layer, and the layers decoded from it find
+/// their own occurrences.
+const MAX_HITS: usize = 1 << 16;
+
+/// A rule with more occurrences of its keywords than this in one layer searches it whole.
+const MAX_RULE_HITS: usize = 4096;
+
+/// The keyword occurrences of a layer.
+#[derive(Default)]
+struct Hits {
+    /// Every occurrence, in order of end (then start, then keyword); when `overflow`, only
+    /// the first [`MAX_HITS`].
+    list: Vec<Hit>,
+    overflow: bool,
+    /// When `overflow`: every keyword that occurs.
+    present: Vec<bool>,
+}
+
+impl Hits {
+    fn push(&mut self, hit: Hit, keywords: usize) {
+        if self.list.len() < MAX_HITS {
+            self.list.push(hit);
+            return;
+        }
+        if !self.overflow {
+            self.overflow = true;
+            self.present = vec![false; keywords];
+            for h in &self.list {
+                self.present[h.kw as usize] = true;
+            }
+        }
+        self.present[hit.kw as usize] = true;
+    }
 }
 
 /// One scan's state.
@@ -233,6 +279,7 @@ impl Scanner {
                 text,
                 origin: Origin::Root,
                 path,
+                hits: Hits::default(),
             }],
             findings: Findings::default(),
             seen: HashSet::new(),
@@ -253,35 +300,134 @@ impl Scanner {
         run.findings
     }
 
-    /// The candidate rules for a text, each with the spans of its keywords' occurrences
-    /// (empty for rules without keywords).
-    fn candidates(&self, text: &[u8]) -> Vec<(u16, Vec<Range<usize>>)> {
+    /// Every keyword occurrence in layer `li`. A layer decoded from its parent with a
+    /// per-byte map (JSON escapes, percent-encoding) is not searched again: an occurrence
+    /// made only of copied bytes is one of the parent's, moved; the others hold a byte the
+    /// decoding produced, so only the text around such bytes is searched.
+    fn keyword_hits(&self, layers: &[Layer<'_>], li: usize) -> Hits {
+        let mut hits = Hits::default();
+        let Some(kw) = &self.keywords else {
+            return hits;
+        };
+        let n = self.kw_rules.len();
+        let layer = &layers[li];
+        let text: &[u8] = &layer.text;
+        let Origin::Mapped { parent, map } = &layer.origin else {
+            kw.for_each(text, |p, start, end| {
+                let (kw, start, end) = (p as u32, start as u32, end as u32);
+                hits.push(Hit { kw, start, end }, n);
+            });
+            return hits;
+        };
+        let from = &layers[*parent];
+        if from.hits.overflow {
+            kw.for_each(text, |p, start, end| {
+                let (kw, start, end) = (p as u32, start as u32, end as u32);
+                hits.push(Hit { kw, start, end }, n);
+            });
+            return hits;
+        }
+        let (lo, hi) = (map.base, map.end);
+        let mut found = Vec::new();
+        let first = from.hits.list.partition_point(|h| h.end <= lo);
+        for h in &from.hits.list[first..] {
+            if h.end > hi {
+                break;
+            }
+            if h.start < lo {
+                continue;
+            }
+            let len = (h.end - h.start) as usize;
+            if let Some(c) = map.from_parent(h.start as usize)
+                && c + len <= text.len()
+                && map.copied(c..c + len)
+            {
+                let (start, end) = (c as u32, (c + len) as u32);
+                found.push(Hit {
+                    kw: h.kw,
+                    start,
+                    end,
+                });
+            }
+        }
+        let reach = kw.max_len();
+        let mut around: Vec<Range<usize>> = Vec::new();
+        for c in &map.changed {
+            let c = *c as usize;
+            if !kw.in_keyword(text[c]) {
+                continue;
+            }
+            let (a, b) = (c.saturating_sub(reach - 1), (c + reach).min(text.len()));
+            match around.last_mut() {
+                Some(last) if a <= last.end => last.end = last.end.max(b),
+                _ => around.push(a..b),
+            }
+        }
+        for r in around {
+            kw.for_each(&text[r.clone()], |p, start, end| {
+                let (start, end) = ((r.start + start) as u32, (r.start + end) as u32);
+                found.push(Hit {
+                    kw: p as u32,
+                    start,
+                    end,
+                });
+            });
+        }
+        found.sort_unstable_by_key(|h| (h.end, h.start, h.kw));
+        found.dedup();
+        for h in found {
+            hits.push(h, n);
+        }
+        hits
+    }
+
+    /// The candidate rules for a layer, each with the spans of its keywords' occurrences;
+    /// no spans: search the whole layer (rules without keywords, rules over
+    /// [`MAX_RULE_HITS`], and rules triggered past [`MAX_HITS`]).
+    fn candidates(&self, hits: &Hits) -> Vec<(u16, Vec<Range<usize>>)> {
         let mut slot: Vec<u32> = vec![u32::MAX; self.set.rules.len()];
+        let mut whole: Vec<bool> = vec![false; self.set.rules.len()];
         let mut out: Vec<(u16, Vec<Range<usize>>)> = Vec::new();
         for r in &self.always {
             slot[*r as usize] = out.len() as u32;
+            whole[*r as usize] = true;
             out.push((*r, Vec::new()));
         }
-        if let Some(kw) = &self.keywords {
-            kw.for_each(text, |p, start, end| {
-                for r in &self.kw_rules[p] {
-                    let s = &mut slot[*r as usize];
-                    if *s == u32::MAX {
-                        *s = out.len() as u32;
-                        out.push((*r, Vec::new()));
-                    }
-                    let hits = &mut out[*s as usize].1;
-                    // Bounded: windows merge, so far-apart hits are all that matter.
-                    if hits.len() < 4096 {
-                        hits.push(start..end);
+        let mut add = |r: u16, span: Option<Range<usize>>| {
+            let s = &mut slot[r as usize];
+            if *s == u32::MAX {
+                *s = out.len() as u32;
+                out.push((r, Vec::new()));
+            }
+            let spans = &mut out[*s as usize].1;
+            match span {
+                Some(span) if !whole[r as usize] && spans.len() < MAX_RULE_HITS => {
+                    spans.push(span);
+                }
+                _ => {
+                    whole[r as usize] = true;
+                    spans.clear();
+                }
+            }
+        };
+        for h in &hits.list {
+            for r in &self.kw_rules[h.kw as usize] {
+                add(*r, Some(h.start as usize..h.end as usize));
+            }
+        }
+        if hits.overflow {
+            for (p, present) in hits.present.iter().enumerate() {
+                if *present {
+                    for r in &self.kw_rules[p] {
+                        add(*r, None);
                     }
                 }
-            });
+            }
         }
         out.sort_unstable_by_key(|(r, _)| *r);
-        for (_, hits) in &mut out {
+        for (_, spans) in &mut out {
             // Occurrences come in order of their end; windows are built in order of start.
-            hits.sort_unstable_by_key(|h| h.start);
+            spans.sort_unstable_by_key(|h| h.start);
         }
         out
     }
@@ -307,7 +453,9 @@ impl Scanner {
     }
 
     fn scan_layer(&self, run: &mut Run<'_>, li: usize, locs: &mut [Option<CaptureLocations>]) {
-        let cands = self.candidates(&run.layers[li].text);
+        let hits = self.keyword_hits(&run.layers, li);
+        let cands = self.candidates(&hits);
+        run.layers[li].hits = hits;
         let len = run.layers[li].text.len();
         for (r, hits) in cands {
             let rule = &self.set.rules[r as usize];
@@ -406,39 +554,24 @@ impl Scanner {
         // Only text near an escape reads differently once decoded; the rest was scanned
         // as it is. Each window around escapes is a layer of its own.
         for w in decode::escape_windows(text, b'\\', decode::json_escape_at) {
-            let m = decode::json_unescape(&text[w.clone()], w.start);
+            let (decoded, map) = decode::json_unescape(&text[w.clone()], w.start);
             room.push(Layer {
-                text: Cow::Owned(m.text),
-                origin: Origin::Mapped {
-                    parent: li,
-                    map: m.map,
-                },
+                text: Cow::Owned(decoded),
+                origin: Origin::Mapped { parent: li, map },
                 path: child_path(Decoding::Json),
+                hits: Hits::default(),
             });
         }
         for w in decode::escape_windows(text, b'%', decode::percent_escape_at) {
-            let m = decode::percent_decode(&text[w.clone()], w.start);
+            let (decoded, map) = decode::percent_decode(&text[w.clone()], w.start);
             room.push(Layer {
-                text: Cow::Owned(m.text),
-                origin: Origin::Mapped {
-                    parent: li,
-                    map: m.map,
-                },
+                text: Cow::Owned(decoded),
+                origin: Origin::Mapped { parent: li, map },
                 path: child_path(Decoding::Url),
+                hits: Hits::default(),
             });
         }
-        let parent_map = match &parent.origin {
-            Origin::Mapped { map, .. } => Some(map),
-            _ => None,
-        };
-        decode::base64_runs(text, limits.min_base64_len, |r| {
-            if let Some(map) = parent_map {
-                // Unchanged by this layer's decoding: the parent layer decodes it already.
-                let (s, e) = (map[r.start] as usize, map[r.end] as usize);
-                if e - s == r.end - r.start {
-                    return true;
-                }
-            }
+        let mut decode_run = |r: decode::Run| {
             let mut end = r.end;
             if end - r.start > limits.max_base64_len {
                 room.incomplete = Some(Incomplete::DecodeBudget);
@@ -472,9 +605,33 @@ impl Scanner {
                     span: r.start..r.end,
                 },
                 path,
+                hits: Hits::default(),
             });
             room.layers > 0 && room.bytes > 0
-        });
+        };
+        match &parent.origin {
+            Origin::Mapped { parent: grand, map } => {
+                // Runs this layer's decoding left as they were are decoded in the parent.
+                let from: &[u8] = &run.layers[*grand].text;
+                for ext in decode::changed_runs(text, from, map) {
+                    // With room for padding after the run.
+                    let end = (ext.end + 2).min(text.len());
+                    let mut more = true;
+                    decode::base64_runs(&text[ext.start..end], limits.min_base64_len, |r| {
+                        more = decode_run(decode::Run {
+                            start: ext.start + r.start,
+                            end: ext.start + r.end,
+                            url_safe: r.url_safe,
+                        });
+                        more
+                    });
+                    if !more {
+                        break;
+                    }
+                }
+            }
+            _ => decode::base64_runs(text, limits.min_base64_len, decode_run),
+        }
         let Room {
             new, incomplete, ..
         } = room;
@@ -550,8 +707,8 @@ fn map_to_root(
         match &layers[li].origin {
             Origin::Root => return (span, exact),
             Origin::Mapped { parent, map } => {
-                let s = map.get(span.start).copied().unwrap_or(0) as usize;
-                let e = map.get(span.end).copied().unwrap_or(0) as usize;
+                let s = map.to_parent(span.start);
+                let e = map.to_parent(span.end);
                 span = s..e.max(s);
                 li = *parent;
             }
