@@ -90,7 +90,7 @@ impl Keywords {
     /// Calls `f(keyword, start, end)` for every occurrence, in order of `end`.
     pub(crate) fn for_each(&self, text: &[u8], mut f: impl FnMut(usize, usize, usize)) {
         match &self.imp {
-            Imp::Small(d) => d.run_small(text, &self.lens, &mut f),
+            Imp::Small(d) => d.run_small(text, &self.lens, self.max_len, &mut f),
             Imp::Large(d) => d.run(text, &self.lens, &mut f),
             Imp::Crate(ac) => {
                 for m in ac.find_overlapping_iter(text) {
@@ -114,7 +114,13 @@ impl<T> Dfa<T> {
 }
 
 impl Dfa<u16> {
-    fn run_small(&self, text: &[u8], lens: &[u32], f: &mut impl FnMut(usize, usize, usize)) {
+    fn run_small(
+        &self,
+        text: &[u8],
+        lens: &[u32],
+        max_len: usize,
+        f: &mut impl FnMut(usize, usize, usize),
+    ) {
         let Ok(trans) = <&[u16; 1 << 16]>::try_from(&self.trans[..]) else {
             return self.run(text, lens, f);
         };
@@ -124,32 +130,73 @@ impl Dfa<u16> {
             // `s + class` is below the number of used entries, so it does not wrap.
             trans[usize::from(s.wrapping_add(u16::from(class[usize::from(b)])))]
         };
-        let mut s = 0u16;
-        // Four bytes a round: most rounds see no match state at all.
-        let mut chunks = text.chunks_exact(4);
-        let mut at = 0;
-        for c in &mut chunks {
-            let s0 = step(s, c[0]);
-            let s1 = step(s0, c[1]);
-            let s2 = step(s1, c[2]);
-            s = step(s2, c[3]);
-            // `match_min` is a power of two: no state in the or is at or above it
-            // unless one of them is.
-            if s0 | s1 | s2 | s >= match_min {
-                for (k, sk) in [s0, s1, s2, s].into_iter().enumerate() {
-                    if sk >= match_min {
-                        self.report(usize::from(sk), at + k + 1, lens, f);
+        // A DFA walk is one dependent load after another: its speed is the load latency.
+        // Four walks over four quarters of the text, interleaved, overlap their loads.
+        // Each quarter but the first starts `max_len` bytes early (the state after that
+        // many bytes is the true one) and reports only occurrences ending inside it.
+        const LANES: usize = 4;
+        let quarter = text.len() / LANES;
+        if quarter < 4 * max_len.max(16) {
+            let mut s = 0u16;
+            for (i, b) in text.iter().enumerate() {
+                s = step(s, *b);
+                if s >= match_min {
+                    self.report(usize::from(s), i + 1, lens, f);
+                }
+            }
+            return;
+        }
+        let bounds: [usize; LANES + 1] = [0, quarter, 2 * quarter, 3 * quarter, text.len()];
+        let from = |k: usize| bounds[k].saturating_sub(if k == 0 { 0 } else { max_len });
+        // Matches seen by lanes 1..4, reported after lane 0's: (lane, state, end).
+        let mut later: Vec<(usize, u16, usize)> = Vec::new();
+        let mut emit = |k: usize, s: u16, end: usize, f: &mut dyn FnMut(u16, usize)| {
+            if end > bounds[k] {
+                if k == 0 {
+                    f(s, end);
+                } else {
+                    later.push((k, s, end));
+                }
+            }
+        };
+        let mut report = |s: u16, end: usize| self.report(usize::from(s), end, lens, f);
+        // Lock step over the length every lane has.
+        let common = (0..LANES)
+            .map(|k| bounds[k + 1] - from(k))
+            .min()
+            .unwrap_or(0);
+        let lane = |k: usize| &text[from(k)..from(k) + common];
+        let mut st = [0u16; LANES];
+        let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+        for (i, (((b0, b1), b2), b3)) in l0.iter().zip(l1).zip(l2).zip(l3).enumerate() {
+            st[0] = step(st[0], *b0);
+            st[1] = step(st[1], *b1);
+            st[2] = step(st[2], *b2);
+            st[3] = step(st[3], *b3);
+            // `match_min` is a power of two: the or is at or above it only if one of
+            // the states is.
+            if st[0] | st[1] | st[2] | st[3] >= match_min {
+                for k in 0..LANES {
+                    if st[k] >= match_min {
+                        emit(k, st[k], from(k) + i + 1, &mut report);
                     }
                 }
             }
-            at += 4;
         }
-        for b in chunks.remainder() {
-            s = step(s, *b);
-            at += 1;
-            if s >= match_min {
-                self.report(usize::from(s), at, lens, f);
+        // Each lane's rest.
+        for k in 0..LANES {
+            let mut s = st[k];
+            let start = from(k) + common;
+            for (i, b) in text[start..bounds[k + 1]].iter().enumerate() {
+                s = step(s, *b);
+                if s >= match_min {
+                    emit(k, s, start + i + 1, &mut report);
+                }
             }
+        }
+        later.sort_by_key(|(k, _, end)| (*k, *end));
+        for (_, s, end) in later {
+            report(s, end);
         }
     }
 }
@@ -346,6 +393,38 @@ mod tests {
             let mut want = naive(&patterns, text);
             want.sort_by_key(|(p, s, e)| (*e, *p, *s));
             assert_eq!(found(&kw, text), want, "{}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn interleaved_walks_over_long_texts_find_what_a_naive_search_does() {
+        let patterns = [
+            "key",
+            "secretaccesskey",
+            "sk-",
+            "sk-ant-",
+            "ab",
+            "private key",
+        ];
+        let owned: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        let kw = Keywords::new(&owned).expect("builds");
+        let alphabet = b"abkeyS-Kcrtp ivx";
+        let mut seed = 0x2545_f491_u64;
+        for len in [0, 1, 100, 271, 272, 273, 1000, 4099, 10_007] {
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    alphabet[(seed >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            let mut want = naive(&patterns, &text);
+            want.sort_by_key(|(p, s, e)| (*e, *p, *s));
+            assert!(len < 4000 || want.len() > 10, "the text holds keywords");
+            assert_eq!(found(&kw, &text), want, "length {len}");
+            // Reported in order of end.
+            let mut ends = Vec::new();
+            kw.for_each(&text, |_, _, e| ends.push(e));
+            assert!(ends.windows(2).all(|w| w[0] <= w[1]), "length {len}");
         }
     }
 
