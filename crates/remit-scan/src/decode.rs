@@ -384,14 +384,18 @@ pub(crate) fn percent_decode(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
 const B64: u8 = 1;
 const B64_STD: u8 = 2;
 const B64_URL: u8 = 4;
+/// A letter past `f` (a run without any, nor `+/-_`, is hex).
+const B64_NOT_HEX: u8 = 8;
 
 const fn b64_table() -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        t[i] = if b.is_ascii_alphanumeric() {
+        t[i] = if b.is_ascii_hexdigit() {
             B64
+        } else if b.is_ascii_alphanumeric() {
+            B64 | B64_NOT_HEX
         } else if b == b'+' || b == b'/' {
             B64 | B64_STD
         } else if b == b'-' || b == b'_' {
@@ -422,6 +426,8 @@ pub(crate) struct Run {
     pub start: usize,
     pub end: usize,
     pub url_safe: bool,
+    /// Only hex digits, without padding: a digest or an id, never text.
+    pub hex: bool,
 }
 
 /// Finds base64 runs of `min..` characters (with any trailing `=`), calling `f` for each;
@@ -461,6 +467,7 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
                 start,
                 end,
                 url_safe: kinds & B64_URL != 0,
+                hex: kinds & (B64_NOT_HEX | B64_STD | B64_URL) == 0 && end == i,
             })
         {
             return;
@@ -519,10 +526,6 @@ pub(crate) fn changed_runs(
 /// Decodes a run; `None` if it does not decode or its start already does not look like
 /// text or gzip (most runs in traffic are identifiers and hashes).
 pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
-    // Hex digests and similar are base64-shaped but never encode text.
-    if run.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
     let engine = if url_safe { &URL } else { &STD };
     let mut head = [0u8; 12];
     if run.len() >= 16 && engine.decode_slice(&run[..16], &mut head).is_ok() {

@@ -572,6 +572,10 @@ impl Scanner {
             });
         }
         let mut decode_run = |r: decode::Run| {
+            // Hex digests and similar are base64-shaped but never encode text.
+            if r.hex {
+                return true;
+            }
             let mut end = r.end;
             if end - r.start > limits.max_base64_len {
                 room.incomplete = Some(Incomplete::DecodeBudget);
@@ -622,6 +626,7 @@ impl Scanner {
                             start: ext.start + r.start,
                             end: ext.start + r.end,
                             url_safe: r.url_safe,
+                            hex: r.hex,
                         });
                         more
                     });
