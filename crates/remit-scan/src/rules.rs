@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -114,6 +115,8 @@ pub struct Allowlist {
     pub(crate) regexes: Vec<Regex>,
     /// Lower-case; matched as substrings of the lower-cased secret.
     pub(crate) stopwords: Vec<String>,
+    /// The stopwords compiled (ASCII case-insensitive), when there are any.
+    pub(crate) stop_matcher: Option<AhoCorasick>,
 }
 
 impl Allowlist {
@@ -125,9 +128,12 @@ impl Allowlist {
             RegexTarget::Line => line,
         };
         let regex_hit = || self.regexes.iter().any(|r| r.is_match(target));
-        let stop_hit = || {
-            let lower = secret.to_ascii_lowercase();
-            self.stopwords.iter().any(|w| memmem(&lower, w.as_bytes()))
+        let stop_hit = || match &self.stop_matcher {
+            Some(m) => m.is_match(secret),
+            None => {
+                let lower = secret.to_ascii_lowercase();
+                self.stopwords.iter().any(|w| memmem(&lower, w.as_bytes()))
+            }
         };
         match self.condition {
             Condition::Or => regex_hit() || stop_hit(),
@@ -574,15 +580,27 @@ impl Loader<'_> {
             regexes
                 .push(compile(r).map_err(|m| err(format!("invalid allowlist regex `{r}`: {m}")))?);
         }
+        let stopwords: Vec<String> = raw
+            .stopwords
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        // One pass over the secret for all stopwords (the fallback lower-cases it and
+        // looks for each).
+        let stop_matcher = if stopwords.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&stopwords)
+                .ok()
+        };
         Ok(Allowlist {
             condition,
             target,
             regexes,
-            stopwords: raw
-                .stopwords
-                .iter()
-                .map(|s| s.to_ascii_lowercase())
-                .collect(),
+            stopwords,
+            stop_matcher,
         })
     }
 }
