@@ -470,7 +470,12 @@ impl Scanner {
                     if at > text.len() {
                         break;
                     }
-                    let Some(m) = rule.regex.captures_read_at(loc, text, at) else {
+                    let found = if rule.secret_is_match {
+                        rule.regex.find_at(text, at)
+                    } else {
+                        rule.regex.captures_read_at(loc, text, at)
+                    };
+                    let Some(m) = found else {
                         break;
                     };
                     at = if m.end() > m.start() {
@@ -482,6 +487,7 @@ impl Scanner {
                         break;
                     }
                     let secret_span = match rule.secret_group {
+                        _ if rule.secret_is_match => Some((m.start(), m.end())),
                         Some(g) => loc.get(g),
                         None => (1..loc.len())
                             .filter_map(|g| loc.get(g))

@@ -167,6 +167,10 @@ pub struct Rule {
     /// The longest match the regex can make, when bounded and small: the rule then runs
     /// only on windows of this size around its keywords' occurrences.
     pub(crate) window: Option<usize>,
+    /// Whether the secret is always the whole match (one group around everything but
+    /// zero-width assertions, as in `\b(ghp_[A-Za-z0-9]{36})\b`): the scan then needs no
+    /// capture groups, only the match.
+    pub(crate) secret_is_match: bool,
 }
 
 impl Rule {
@@ -519,8 +523,10 @@ impl Loader<'_> {
         } else {
             max_len(pattern.get_ref())
         };
+        let secret_is_match = secret_is_match(pattern.get_ref(), secret_group);
         Ok(Rule {
             window,
+            secret_is_match,
             id: id.to_owned(),
             description: raw.description.clone().unwrap_or_default(),
             regex,
@@ -619,6 +625,38 @@ fn max_len(pattern: &str) -> Option<usize> {
     hir.properties().maximum_len().filter(|n| *n <= MAX_WINDOW)
 }
 
+/// Whether the secret a pattern yields (its group `secret_group`, or without one its
+/// first non-empty group, or the match) is always the whole match.
+fn secret_is_match(pattern: &str, secret_group: Option<usize>) -> bool {
+    use regex_syntax::hir::HirKind;
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+    else {
+        return false;
+    };
+    let groups = hir.properties().explicit_captures_len();
+    match (secret_group, groups) {
+        (Some(0), _) => return true,
+        (Some(1) | None, 1) => {}
+        _ => return false,
+    }
+    let is_group =
+        |h: &regex_syntax::hir::Hir| matches!(h.kind(), HirKind::Capture(c) if c.index == 1);
+    match hir.kind() {
+        HirKind::Capture(c) => c.index == 1,
+        HirKind::Concat(parts) => {
+            parts.iter().filter(|p| is_group(p)).count() == 1
+                && parts
+                    .iter()
+                    .all(|p| is_group(p) || matches!(p.kind(), HirKind::Look(_)))
+        }
+        _ => false,
+    }
+}
+
 /// Compiles a gitleaks (RE2-syntax) regex for byte haystacks, ASCII classes, with limits.
 fn compile(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
@@ -637,4 +675,35 @@ fn compile(pattern: &str) -> Result<Regex, String> {
                 .trim()
                 .to_owned()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_the_match_only_for_one_group_around_all_but_assertions() {
+        assert!(secret_is_match(r"\b(ghp_[A-Za-z0-9]{36})\b", None));
+        assert!(secret_is_match(r"(?s)(-----BEGIN.{3,}?-----END)", None));
+        assert!(secret_is_match(r"\b(ab)\b", Some(1)));
+        assert!(secret_is_match(r"x(a)(b)", Some(0)));
+        // A byte after the group is part of the match.
+        assert!(!secret_is_match(
+            r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)",
+            None
+        ));
+        assert!(!secret_is_match(r"key=(\w+)", Some(1)));
+        assert!(!secret_is_match(r"(a)|(b)", None));
+        assert!(!secret_is_match(r"(a)(b)", None));
+        assert!(!secret_is_match(r"abc", None));
+        let set = RuleSet::builtin();
+        let whole: Vec<&str> = set
+            .rules
+            .iter()
+            .filter(|r| r.secret_is_match)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert!(whole.contains(&"github-pat") && whole.contains(&"private-key"));
+        assert!(!whole.contains(&"generic-secret") && !whole.contains(&"gcp-api-key"));
+    }
 }
