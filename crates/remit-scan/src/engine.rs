@@ -134,8 +134,21 @@ impl Hits {
     }
 }
 
+/// Buffers reused from layer to layer.
+#[derive(Default)]
+struct Scratch {
+    /// Candidate rules, sorted.
+    rules: Vec<u16>,
+    /// (rule, start, end) of each keyword occurrence that triggers a rule, sorted.
+    spans: Vec<(u16, u32, u32)>,
+    /// Per rule: search the whole layer.
+    whole: Vec<bool>,
+    windows: Vec<Range<usize>>,
+}
+
 /// One scan's state.
 struct Run<'a> {
+    scratch: Scratch,
     layers: Vec<Layer<'a>>,
     findings: Findings,
     seen: HashSet<(u16, usize, usize, Fingerprint)>,
@@ -281,6 +294,7 @@ impl Scanner {
                 path,
                 hits: Hits::default(),
             }],
+            scratch: Scratch::default(),
             findings: Findings::default(),
             seen: HashSet::new(),
             rule_of: Vec::new(),
@@ -381,86 +395,106 @@ impl Scanner {
         hits
     }
 
-    /// The candidate rules for a layer, each with the spans of its keywords' occurrences;
-    /// no spans: search the whole layer (rules without keywords, rules over
-    /// [`MAX_RULE_HITS`], and rules triggered past [`MAX_HITS`]).
-    fn candidates(&self, hits: &Hits) -> Vec<(u16, Vec<Range<usize>>)> {
-        let mut slot: Vec<u32> = vec![u32::MAX; self.set.rules.len()];
-        let mut whole: Vec<bool> = vec![false; self.set.rules.len()];
-        let mut out: Vec<(u16, Vec<Range<usize>>)> = Vec::new();
+    /// Fills `scratch` with the candidate rules for a layer: `rules`, sorted, and for each
+    /// rule searched around its keywords, the spans of their occurrences (`spans`, sorted
+    /// by rule and start). A candidate without spans searches the whole layer (rules
+    /// without keywords, rules over [`MAX_RULE_HITS`], rules triggered past [`MAX_HITS`]).
+    fn candidates(&self, hits: &Hits, scratch: &mut Scratch) {
+        let Scratch {
+            rules,
+            spans,
+            whole,
+            ..
+        } = scratch;
+        rules.clear();
+        spans.clear();
+        whole.clear();
+        whole.resize(self.set.rules.len(), false);
         for r in &self.always {
-            slot[*r as usize] = out.len() as u32;
             whole[*r as usize] = true;
-            out.push((*r, Vec::new()));
         }
-        let mut add = |r: u16, span: Option<Range<usize>>| {
-            let s = &mut slot[r as usize];
-            if *s == u32::MAX {
-                *s = out.len() as u32;
-                out.push((r, Vec::new()));
-            }
-            let spans = &mut out[*s as usize].1;
-            match span {
-                Some(span) if !whole[r as usize] && spans.len() < MAX_RULE_HITS => {
-                    spans.push(span);
-                }
-                _ => {
-                    whole[r as usize] = true;
-                    spans.clear();
-                }
-            }
-        };
         for h in &hits.list {
             for r in &self.kw_rules[h.kw as usize] {
-                add(*r, Some(h.start as usize..h.end as usize));
+                spans.push((*r, h.start, h.end));
             }
         }
         if hits.overflow {
             for (p, present) in hits.present.iter().enumerate() {
                 if *present {
                     for r in &self.kw_rules[p] {
-                        add(*r, None);
+                        whole[*r as usize] = true;
                     }
                 }
             }
         }
-        out.sort_unstable_by_key(|(r, _)| *r);
-        for (_, spans) in &mut out {
-            // Occurrences come in order of their end; windows are built in order of start.
-            spans.sort_unstable_by_key(|h| h.start);
+        spans.sort_unstable();
+        // A rule with too many occurrences searches the whole layer.
+        let mut i = 0;
+        while i < spans.len() {
+            let r = spans[i].0;
+            let n = spans[i..].iter().take_while(|s| s.0 == r).count();
+            if n > MAX_RULE_HITS {
+                whole[r as usize] = true;
+            }
+            i += n;
         }
-        out
+        spans.retain(|s| !whole[s.0 as usize]);
+        rules.extend(spans.iter().map(|s| s.0));
+        rules.extend((0..whole.len() as u16).filter(|r| whole[*r as usize]));
+        rules.sort_unstable();
+        rules.dedup();
     }
 
-    /// The spans of `text` a rule must search: merged windows around its keyword hits, or
-    /// the whole text.
-    fn windows(&self, rule: u16, hits: &[Range<usize>], len: usize) -> Vec<Range<usize>> {
+    /// Fills `out` with the spans of a layer of `len` bytes a rule must search: merged
+    /// windows around its keywords' occurrences `spans` (sorted by start), or the whole
+    /// layer.
+    fn windows(
+        &self,
+        rule: u16,
+        spans: &[(u16, u32, u32)],
+        len: usize,
+        out: &mut Vec<Range<usize>>,
+    ) {
+        out.clear();
         let Some(w) = self.set.rules[rule as usize].window else {
-            return std::iter::once(0..len).collect();
+            out.push(0..len);
+            return;
         };
-        if hits.is_empty() {
-            return std::iter::once(0..len).collect();
+        if spans.is_empty() {
+            out.push(0..len);
+            return;
         }
-        let mut out: Vec<Range<usize>> = Vec::new();
-        for h in hits {
-            let (a, b) = (h.start.saturating_sub(w), (h.end + w + 1).min(len));
+        for (_, start, end) in spans {
+            let (a, b) = (
+                (*start as usize).saturating_sub(w),
+                (*end as usize + w + 1).min(len),
+            );
             match out.last_mut() {
                 Some(last) if a <= last.end => last.end = last.end.max(b),
                 _ => out.push(a..b),
             }
         }
-        out
     }
 
     fn scan_layer(&self, run: &mut Run<'_>, li: usize, locs: &mut [Option<CaptureLocations>]) {
         let hits = self.keyword_hits(&run.layers, li);
-        let cands = self.candidates(&hits);
+        let mut scratch = std::mem::take(&mut run.scratch);
+        self.candidates(&hits, &mut scratch);
         run.layers[li].hits = hits;
         let len = run.layers[li].text.len();
-        for (r, hits) in cands {
+        let mut windows = std::mem::take(&mut scratch.windows);
+        let mut from = 0;
+        for r in scratch.rules.iter().copied() {
+            let n = scratch.spans[from..]
+                .iter()
+                .take_while(|s| s.0 == r)
+                .count();
+            let spans = &scratch.spans[from..from + n];
+            from += n;
             let rule = &self.set.rules[r as usize];
             let loc = locs[r as usize].get_or_insert_with(|| rule.regex.capture_locations());
-            for window in self.windows(r, &hits, len) {
+            self.windows(r, spans, len, &mut windows);
+            for window in windows.iter().cloned() {
                 let mut at = window.start;
                 loop {
                     let full: &[u8] = &run.layers[li].text;
@@ -538,6 +572,8 @@ impl Scanner {
                 }
             }
         }
+        scratch.windows = windows;
+        run.scratch = scratch;
     }
 
     /// Adds the layers decoded from layer `li`.
