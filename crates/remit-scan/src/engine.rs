@@ -460,13 +460,14 @@ impl Scanner {
             out.push(0..len);
             return;
         };
+        let lead = self.set.rules[rule as usize].lead.unwrap_or(w);
         if spans.is_empty() {
             out.push(0..len);
             return;
         }
         for (_, start, end) in spans {
             let (a, b) = (
-                (*start as usize).saturating_sub(w),
+                (*start as usize).saturating_sub(lead),
                 (*end as usize + w + 1).min(len),
             );
             match out.last_mut() {
