@@ -136,7 +136,7 @@ pub(crate) struct ByteMap {
 impl ByteMap {
     /// The parent offset where decoded byte `i`'s source starts; for `i` = the text's
     /// length, the end of the segment.
-    pub(crate) fn to_parent(&self, i: usize) -> usize {
+    pub(crate) fn parent_offset(&self, i: usize) -> usize {
         let k = self.changed.partition_point(|c| (*c as usize) < i);
         if self.changed.get(k).is_some_and(|c| *c as usize == i) {
             return self.source[k].0 as usize;
@@ -149,7 +149,7 @@ impl ByteMap {
 
     /// The decoded offset of parent offset `p`, if the byte there was copied; `p` must
     /// be inside the segment.
-    pub(crate) fn from_parent(&self, p: usize) -> Option<usize> {
+    pub(crate) fn text_offset(&self, p: usize) -> Option<usize> {
         let k = self.source.partition_point(|s| s.1 as usize <= p);
         if self.source.get(k).is_some_and(|s| s.0 as usize <= p) {
             return None;
@@ -568,4 +568,67 @@ pub(crate) fn plausible_text(bytes: &[u8]) -> bool {
 /// Whether decoded bytes start a gzip stream.
 pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b, 0x08])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-byte map the sparse one stands for: parent offset of each byte's source.
+    fn dense(text: &[u8], map: &ByteMap) -> Vec<usize> {
+        (0..=text.len()).map(|i| map.parent_offset(i)).collect()
+    }
+
+    #[test]
+    fn byte_maps_point_each_byte_at_its_source() {
+        let parent = br#"xx"a\"b\u00e9c\\d\u0041"yy"#;
+        let (text, map) = json_unescape(&parent[2..24], 2);
+        assert_eq!(text, "\"a\"b\u{e9}c\\dA\"".as_bytes());
+        // " a \" b é(2 bytes) c \\ d \u0041 "
+        assert_eq!(
+            dense(&text, &map),
+            vec![2, 3, 4, 6, 7, 7, 13, 14, 16, 17, 23, 24]
+        );
+        assert_eq!(map.changed, vec![2, 4, 5, 7, 9]);
+        for (i, p) in dense(&text, &map).iter().enumerate().take(text.len()) {
+            let copied = !map.changed.contains(&(i as u32));
+            assert_eq!(map.copied(i..i + 1), copied, "byte {i}");
+            if copied {
+                assert_eq!(text[i], parent[*p]);
+                assert_eq!(map.text_offset(*p), Some(i));
+            }
+        }
+        // Inside an escape: no copied byte there.
+        assert_eq!(map.text_offset(5), None);
+        assert_eq!(map.text_offset(19), None);
+        assert!(!map.copied(1..4));
+        assert!(map.copied(6..7));
+    }
+
+    #[test]
+    fn percent_decoding_marks_escapes_and_plus_signs() {
+        let (text, map) = percent_decode(b"a%41+b%zz", 10);
+        assert_eq!(text, b"aA b%zz");
+        assert_eq!(map.changed, vec![1, 2]);
+        assert_eq!(dense(&text, &map), vec![10, 11, 14, 15, 16, 17, 18, 19]);
+        assert_eq!(map.text_offset(16), Some(4));
+    }
+
+    #[test]
+    fn changed_runs_are_those_an_escape_touches() {
+        // `\/` inside a run, and a run after `\n` whose `n` continued it in the parent.
+        let parent = br#"QUJDREVGR0hJSktMTU5P\/UFJTVA abc\nQUJDREVGR0hJSktMTU5PUFJT xyz QUJDREVGR0hJSktMTU5PUFJT"#;
+        let (text, map) = json_unescape(parent, 0);
+        let runs: Vec<&[u8]> = changed_runs(&text, parent, &map)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                &b"QUJDREVGR0hJSktMTU5P/UFJTVA"[..],
+                &b"QUJDREVGR0hJSktMTU5PUFJT"[..]
+            ]
+        );
+    }
 }

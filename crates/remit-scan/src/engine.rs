@@ -352,7 +352,7 @@ impl Scanner {
                 continue;
             }
             let len = (h.end - h.start) as usize;
-            if let Some(c) = map.from_parent(h.start as usize)
+            if let Some(c) = map.text_offset(h.start as usize)
                 && c + len <= text.len()
                 && map.copied(c..c + len)
             {
@@ -755,8 +755,8 @@ fn map_to_root(
         match &layers[li].origin {
             Origin::Root => return (span, exact),
             Origin::Mapped { parent, map } => {
-                let s = map.to_parent(span.start);
-                let e = map.to_parent(span.end);
+                let s = map.parent_offset(span.start);
+                let e = map.parent_offset(span.end);
                 span = s..e.max(s);
                 li = *parent;
             }

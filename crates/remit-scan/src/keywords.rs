@@ -176,9 +176,9 @@ impl Dfa<u16> {
             // `match_min` is a power of two: the or is at or above it only if one of
             // the states is.
             if st[0] | st[1] | st[2] | st[3] >= match_min {
-                for k in 0..LANES {
-                    if st[k] >= match_min {
-                        emit(k, st[k], from(k) + i + 1, &mut report);
+                for (k, sk) in st.iter().enumerate() {
+                    if *sk >= match_min {
+                        emit(k, *sk, from(k) + i + 1, &mut report);
                     }
                 }
             }
@@ -263,10 +263,10 @@ fn build(patterns: &[String]) -> Option<Imp> {
     // Breadth first: a state's failure state is shallower, so its row is complete already.
     let mut fail = vec![0u32; n];
     let mut queue = std::collections::VecDeque::new();
-    for c in 0..stride {
-        match goto[c] {
-            NONE => goto[c] = 0,
-            t => queue.push_back(t),
+    for t in goto.iter_mut().take(stride) {
+        match *t {
+            NONE => *t = 0,
+            child => queue.push_back(child),
         }
     }
     while let Some(s) = queue.pop_front() {
