@@ -1,5 +1,5 @@
 //! Decoding layers: `Content-Encoding` (gzip, deflate, br) with a decompressed-size limit,
-//! JSON string escapes and percent-encoding with an offset map back to the source, and
+//! JSON string escapes and percent-encoding with a map of the bytes they changed back to the source, and
 //! plausible base64 runs.
 
 use std::borrow::Cow;
@@ -117,11 +117,61 @@ pub fn decompress(
     }
 }
 
-/// Text decoded from a parent, with `map[i]` = the parent offset where decoded byte `i`'s
-/// source starts; `map[len]` = the end of the source.
-pub(crate) struct Mapped {
-    pub text: Vec<u8>,
-    pub map: Vec<u32>,
+/// Where the bytes of a text decoded from a parent came from. Most bytes are copied:
+/// byte `i` is then the parent's byte at the same distance from the last escape. The
+/// others are listed.
+#[derive(Debug, Default)]
+pub(crate) struct ByteMap {
+    /// Parent offset of the decoded segment's start.
+    pub base: u32,
+    /// Parent offset of its end.
+    pub end: u32,
+    /// The offsets in the decoded text of bytes the decoding produced (from an escape)
+    /// rather than copied, in order.
+    pub changed: Vec<u32>,
+    /// For each changed byte, the parent span of the escape it came from.
+    pub source: Vec<(u32, u32)>,
+}
+
+impl ByteMap {
+    /// The parent offset where decoded byte `i`'s source starts; for `i` = the text's
+    /// length, the end of the segment.
+    pub(crate) fn parent_offset(&self, i: usize) -> usize {
+        let k = self.changed.partition_point(|c| (*c as usize) < i);
+        if self.changed.get(k).is_some_and(|c| *c as usize == i) {
+            return self.source[k].0 as usize;
+        }
+        match k.checked_sub(1) {
+            None => self.base as usize + i,
+            Some(k) => self.source[k].1 as usize + (i - self.changed[k] as usize - 1),
+        }
+    }
+
+    /// The decoded offset of parent offset `p`, if the byte there was copied; `p` must
+    /// be inside the segment.
+    pub(crate) fn text_offset(&self, p: usize) -> Option<usize> {
+        let k = self.source.partition_point(|s| s.1 as usize <= p);
+        if self.source.get(k).is_some_and(|s| s.0 as usize <= p) {
+            return None;
+        }
+        match k.checked_sub(1) {
+            None => p.checked_sub(self.base as usize),
+            Some(k) => Some(self.changed[k] as usize + 1 + (p - self.source[k].1 as usize)),
+        }
+    }
+
+    /// Whether decoded bytes `range` were all copied.
+    pub(crate) fn copied(&self, range: std::ops::Range<usize>) -> bool {
+        let k = self
+            .changed
+            .partition_point(|c| (*c as usize) < range.start);
+        self.changed.get(k).is_none_or(|c| *c as usize >= range.end)
+    }
+
+    fn produced(&mut self, at: usize, source: std::ops::Range<usize>) {
+        self.changed.push(at as u32);
+        self.source.push((source.start as u32, source.end as u32));
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -177,9 +227,11 @@ pub(crate) fn escape_windows(
 ) -> Vec<std::ops::Range<usize>> {
     let json = needle == b'\\';
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut skip_to = 0;
-    for i in memchr_iter(needle, text) {
-        if i < skip_to || !at(text, i) {
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(needle, &text[from..]) {
+        let i = from + p;
+        from = i + 1;
+        if !at(text, i) {
             continue;
         }
         let mut a = i.saturating_sub(ESCAPE_WINDOW);
@@ -187,17 +239,17 @@ pub(crate) fn escape_windows(
         if json {
             // The string literal: the nearest unescaped quotes either side.
             // With some context either side: a rule may need the key before the value.
-            if let Some(open) = unescaped_quote(text, a..i, true) {
+            if let Some(open) = opening_quote(text, a..i) {
                 a = a.max(open.saturating_sub(JSON_CONTEXT));
             }
             // Escapes up to the closing quote are in this window already (when there is
             // none within reach, up to the window's end).
-            match unescaped_quote(text, i + 2..b, false) {
+            match closing_quote(text, i + 2, b) {
                 Some(close) => {
                     b = b.min(close + 1 + JSON_CONTEXT);
-                    skip_to = close;
+                    from = close;
                 }
-                None => skip_to = b,
+                None => from = b,
             }
         }
         match out.last_mut() {
@@ -208,117 +260,142 @@ pub(crate) fn escape_windows(
     out
 }
 
-/// The first (or, `back`, last) `"` in `range` not preceded by an odd run of backslashes.
-fn unescaped_quote(text: &[u8], range: std::ops::Range<usize>, back: bool) -> Option<usize> {
-    let hay = &text[range.start..range.end.min(text.len())];
-    let escaped = |p: usize| text[..p].iter().rev().take_while(|c| **c == b'\\').count() % 2 == 1;
-    if back {
-        memchr::memrchr_iter(b'"', hay)
-            .map(|p| range.start + p)
-            .find(|p| !escaped(*p))
-    } else {
-        memchr_iter(b'"', hay)
-            .map(|p| range.start + p)
-            .find(|p| !escaped(*p))
+/// The first `"` in `from..to` that is not escaped, reading escapes from `from` on
+/// (`from` is where an escape or other text starts).
+fn closing_quote(text: &[u8], from: usize, to: usize) -> Option<usize> {
+    let to = to.min(text.len());
+    let mut j = from;
+    while j < to {
+        let k = j + memchr::memchr2(b'"', b'\\', &text[j..to])?;
+        if text[k] == b'"' {
+            return Some(k);
+        }
+        j = k + 2;
     }
+    None
 }
 
-use memchr::memchr_iter;
+/// The last `"` in `range` not preceded by an odd run of backslashes.
+fn opening_quote(text: &[u8], range: std::ops::Range<usize>) -> Option<usize> {
+    let hay = &text[range.start..range.end.min(text.len())];
+    let escaped = |p: usize| text[..p].iter().rev().take_while(|c| **c == b'\\').count() % 2 == 1;
+    memchr::memrchr_iter(b'"', hay)
+        .map(|p| range.start + p)
+        .find(|p| !escaped(*p))
+}
 
 /// Undoes JSON string escapes across the whole text (quotes and structure stay as they are),
-/// so a secret inside an escaped JSON string reads as it was written. `base` is added to
-/// every offset in the map.
-pub(crate) fn json_unescape(text: &[u8], base: usize) -> Mapped {
+/// so a secret inside an escaped JSON string reads as it was written. `base` is the
+/// text's offset in the parent.
+pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
     let mut out = Vec::with_capacity(text.len());
-    let mut map = Vec::with_capacity(text.len() + 1);
+    let mut map = ByteMap {
+        base: base as u32,
+        end: (base + text.len()) as u32,
+        ..ByteMap::default()
+    };
     let mut i = 0;
-    while i < text.len() {
-        let b = text[i];
-        if b == b'\\' && i + 1 < text.len() {
-            let simple = match text[i + 1] {
-                b'"' => Some(b'"'),
-                b'\\' => Some(b'\\'),
-                b'/' => Some(b'/'),
-                b'b' => Some(8),
-                b'f' => Some(12),
-                b'n' => Some(b'\n'),
-                b'r' => Some(b'\r'),
-                b't' => Some(b'\t'),
-                _ => None,
-            };
-            if let Some(c) = simple {
-                out.push(c);
-                map.push((base + i) as u32);
-                i += 2;
-                continue;
-            }
-            if text[i + 1] == b'u'
-                && let Some(cp) = hex4(&text[i + 2..])
-            {
-                let mut len = 6;
-                let mut ch = char::from_u32(cp);
-                if (0xD800..0xDC00).contains(&cp)
-                    && text.get(i + 6) == Some(&b'\\')
-                    && text.get(i + 7) == Some(&b'u')
-                    && let Some(lo) = hex4(&text[(i + 8).min(text.len())..])
-                    && (0xDC00..0xE000).contains(&lo)
-                {
-                    ch = char::from_u32(0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
-                    len = 12;
-                }
-                let ch = ch.unwrap_or(char::REPLACEMENT_CHARACTER);
-                let mut buf = [0u8; 4];
-                for c in ch.encode_utf8(&mut buf).bytes() {
-                    out.push(c);
-                    map.push((base + i) as u32);
-                }
-                i += len;
-                continue;
-            }
+    while let Some(p) = memchr::memchr(b'\\', &text[i..]) {
+        // Bytes up to the backslash are copied as they are.
+        out.extend_from_slice(&text[i..i + p]);
+        i += p;
+        let simple = match text.get(i + 1) {
+            Some(b'"') => Some(b'"'),
+            Some(b'\\') => Some(b'\\'),
+            Some(b'/') => Some(b'/'),
+            Some(b'b') => Some(8),
+            Some(b'f') => Some(12),
+            Some(b'n') => Some(b'\n'),
+            Some(b'r') => Some(b'\r'),
+            Some(b't') => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            map.produced(out.len(), base + i..base + i + 2);
+            out.push(c);
+            i += 2;
+            continue;
         }
-        out.push(b);
-        map.push((base + i) as u32);
+        if text.get(i + 1) == Some(&b'u')
+            && let Some(cp) = hex4(&text[i + 2..])
+        {
+            let mut len = 6;
+            let mut ch = char::from_u32(cp);
+            if (0xD800..0xDC00).contains(&cp)
+                && text.get(i + 6) == Some(&b'\\')
+                && text.get(i + 7) == Some(&b'u')
+                && let Some(lo) = hex4(&text[(i + 8).min(text.len())..])
+                && (0xDC00..0xE000).contains(&lo)
+            {
+                ch = char::from_u32(0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
+                len = 12;
+            }
+            let ch = ch.unwrap_or(char::REPLACEMENT_CHARACTER);
+            let mut buf = [0u8; 4];
+            for c in ch.encode_utf8(&mut buf).bytes() {
+                map.produced(out.len(), base + i..base + i + len);
+                out.push(c);
+            }
+            i += len;
+            continue;
+        }
+        // A backslash that starts no escape stays as it is.
+        out.push(b'\\');
         i += 1;
     }
-    map.push((base + text.len()) as u32);
-    Mapped { text: out, map }
+    out.extend_from_slice(&text[i..]);
+    (out, map)
 }
 
 /// Undoes percent-encoding, and `+` as a space (form encoding). A `+` that was meant
 /// literally was already seen as such in the parent layer.
-pub(crate) fn percent_decode(text: &[u8], base: usize) -> Mapped {
+pub(crate) fn percent_decode(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
     let mut out = Vec::with_capacity(text.len());
-    let mut map = Vec::with_capacity(text.len() + 1);
+    let mut map = ByteMap {
+        base: base as u32,
+        end: (base + text.len()) as u32,
+        ..ByteMap::default()
+    };
     let mut i = 0;
-    while i < text.len() {
-        if text[i] == b'%'
-            && i + 2 < text.len()
+    while let Some(p) = memchr::memchr2(b'%', b'+', &text[i..]) {
+        out.extend_from_slice(&text[i..i + p]);
+        i += p;
+        if text[i] == b'+' {
+            map.produced(out.len(), base + i..base + i + 1);
+            out.push(b' ');
+            i += 1;
+            continue;
+        }
+        if i + 2 < text.len()
             && let (Some(h), Some(l)) = (hex(text[i + 1]), hex(text[i + 2]))
         {
+            map.produced(out.len(), base + i..base + i + 3);
             out.push(h << 4 | l);
-            map.push((base + i) as u32);
             i += 3;
             continue;
         }
-        out.push(if text[i] == b'+' { b' ' } else { text[i] });
-        map.push((base + i) as u32);
+        out.push(b'%');
         i += 1;
     }
-    map.push((base + text.len()) as u32);
-    Mapped { text: out, map }
+    out.extend_from_slice(&text[i..]);
+    (out, map)
 }
 
 const B64: u8 = 1;
 const B64_STD: u8 = 2;
 const B64_URL: u8 = 4;
+/// A letter past `f` (a run without any, nor `+/-_`, is hex).
+const B64_NOT_HEX: u8 = 8;
 
 const fn b64_table() -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        t[i] = if b.is_ascii_alphanumeric() {
+        t[i] = if b.is_ascii_hexdigit() {
             B64
+        } else if b.is_ascii_alphanumeric() {
+            B64 | B64_NOT_HEX
         } else if b == b'+' || b == b'/' {
             B64 | B64_STD
         } else if b == b'-' || b == b'_' {
@@ -333,6 +410,11 @@ const fn b64_table() -> [u8; 256] {
 
 static B64_CLASS: [u8; 256] = b64_table();
 
+/// Whether a byte can be part of a base64 run.
+pub(crate) fn is_b64(b: u8) -> bool {
+    B64_CLASS[usize::from(b)] != 0
+}
+
 const INDIFFERENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
     .with_decode_padding_mode(DecodePaddingMode::Indifferent)
     .with_decode_allow_trailing_bits(true);
@@ -344,6 +426,8 @@ pub(crate) struct Run {
     pub start: usize,
     pub end: usize,
     pub url_safe: bool,
+    /// Only hex digits, without padding: a digest or an id, never text.
+    pub hex: bool,
 }
 
 /// Finds base64 runs of `min..` characters (with any trailing `=`), calling `f` for each;
@@ -383,6 +467,7 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
                 start,
                 end,
                 url_safe: kinds & B64_URL != 0,
+                hex: kinds & (B64_NOT_HEX | B64_STD | B64_URL) == 0 && end == i,
             })
         {
             return;
@@ -391,13 +476,56 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
     }
 }
 
+/// The maximal extents of base64-alphabet bytes in a text decoded from `parent` (see
+/// [`ByteMap`]) that read differently there: those holding a byte the decoding produced,
+/// and those next to one whose source continued the extent in the parent (as the `n` of
+/// `\n` or a `+` turned into a space do). Every other extent is one of the parent's
+/// runs as it was. In order.
+pub(crate) fn changed_runs(
+    text: &[u8],
+    parent: &[u8],
+    map: &ByteMap,
+) -> Vec<std::ops::Range<usize>> {
+    let extent = |p: usize| {
+        let mut a = p;
+        while a > 0 && is_b64(text[a - 1]) {
+            a -= 1;
+        }
+        let mut b = p;
+        while b < text.len() && is_b64(text[b]) {
+            b += 1;
+        }
+        a..b
+    };
+    let source_is_b64 = |at: usize| parent.get(at).is_some_and(|b| is_b64(*b));
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut add = |p: usize| {
+        // Changed bytes come in order: an extent already added is not walked again.
+        if !out.last().is_some_and(|r| r.contains(&p)) {
+            out.push(extent(p));
+        }
+    };
+    for (d, (from, to)) in map.changed.iter().zip(&map.source) {
+        let d = *d as usize;
+        if is_b64(text[d]) {
+            add(d);
+            continue;
+        }
+        if d > 0 && is_b64(text[d - 1]) && source_is_b64(*from as usize) {
+            add(d - 1);
+        }
+        if d + 1 < text.len() && is_b64(text[d + 1]) && source_is_b64(*to as usize - 1) {
+            add(d + 1);
+        }
+    }
+    out.sort_unstable_by_key(|r| r.start);
+    out.dedup();
+    out
+}
+
 /// Decodes a run; `None` if it does not decode or its start already does not look like
 /// text or gzip (most runs in traffic are identifiers and hashes).
 pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
-    // Hex digests and similar are base64-shaped but never encode text.
-    if run.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
     let engine = if url_safe { &URL } else { &STD };
     let mut head = [0u8; 12];
     if run.len() >= 16 && engine.decode_slice(&run[..16], &mut head).is_ok() {
@@ -440,4 +568,67 @@ pub(crate) fn plausible_text(bytes: &[u8]) -> bool {
 /// Whether decoded bytes start a gzip stream.
 pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b, 0x08])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-byte map the sparse one stands for: parent offset of each byte's source.
+    fn dense(text: &[u8], map: &ByteMap) -> Vec<usize> {
+        (0..=text.len()).map(|i| map.parent_offset(i)).collect()
+    }
+
+    #[test]
+    fn byte_maps_point_each_byte_at_its_source() {
+        let parent = br#"xx"a\"b\u00e9c\\d\u0041"yy"#;
+        let (text, map) = json_unescape(&parent[2..24], 2);
+        assert_eq!(text, "\"a\"b\u{e9}c\\dA\"".as_bytes());
+        // " a \" b é(2 bytes) c \\ d \u0041 "
+        assert_eq!(
+            dense(&text, &map),
+            vec![2, 3, 4, 6, 7, 7, 13, 14, 16, 17, 23, 24]
+        );
+        assert_eq!(map.changed, vec![2, 4, 5, 7, 9]);
+        for (i, p) in dense(&text, &map).iter().enumerate().take(text.len()) {
+            let copied = !map.changed.contains(&(i as u32));
+            assert_eq!(map.copied(i..i + 1), copied, "byte {i}");
+            if copied {
+                assert_eq!(text[i], parent[*p]);
+                assert_eq!(map.text_offset(*p), Some(i));
+            }
+        }
+        // Inside an escape: no copied byte there.
+        assert_eq!(map.text_offset(5), None);
+        assert_eq!(map.text_offset(19), None);
+        assert!(!map.copied(1..4));
+        assert!(map.copied(6..7));
+    }
+
+    #[test]
+    fn percent_decoding_marks_escapes_and_plus_signs() {
+        let (text, map) = percent_decode(b"a%41+b%zz", 10);
+        assert_eq!(text, b"aA b%zz");
+        assert_eq!(map.changed, vec![1, 2]);
+        assert_eq!(dense(&text, &map), vec![10, 11, 14, 15, 16, 17, 18, 19]);
+        assert_eq!(map.text_offset(16), Some(4));
+    }
+
+    #[test]
+    fn changed_runs_are_those_an_escape_touches() {
+        // `\/` inside a run, and a run after `\n` whose `n` continued it in the parent.
+        let parent = br#"QUJDREVGR0hJSktMTU5P\/UFJTVA abc\nQUJDREVGR0hJSktMTU5PUFJT xyz QUJDREVGR0hJSktMTU5PUFJT"#;
+        let (text, map) = json_unescape(parent, 0);
+        let runs: Vec<&[u8]> = changed_runs(&text, parent, &map)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                &b"QUJDREVGR0hJSktMTU5P/UFJTVA"[..],
+                &b"QUJDREVGR0hJSktMTU5PUFJT"[..]
+            ]
+        );
+    }
 }

@@ -2,17 +2,17 @@
 //! and in-place redaction.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::CaptureLocations;
 use sha2::{Digest, Sha256};
 
-use crate::decode::{self, ContentEncoding, Decoding};
+use crate::decode::{self, ByteMap, ContentEncoding, Decoding};
 use crate::finding::{Finding, Findings, Fingerprint, Incomplete, shannon_entropy};
+use crate::keywords::Keywords;
 use crate::rules::{Allowlist, RuleSet};
 use crate::{Limits, ScanError};
 
@@ -21,7 +21,7 @@ pub struct Scanner {
     set: RuleSet,
     ids: Vec<Arc<str>>,
     /// Keyword automaton; pattern `p` belongs to rules `kw_rules[p]`.
-    keywords: Option<AhoCorasick>,
+    keywords: Option<Keywords>,
     kw_rules: Vec<Vec<u16>>,
     /// Rules without keywords: candidates on every body.
     always: Vec<u16>,
@@ -70,10 +70,10 @@ impl fmt::Debug for Redacted {
 /// Where a layer's text came from.
 enum Origin {
     Root,
-    /// Decoded from `parent` with a per-byte map into the parent.
+    /// Decoded from `parent`, each byte copied or produced from an escape there.
     Mapped {
         parent: usize,
-        map: Vec<u32>,
+        map: ByteMap,
     },
     /// Decoded from the segment `span` of `parent`.
     Segment {
@@ -86,10 +86,69 @@ struct Layer<'a> {
     text: Cow<'a, [u8]>,
     origin: Origin,
     path: Vec<Decoding>,
+    /// The keyword occurrences in `text`, once the layer is scanned.
+    hits: Hits,
+}
+
+/// One keyword occurrence: keyword `kw` at `start..end`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Hit {
+    kw: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Most keyword occurrences a layer keeps. Past it, only which keywords occur is kept:
+/// the rules they trigger search the whole layer, and the layers decoded from it find
+/// their own occurrences.
+const MAX_HITS: usize = 1 << 16;
+
+/// A rule with more occurrences of its keywords than this in one layer searches it whole.
+const MAX_RULE_HITS: usize = 4096;
+
+/// The keyword occurrences of a layer.
+#[derive(Default)]
+struct Hits {
+    /// Every occurrence, in order of end (then start, then keyword); when `overflow`, only
+    /// the first [`MAX_HITS`].
+    list: Vec<Hit>,
+    overflow: bool,
+    /// When `overflow`: every keyword that occurs.
+    present: Vec<bool>,
+}
+
+impl Hits {
+    fn push(&mut self, hit: Hit, keywords: usize) {
+        if self.list.len() < MAX_HITS {
+            self.list.push(hit);
+            return;
+        }
+        if !self.overflow {
+            self.overflow = true;
+            self.present = vec![false; keywords];
+            for h in &self.list {
+                self.present[h.kw as usize] = true;
+            }
+        }
+        self.present[hit.kw as usize] = true;
+    }
+}
+
+/// Buffers reused from layer to layer.
+#[derive(Default)]
+struct Scratch {
+    /// Candidate rules, sorted.
+    rules: Vec<u16>,
+    /// (rule, start, end) of each keyword occurrence that triggers a rule, sorted.
+    spans: Vec<(u16, u32, u32)>,
+    /// Per rule: search the whole layer.
+    whole: Vec<bool>,
+    windows: Vec<Range<usize>>,
 }
 
 /// One scan's state.
 struct Run<'a> {
+    scratch: Scratch,
     layers: Vec<Layer<'a>>,
     findings: Findings,
     seen: HashSet<(u16, usize, usize, Fingerprint)>,
@@ -118,44 +177,29 @@ impl Scanner {
         let mut patterns: Vec<String> = Vec::new();
         let mut kw_rules: Vec<Vec<u16>> = Vec::new();
         let mut always = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for (i, rule) in set.rules.iter().enumerate() {
             let i = i as u16;
             if rule.keywords.is_empty() {
                 always.push(i);
             }
             for kw in &rule.keywords {
-                match patterns.iter().position(|p| p == kw) {
-                    Some(p) => kw_rules[p].push(i),
+                match index.get(kw.as_str()) {
+                    Some(p) if kw_rules[*p].contains(&i) => {}
+                    Some(p) => kw_rules[*p].push(i),
                     None => {
+                        index.insert(kw, patterns.len());
                         patterns.push(kw.clone());
                         kw_rules.push(vec![i]);
                     }
                 }
             }
         }
-        // Non-overlapping search is much faster than overlapping; a keyword hidden inside a
-        // longer one it is a substring of still counts, through this closure.
-        let direct = kw_rules.clone();
-        for (p, long) in patterns.iter().enumerate() {
-            for (q, short) in patterns.iter().enumerate() {
-                if p != q && long.contains(short.as_str()) {
-                    for r in &direct[q] {
-                        if !kw_rules[p].contains(r) {
-                            kw_rules[p].push(*r);
-                        }
-                    }
-                }
-            }
-        }
+        drop(index);
         let keywords = if patterns.is_empty() {
             None
         } else {
-            AhoCorasickBuilder::new()
-                .kind(Some(AhoCorasickKind::DFA))
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&patterns)
-                .ok()
+            Keywords::new(&patterns)
         };
         if keywords.is_none() {
             // An automaton that does not build (it always should: keywords are bounded)
@@ -248,7 +292,9 @@ impl Scanner {
                 text,
                 origin: Origin::Root,
                 path,
+                hits: Hits::default(),
             }],
+            scratch: Scratch::default(),
             findings: Findings::default(),
             seen: HashSet::new(),
             rule_of: Vec::new(),
@@ -268,62 +314,188 @@ impl Scanner {
         run.findings
     }
 
-    /// The candidate rules for a text, each with the spans of its keywords' occurrences
-    /// (empty for rules without keywords).
-    fn candidates(&self, text: &[u8]) -> Vec<(u16, Vec<Range<usize>>)> {
-        let mut slot: Vec<u32> = vec![u32::MAX; self.set.rules.len()];
-        let mut out: Vec<(u16, Vec<Range<usize>>)> = Vec::new();
-        for r in &self.always {
-            slot[*r as usize] = out.len() as u32;
-            out.push((*r, Vec::new()));
+    /// Every keyword occurrence in layer `li`. A layer decoded from its parent with a
+    /// per-byte map (JSON escapes, percent-encoding) is not searched again: an occurrence
+    /// made only of copied bytes is one of the parent's, moved; the others hold a byte the
+    /// decoding produced, so only the text around such bytes is searched.
+    fn keyword_hits(&self, layers: &[Layer<'_>], li: usize) -> Hits {
+        let mut hits = Hits::default();
+        let Some(kw) = &self.keywords else {
+            return hits;
+        };
+        let n = self.kw_rules.len();
+        let layer = &layers[li];
+        let text: &[u8] = &layer.text;
+        let Origin::Mapped { parent, map } = &layer.origin else {
+            kw.for_each(text, |p, start, end| {
+                let (kw, start, end) = (p as u32, start as u32, end as u32);
+                hits.push(Hit { kw, start, end }, n);
+            });
+            return hits;
+        };
+        let from = &layers[*parent];
+        if from.hits.overflow {
+            kw.for_each(text, |p, start, end| {
+                let (kw, start, end) = (p as u32, start as u32, end as u32);
+                hits.push(Hit { kw, start, end }, n);
+            });
+            return hits;
         }
-        if let Some(ac) = &self.keywords {
-            for m in ac.find_iter(text) {
-                for r in &self.kw_rules[m.pattern().as_usize()] {
-                    let s = &mut slot[*r as usize];
-                    if *s == u32::MAX {
-                        *s = out.len() as u32;
-                        out.push((*r, Vec::new()));
-                    }
-                    let hits = &mut out[*s as usize].1;
-                    // Bounded: windows merge, so far-apart hits are all that matter.
-                    if hits.len() < 4096 {
-                        hits.push(m.start()..m.end());
+        let (lo, hi) = (map.base, map.end);
+        let mut found = Vec::new();
+        let first = from.hits.list.partition_point(|h| h.end <= lo);
+        for h in &from.hits.list[first..] {
+            if h.end > hi {
+                break;
+            }
+            if h.start < lo {
+                continue;
+            }
+            let len = (h.end - h.start) as usize;
+            if let Some(c) = map.text_offset(h.start as usize)
+                && c + len <= text.len()
+                && map.copied(c..c + len)
+            {
+                let (start, end) = (c as u32, (c + len) as u32);
+                found.push(Hit {
+                    kw: h.kw,
+                    start,
+                    end,
+                });
+            }
+        }
+        let reach = kw.max_len();
+        let mut around: Vec<Range<usize>> = Vec::new();
+        for c in &map.changed {
+            let c = *c as usize;
+            if !kw.in_keyword(text[c]) {
+                continue;
+            }
+            let (a, b) = (c.saturating_sub(reach - 1), (c + reach).min(text.len()));
+            match around.last_mut() {
+                Some(last) if a <= last.end => last.end = last.end.max(b),
+                _ => around.push(a..b),
+            }
+        }
+        for r in around {
+            kw.for_each(&text[r.clone()], |p, start, end| {
+                let (start, end) = ((r.start + start) as u32, (r.start + end) as u32);
+                found.push(Hit {
+                    kw: p as u32,
+                    start,
+                    end,
+                });
+            });
+        }
+        found.sort_unstable_by_key(|h| (h.end, h.start, h.kw));
+        found.dedup();
+        for h in found {
+            hits.push(h, n);
+        }
+        hits
+    }
+
+    /// Fills `scratch` with the candidate rules for a layer: `rules`, sorted, and for each
+    /// rule searched around its keywords, the spans of their occurrences (`spans`, sorted
+    /// by rule and start). A candidate without spans searches the whole layer (rules
+    /// without keywords, rules over [`MAX_RULE_HITS`], rules triggered past [`MAX_HITS`]).
+    fn candidates(&self, hits: &Hits, scratch: &mut Scratch) {
+        let Scratch {
+            rules,
+            spans,
+            whole,
+            ..
+        } = scratch;
+        rules.clear();
+        spans.clear();
+        whole.clear();
+        whole.resize(self.set.rules.len(), false);
+        for r in &self.always {
+            whole[*r as usize] = true;
+        }
+        for h in &hits.list {
+            for r in &self.kw_rules[h.kw as usize] {
+                spans.push((*r, h.start, h.end));
+            }
+        }
+        if hits.overflow {
+            for (p, present) in hits.present.iter().enumerate() {
+                if *present {
+                    for r in &self.kw_rules[p] {
+                        whole[*r as usize] = true;
                     }
                 }
             }
         }
-        out.sort_unstable_by_key(|(r, _)| *r);
-        out
+        spans.sort_unstable();
+        // A rule with too many occurrences searches the whole layer.
+        let mut i = 0;
+        while i < spans.len() {
+            let r = spans[i].0;
+            let n = spans[i..].iter().take_while(|s| s.0 == r).count();
+            if n > MAX_RULE_HITS {
+                whole[r as usize] = true;
+            }
+            i += n;
+        }
+        spans.retain(|s| !whole[s.0 as usize]);
+        rules.extend(spans.iter().map(|s| s.0));
+        rules.extend((0..whole.len() as u16).filter(|r| whole[*r as usize]));
+        rules.sort_unstable();
+        rules.dedup();
     }
 
-    /// The spans of `text` a rule must search: merged windows around its keyword hits, or
-    /// the whole text.
-    fn windows(&self, rule: u16, hits: &[Range<usize>], len: usize) -> Vec<Range<usize>> {
+    /// Fills `out` with the spans of a layer of `len` bytes a rule must search: merged
+    /// windows around its keywords' occurrences `spans` (sorted by start), or the whole
+    /// layer.
+    fn windows(
+        &self,
+        rule: u16,
+        spans: &[(u16, u32, u32)],
+        len: usize,
+        out: &mut Vec<Range<usize>>,
+    ) {
+        out.clear();
         let Some(w) = self.set.rules[rule as usize].window else {
-            return std::iter::once(0..len).collect();
+            out.push(0..len);
+            return;
         };
-        if hits.is_empty() {
-            return std::iter::once(0..len).collect();
+        let lead = self.set.rules[rule as usize].lead.unwrap_or(w);
+        if spans.is_empty() {
+            out.push(0..len);
+            return;
         }
-        let mut out: Vec<Range<usize>> = Vec::new();
-        for h in hits {
-            let (a, b) = (h.start.saturating_sub(w), (h.end + w + 1).min(len));
+        for (_, start, end) in spans {
+            let (a, b) = (
+                (*start as usize).saturating_sub(lead),
+                (*end as usize + w + 1).min(len),
+            );
             match out.last_mut() {
                 Some(last) if a <= last.end => last.end = last.end.max(b),
                 _ => out.push(a..b),
             }
         }
-        out
     }
 
     fn scan_layer(&self, run: &mut Run<'_>, li: usize, locs: &mut [Option<CaptureLocations>]) {
-        let cands = self.candidates(&run.layers[li].text);
+        let hits = self.keyword_hits(&run.layers, li);
+        let mut scratch = std::mem::take(&mut run.scratch);
+        self.candidates(&hits, &mut scratch);
+        run.layers[li].hits = hits;
         let len = run.layers[li].text.len();
-        for (r, hits) in cands {
+        let mut windows = std::mem::take(&mut scratch.windows);
+        let mut from = 0;
+        for r in scratch.rules.iter().copied() {
+            let n = scratch.spans[from..]
+                .iter()
+                .take_while(|s| s.0 == r)
+                .count();
+            let spans = &scratch.spans[from..from + n];
+            from += n;
             let rule = &self.set.rules[r as usize];
             let loc = locs[r as usize].get_or_insert_with(|| rule.regex.capture_locations());
-            for window in self.windows(r, &hits, len) {
+            self.windows(r, spans, len, &mut windows);
+            for window in windows.iter().cloned() {
                 let mut at = window.start;
                 loop {
                     let full: &[u8] = &run.layers[li].text;
@@ -333,7 +505,12 @@ impl Scanner {
                     if at > text.len() {
                         break;
                     }
-                    let Some(m) = rule.regex.captures_read_at(loc, text, at) else {
+                    let found = if rule.secret_is_match {
+                        rule.regex.find_at(text, at)
+                    } else {
+                        rule.regex.captures_read_at(loc, text, at)
+                    };
+                    let Some(m) = found else {
                         break;
                     };
                     at = if m.end() > m.start() {
@@ -345,6 +522,7 @@ impl Scanner {
                         break;
                     }
                     let secret_span = match rule.secret_group {
+                        _ if rule.secret_is_match => Some((m.start(), m.end())),
                         Some(g) => loc.get(g),
                         None => (1..loc.len())
                             .filter_map(|g| loc.get(g))
@@ -395,6 +573,8 @@ impl Scanner {
                 }
             }
         }
+        scratch.windows = windows;
+        run.scratch = scratch;
     }
 
     /// Adds the layers decoded from layer `li`.
@@ -417,38 +597,27 @@ impl Scanner {
         // Only text near an escape reads differently once decoded; the rest was scanned
         // as it is. Each window around escapes is a layer of its own.
         for w in decode::escape_windows(text, b'\\', decode::json_escape_at) {
-            let m = decode::json_unescape(&text[w.clone()], w.start);
+            let (decoded, map) = decode::json_unescape(&text[w.clone()], w.start);
             room.push(Layer {
-                text: Cow::Owned(m.text),
-                origin: Origin::Mapped {
-                    parent: li,
-                    map: m.map,
-                },
+                text: Cow::Owned(decoded),
+                origin: Origin::Mapped { parent: li, map },
                 path: child_path(Decoding::Json),
+                hits: Hits::default(),
             });
         }
         for w in decode::escape_windows(text, b'%', decode::percent_escape_at) {
-            let m = decode::percent_decode(&text[w.clone()], w.start);
+            let (decoded, map) = decode::percent_decode(&text[w.clone()], w.start);
             room.push(Layer {
-                text: Cow::Owned(m.text),
-                origin: Origin::Mapped {
-                    parent: li,
-                    map: m.map,
-                },
+                text: Cow::Owned(decoded),
+                origin: Origin::Mapped { parent: li, map },
                 path: child_path(Decoding::Url),
+                hits: Hits::default(),
             });
         }
-        let parent_map = match &parent.origin {
-            Origin::Mapped { map, .. } => Some(map),
-            _ => None,
-        };
-        decode::base64_runs(text, limits.min_base64_len, |r| {
-            if let Some(map) = parent_map {
-                // Unchanged by this layer's decoding: the parent layer decodes it already.
-                let (s, e) = (map[r.start] as usize, map[r.end] as usize);
-                if e - s == r.end - r.start {
-                    return true;
-                }
+        let mut decode_run = |r: decode::Run| {
+            // Hex digests and similar are base64-shaped but never encode text.
+            if r.hex {
+                return true;
             }
             let mut end = r.end;
             if end - r.start > limits.max_base64_len {
@@ -483,9 +652,34 @@ impl Scanner {
                     span: r.start..r.end,
                 },
                 path,
+                hits: Hits::default(),
             });
             room.layers > 0 && room.bytes > 0
-        });
+        };
+        match &parent.origin {
+            Origin::Mapped { parent: grand, map } => {
+                // Runs this layer's decoding left as they were are decoded in the parent.
+                let from: &[u8] = &run.layers[*grand].text;
+                for ext in decode::changed_runs(text, from, map) {
+                    // With room for padding after the run.
+                    let end = (ext.end + 2).min(text.len());
+                    let mut more = true;
+                    decode::base64_runs(&text[ext.start..end], limits.min_base64_len, |r| {
+                        more = decode_run(decode::Run {
+                            start: ext.start + r.start,
+                            end: ext.start + r.end,
+                            url_safe: r.url_safe,
+                            hex: r.hex,
+                        });
+                        more
+                    });
+                    if !more {
+                        break;
+                    }
+                }
+            }
+            _ => decode::base64_runs(text, limits.min_base64_len, decode_run),
+        }
         let Room {
             new, incomplete, ..
         } = room;
@@ -561,8 +755,8 @@ fn map_to_root(
         match &layers[li].origin {
             Origin::Root => return (span, exact),
             Origin::Mapped { parent, map } => {
-                let s = map.get(span.start).copied().unwrap_or(0) as usize;
-                let e = map.get(span.end).copied().unwrap_or(0) as usize;
+                let s = map.parent_offset(span.start);
+                let e = map.parent_offset(span.end);
                 span = s..e.max(s);
                 li = *parent;
             }

@@ -18,6 +18,7 @@
 mod decode;
 mod engine;
 mod finding;
+mod keywords;
 mod known;
 mod rules;
 mod sse;

@@ -14,10 +14,14 @@
 //! keywords' occurrences, so a match must lie within that distance of a keyword (gitleaks
 //! only asks that the keyword appear somewhere in the text). Rules whose keywords are part
 //! of the match — all the built-in ones, and gitleaks' own — behave the same either way.
+//! When the regex shows that every match holds a keyword within a bounded distance of its
+//! start (a bounded sequence, then a part matching only strings that hold a keyword), the
+//! window reaches only that far before an occurrence.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
+use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -114,6 +118,8 @@ pub struct Allowlist {
     pub(crate) regexes: Vec<Regex>,
     /// Lower-case; matched as substrings of the lower-cased secret.
     pub(crate) stopwords: Vec<String>,
+    /// The stopwords compiled (ASCII case-insensitive), when there are any.
+    pub(crate) stop_matcher: Option<AhoCorasick>,
 }
 
 impl Allowlist {
@@ -125,9 +131,12 @@ impl Allowlist {
             RegexTarget::Line => line,
         };
         let regex_hit = || self.regexes.iter().any(|r| r.is_match(target));
-        let stop_hit = || {
-            let lower = secret.to_ascii_lowercase();
-            self.stopwords.iter().any(|w| memmem(&lower, w.as_bytes()))
+        let stop_hit = || match &self.stop_matcher {
+            Some(m) => m.is_match(secret),
+            None => {
+                let lower = secret.to_ascii_lowercase();
+                self.stopwords.iter().any(|w| memmem(&lower, w.as_bytes()))
+            }
         };
         match self.condition {
             Condition::Or => regex_hit() || stop_hit(),
@@ -161,6 +170,14 @@ pub struct Rule {
     /// The longest match the regex can make, when bounded and small: the rule then runs
     /// only on windows of this size around its keywords' occurrences.
     pub(crate) window: Option<usize>,
+    /// Whether the secret is always the whole match (one group around everything but
+    /// zero-width assertions, as in `\b(ghp_[A-Za-z0-9]{36})\b`): the scan then needs no
+    /// capture groups, only the match.
+    pub(crate) secret_is_match: bool,
+    /// When every match holds a keyword occurrence starting at most this far after the
+    /// match's start: how far before an occurrence its window starts (otherwise
+    /// `window`, as after it).
+    pub(crate) lead: Option<usize>,
 }
 
 impl Rule {
@@ -503,7 +520,7 @@ impl Loader<'_> {
                 format!("`keywords`: at most {MAX_KEYWORDS}, each 1 to {MAX_KEYWORD_LEN} bytes"),
             ));
         }
-        let keywords = kw.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let keywords: Vec<String> = kw.iter().map(|k| k.to_ascii_lowercase()).collect();
         let mut allowlists = Vec::new();
         for al in raw.allowlist.iter().chain(raw.allowlists.iter()) {
             allowlists.push(self.allowlist(al, Some(id))?);
@@ -513,8 +530,13 @@ impl Loader<'_> {
         } else {
             max_len(pattern.get_ref())
         };
+        let secret_is_match = secret_is_match(pattern.get_ref(), secret_group);
+        let lead =
+            window.and_then(|w| keyword_lead(pattern.get_ref(), &keywords).filter(|l| *l < w));
         Ok(Rule {
             window,
+            secret_is_match,
+            lead,
             id: id.to_owned(),
             description: raw.description.clone().unwrap_or_default(),
             regex,
@@ -574,15 +596,27 @@ impl Loader<'_> {
             regexes
                 .push(compile(r).map_err(|m| err(format!("invalid allowlist regex `{r}`: {m}")))?);
         }
+        let stopwords: Vec<String> = raw
+            .stopwords
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        // One pass over the secret for all stopwords (the fallback lower-cases it and
+        // looks for each).
+        let stop_matcher = if stopwords.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&stopwords)
+                .ok()
+        };
         Ok(Allowlist {
             condition,
             target,
             regexes,
-            stopwords: raw
-                .stopwords
-                .iter()
-                .map(|s| s.to_ascii_lowercase())
-                .collect(),
+            stopwords,
+            stop_matcher,
         })
     }
 }
@@ -599,6 +633,174 @@ fn max_len(pattern: &str) -> Option<usize> {
         .parse(pattern)
         .ok()?;
     hir.properties().maximum_len().filter(|n| *n <= MAX_WINDOW)
+}
+
+/// How far before the start of a keyword occurrence a match can start, when every match
+/// holds a keyword occurrence at a bounded distance from its start: the regex is a
+/// sequence whose parts before some part are bounded, and that part matches only a few
+/// strings, each holding a keyword. (The generic rule: at most 31 bytes of name, then
+/// `api_key`, `secret`, `token` …; its matches otherwise reach ~200 bytes either way.)
+fn keyword_lead(pattern: &str, keywords: &[String]) -> Option<usize> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    lead(&hir, keywords)
+}
+
+fn lead(hir: &regex_syntax::hir::Hir, keywords: &[String]) -> Option<usize> {
+    use regex_syntax::hir::HirKind;
+    let holds_keyword = |h: &regex_syntax::hir::Hir| {
+        strings(h).is_some_and(|set| {
+            !set.is_empty()
+                && set.iter().all(|s| {
+                    keywords
+                        .iter()
+                        .any(|k| memchr::memmem::find(s, k.as_bytes()).is_some())
+                })
+        })
+    };
+    match hir.kind() {
+        HirKind::Capture(c) => lead(&c.sub, keywords),
+        HirKind::Concat(parts) => {
+            let mut before = 0usize;
+            for part in parts {
+                if holds_keyword(part) {
+                    return Some(before + part.properties().maximum_len()?);
+                }
+                if let Some(inner) = lead(part, keywords) {
+                    return Some(before + inner);
+                }
+                before = before.checked_add(part.properties().maximum_len()?)?;
+            }
+            None
+        }
+        _ if holds_keyword(hir) => hir.properties().maximum_len(),
+        _ => None,
+    }
+}
+
+/// Every string a pattern matches, ASCII lower-cased, when there are at most 256.
+fn strings(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::{Class, HirKind};
+    const MOST: usize = 256;
+    let out = match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => vec![Vec::new()],
+        HirKind::Literal(l) => vec![l.0.to_ascii_lowercase()],
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut bytes: Vec<u8> = c
+                .iter()
+                .flat_map(|r| r.start()..=r.end())
+                .map(|b| b.to_ascii_lowercase())
+                .collect();
+            bytes.sort_unstable();
+            bytes.dedup();
+            if bytes.len() > 8 {
+                return None;
+            }
+            bytes.into_iter().map(|b| vec![b]).collect()
+        }
+        HirKind::Class(Class::Unicode(_)) => return None,
+        HirKind::Capture(c) => strings(&c.sub)?,
+        HirKind::Alternation(alts) => {
+            let mut all = Vec::new();
+            for a in alts {
+                all.extend(strings(a)?);
+                if all.len() > MOST {
+                    return None;
+                }
+            }
+            all
+        }
+        HirKind::Concat(parts) => {
+            let mut all = vec![Vec::new()];
+            for part in parts {
+                let next = strings(part)?;
+                if all.len() * next.len() > MOST {
+                    return None;
+                }
+                all = all
+                    .iter()
+                    .flat_map(|a| {
+                        next.iter().map(move |b| {
+                            let mut s = a.clone();
+                            s.extend_from_slice(b);
+                            s
+                        })
+                    })
+                    .collect();
+            }
+            all
+        }
+        HirKind::Repetition(r) => {
+            let max = r.max?;
+            if max > 4 {
+                return None;
+            }
+            let one = strings(&r.sub)?;
+            let mut all = Vec::new();
+            let mut level = vec![Vec::new()];
+            for n in 0..=max {
+                if n >= r.min {
+                    all.extend(level.iter().cloned());
+                }
+                if n < max {
+                    if level.len() * one.len() > MOST {
+                        return None;
+                    }
+                    level = level
+                        .iter()
+                        .flat_map(|a| {
+                            one.iter().map(move |b| {
+                                let mut s = a.clone();
+                                s.extend_from_slice(b);
+                                s
+                            })
+                        })
+                        .collect();
+                }
+                if all.len() > MOST {
+                    return None;
+                }
+            }
+            all
+        }
+    };
+    (out.len() <= MOST).then_some(out)
+}
+
+/// Whether the secret a pattern yields (its group `secret_group`, or without one its
+/// first non-empty group, or the match) is always the whole match.
+fn secret_is_match(pattern: &str, secret_group: Option<usize>) -> bool {
+    use regex_syntax::hir::HirKind;
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+    else {
+        return false;
+    };
+    let groups = hir.properties().explicit_captures_len();
+    match (secret_group, groups) {
+        (Some(0), _) => return true,
+        (Some(1) | None, 1) => {}
+        _ => return false,
+    }
+    let is_group =
+        |h: &regex_syntax::hir::Hir| matches!(h.kind(), HirKind::Capture(c) if c.index == 1);
+    match hir.kind() {
+        HirKind::Capture(c) => c.index == 1,
+        HirKind::Concat(parts) => {
+            parts.iter().filter(|p| is_group(p)).count() == 1
+                && parts
+                    .iter()
+                    .all(|p| is_group(p) || matches!(p.kind(), HirKind::Look(_)))
+        }
+        _ => false,
+    }
 }
 
 /// Compiles a gitleaks (RE2-syntax) regex for byte haystacks, ASCII classes, with limits.
@@ -619,4 +821,61 @@ fn compile(pattern: &str) -> Result<Regex, String> {
                 .trim()
                 .to_owned()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_the_match_only_for_one_group_around_all_but_assertions() {
+        assert!(secret_is_match(r"\b(ghp_[A-Za-z0-9]{36})\b", None));
+        assert!(secret_is_match(r"(?s)(-----BEGIN.{3,}?-----END)", None));
+        assert!(secret_is_match(r"\b(ab)\b", Some(1)));
+        assert!(secret_is_match(r"x(a)(b)", Some(0)));
+        // A byte after the group is part of the match.
+        assert!(!secret_is_match(
+            r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)",
+            None
+        ));
+        assert!(!secret_is_match(r"key=(\w+)", Some(1)));
+        assert!(!secret_is_match(r"(a)|(b)", None));
+        assert!(!secret_is_match(r"(a)(b)", None));
+        assert!(!secret_is_match(r"abc", None));
+        let set = RuleSet::builtin();
+        let whole: Vec<&str> = set
+            .rules
+            .iter()
+            .filter(|r| r.secret_is_match)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert!(whole.contains(&"github-pat") && whole.contains(&"private-key"));
+        assert!(!whole.contains(&"generic-secret") && !whole.contains(&"gcp-api-key"));
+    }
+
+    #[test]
+    fn a_window_starts_just_before_a_keyword_when_every_match_holds_one_near_its_start() {
+        let kw = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            keyword_lead(r"\b(ghp_[A-Za-z0-9]{36})\b", &kw(&["ghp_"])),
+            Some(4)
+        );
+        assert_eq!(
+            keyword_lead(
+                r"(?i)x{0,3}(?:api[_.-]?key|token)=(\w+)",
+                &kw(&["key", "token"])
+            ),
+            Some(3 + 7)
+        );
+        // A part matching a string without a keyword: no bound.
+        assert_eq!(keyword_lead(r"(?:key|kex)=\w+", &kw(&["key"])), None);
+        // Unbounded before the keyword: no bound.
+        assert_eq!(keyword_lead(r"\w+key=\w+", &kw(&["key"])), None);
+        let set = RuleSet::builtin();
+        let rule = |id: &str| set.rules.iter().find(|r| r.id == id).expect("rule");
+        assert_eq!(rule("generic-secret").lead, Some(1 + 30 + 11));
+        assert_eq!(rule("aws-access-key-id").lead, Some(4));
+        let generic = rule("generic-secret");
+        assert!(generic.lead < generic.window);
+    }
 }
