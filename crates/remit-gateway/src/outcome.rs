@@ -112,8 +112,11 @@ impl Observing {
         self.hasher.update(chunk);
         self.bytes += chunk.len() as u64;
         if let Some(limit) = self.outcome.as_ref().and_then(|o| o.review_limit) {
+            // Keep a margin past the limit so a secret that straddles it is seen whole,
+            // and redacted, before the copy is cut.
             let room = usize::try_from(limit)
                 .unwrap_or(usize::MAX)
+                .saturating_add(REDACT_MARGIN)
                 .saturating_sub(self.review.len());
             let take = room.min(chunk.len());
             self.review.extend_from_slice(&chunk[..take]);

@@ -645,3 +645,52 @@ async fn over_its_rate_an_identity_gets_429_with_retry_after_and_nothing_is_forw
         "the third request never reached the upstream"
     );
 }
+
+/// A secret that straddles the review limit is redacted whole, not cut in half and kept.
+#[tokio::test]
+async fn a_secret_across_the_review_limit_is_not_stored_in_part() {
+    const TOKEN: &str = "ghp_R3m1tT3stT0k3nN0tR34lXyZ9aBcDeFgHiJk";
+    let app = axum::Router::new().route(
+        "/items/1",
+        axum::routing::get(|| async { format!("0123456789 token {TOKEN} trailing") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The limit falls in the middle of the token.
+    let text = format!(
+        "{}\n[audit]\nreview_limit_bytes = 40\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
+        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
+    );
+    let policy = "@obligation(\"log_output\")\npermit (principal == Identity::\"bot\", action == Action::\"items.read\", resource);\n";
+    let proxy = crate::start_proxy(&text, policy).await;
+    let (status, _) = raw(proxy.addr, &get("/items/1", "")).await;
+    assert_eq!(status, 200);
+    let found = proxy
+        .store
+        .reader()
+        .search(&remit_store::audit::Search {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&found[0].entry).unwrap();
+    let id = v["record"]["decision_id"].as_str().unwrap();
+    let o = outcome_of(&proxy.store, id).await;
+    assert_eq!(
+        (
+            o["review"]["redacted"].as_u64(),
+            o["review"]["truncated"].as_bool()
+        ),
+        (Some(1), Some(true)),
+        "{o}"
+    );
+    let (kept, _, _) = proxy.store.reader().review_body(id).await.unwrap().unwrap();
+    let kept = String::from_utf8_lossy(&kept).into_owned();
+    assert_eq!(kept.len(), 40, "{kept}");
+    assert!(
+        !kept.contains(&TOKEN[..12]),
+        "no part of the secret is kept: {kept}"
+    );
+}
