@@ -353,9 +353,8 @@ mod tests {
     use super::*;
     use remit_core::{ActionName, Authority, Class, ResourceRef, ResourceType, Verdict};
 
-    /// The engine does not produce `rate_limited` yet (rate enforcement is a later issue);
-    /// this pins what ext_authz answers when it does: 429, `Retry-After`,
-    /// RESOURCE_EXHAUSTED, and the decision in the metadata.
+    /// What ext_authz answers for `rate_limited`: 429, `Retry-After`, RESOURCE_EXHAUSTED,
+    /// and the decision in the metadata (end to end: `grpc_rate_limited_is_a_429_with_retry_after`).
     #[test]
     fn a_rate_limited_decision_is_a_429_with_retry_after() {
         let decision = Decision {

@@ -821,3 +821,32 @@ async fn http_store_failure_denies() {
         "{body}"
     );
 }
+
+/// Over its rate an identity gets a `DeniedHttpResponse` with 429 and `Retry-After`.
+#[tokio::test]
+async fn grpc_rate_limited_is_a_429_with_retry_after() {
+    // The support assistant, capped at 2 requests a minute for this test.
+    let d = start_doors(|t| {
+        t.replacen(
+            "id = \"support-assistant\"",
+            "id = \"support-assistant\"\nlimits = { rate = \"2/min\" }",
+            1,
+        )
+    })
+    .await;
+    for _ in 0..2 {
+        let r = ask(d.grpc, check("GET", "/tickets/1", &support(), "")).await;
+        assert_eq!(meta(&r, "decision").as_deref(), Some("allow"));
+    }
+    let r = ask(d.grpc, check("GET", "/tickets/1", &support(), "")).await;
+    let (status, headers, body) = denied(&r);
+    assert_eq!(
+        (status, body["decision"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(
+        headers["retry-after"].parse::<u64>().unwrap() >= 1,
+        "{headers:?}"
+    );
+    assert_eq!(meta(&r, "decision").as_deref(), Some("rate_limited"));
+}
