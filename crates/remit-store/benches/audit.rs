@@ -77,7 +77,7 @@ async fn run(max_batch: usize, clients: u64, total: u64) -> Run {
     .await
     .unwrap();
     let store = Arc::new(store);
-    let per_client = total / clients;
+    let per_client = (total / clients).max(1);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
@@ -113,7 +113,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    // `cargo test --all-targets` runs this without `--bench`: a smoke run of every path.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let quick = smoke || std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 1 } else { 3 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -122,7 +124,7 @@ fn main() {
         .unwrap();
 
     // The caller's share: canonical JSON of one record.
-    let n = 20_000u64;
+    let n = if smoke { 200 } else { 20_000u64 };
     let records: Vec<AuditRecord> = (0..n).map(record).collect();
     let t = Instant::now();
     let mut bytes = 0usize;
@@ -145,8 +147,20 @@ fn main() {
 
     // Concurrency decides latency at a given throughput (Little's law), so each mode is
     // run at several numbers of requests in flight.
-    let group_total = if quick { 60_000 } else { 200_000 };
-    let single_total = if quick { 1_000 } else { 4_000 };
+    let group_total = if smoke {
+        1_024
+    } else if quick {
+        60_000
+    } else {
+        200_000
+    };
+    let single_total = if smoke {
+        64
+    } else if quick {
+        1_000
+    } else {
+        4_000
+    };
     for clients in [64u64, 256, 1024] {
         let mut group = Vec::new();
         let mut single = Vec::new();
