@@ -77,10 +77,11 @@ impl RateCaps {
                     .and_then(|id| self.identities.get(id))
                     .map(|l| l.check())
             } else {
-                self.policy_limiter(source, *rate).map(|l| {
-                    let key = identity.map_or(UNCLASSIFIED, IdentityId::as_str);
-                    l.check_key(&key.to_owned())
-                })
+                let key = identity.map_or(UNCLASSIFIED, IdentityId::as_str);
+                Some(
+                    self.policy_limiter(source, *rate)
+                        .check_key(&key.to_owned()),
+                )
             };
             if let Some(Err(not_until)) = outcome {
                 let wait = not_until.wait_time_from(self.clock.now());
@@ -106,18 +107,15 @@ impl RateCaps {
         worst
     }
 
-    fn policy_limiter(
-        &self,
-        policy: &str,
-        rate: Rate,
-    ) -> Option<Arc<DefaultKeyedRateLimiter<String>>> {
-        // A poisoned lock means a panic elsewhere; the caller then sees no limiter and the
-        // identity's own cap still applies.
-        let mut map = self.policies.lock().ok()?;
-        Some(
-            map.entry((policy.to_owned(), rate))
-                .or_insert_with(|| Arc::new(RateLimiter::keyed(quota(rate))))
-                .clone(),
-        )
+    fn policy_limiter(&self, policy: &str, rate: Rate) -> Arc<DefaultKeyedRateLimiter<String>> {
+        // A poisoned lock only means another thread panicked while holding it; the map
+        // itself is intact, so the cap keeps applying (fail closed, not open).
+        let mut map = self
+            .policies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry((policy.to_owned(), rate))
+            .or_insert_with(|| Arc::new(RateLimiter::keyed(quota(rate))))
+            .clone()
     }
 }

@@ -230,8 +230,8 @@ impl SqliteStore {
 }
 
 /// The indexed columns and canonical bytes of a record.
-fn prepare(record: &AuditRecord) -> Result<(Columns, Vec<u8>, Option<Review>), SinkError> {
-    let bytes = remit_audit::canonical(record).map_err(|e| SinkError::Store(e.to_string()))?;
+fn prepare(record: AuditRecord) -> Result<(Columns, Vec<u8>, Option<Review>), SinkError> {
+    let bytes = remit_audit::canonical(&record).map_err(|e| SinkError::Store(e.to_string()))?;
     Ok(match record {
         AuditRecord::Decision(r) => {
             let d = &r.decision;
@@ -256,15 +256,12 @@ fn prepare(record: &AuditRecord) -> Result<(Columns, Vec<u8>, Option<Review>), S
                 purpose: None,
                 verdict: None,
             };
-            let review = o
-                .review_body
-                .as_ref()
-                .zip(o.review.as_ref())
-                .map(|(b, n)| Review {
-                    body: b.clone(),
-                    total: o.response_bytes,
-                    truncated: n.truncated,
-                });
+            // The copy's bytes are not part of the record: moved, not cloned.
+            let review = o.review_body.zip(o.review).map(|(body, n)| Review {
+                body,
+                total: o.response_bytes,
+                truncated: n.truncated,
+            });
             (columns, bytes, review)
         }
     })
@@ -276,7 +273,7 @@ impl RecordSink for SqliteStore {
             if self.pool.is_closed() {
                 return Err(SinkError::Closed);
             }
-            let (columns, record, review) = prepare(&record)?;
+            let (columns, record, review) = prepare(record)?;
             let (tx, rx) = oneshot::channel();
             self.send(Job::Record {
                 columns,

@@ -168,8 +168,10 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(job) => batch.push(job),
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.chain.size() > self.anchored {
-                        let _ = self.commit(&mut Vec::new(), true);
+                    if self.chain.size() > self.anchored
+                        && let Err(e) = self.commit(&mut Vec::new(), true)
+                    {
+                        tracing::error!(error = %e, "an audit checkpoint was not written; retrying at the next interval");
                     }
                     self.last_checkpoint = Instant::now();
                     continue;

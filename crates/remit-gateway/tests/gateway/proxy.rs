@@ -64,11 +64,28 @@ pub(crate) async fn recording_upstream() -> (String, Log) {
             "recorded"
         }
     });
+    let url = serve_upstream(app).await;
+    (url, log)
+}
+
+/// Serves `app` on loopback as an upstream; returns its URL.
+async fn serve_upstream(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, log)
+    url
 }
+
+/// The test configuration with `extra` settings and one upstream at `url` for every path.
+fn proxy_config(url: &str, extra: &str) -> String {
+    format!(
+        "{}\n{extra}\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
+        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
+    )
+}
+
+/// Reads of items carry `log_output`.
+const LOG_OUTPUT_POLICY: &str = "@obligation(\"log_output\")\npermit (principal == Identity::\"bot\", action == Action::\"items.read\", resource);\n";
 
 const CONFIG: &str = r#"
 [gateway]
@@ -120,11 +137,7 @@ struct Proxy {
 }
 
 async fn start(upstream_url: &str, log: Log) -> Proxy {
-    let text = format!(
-        "{}\n[[upstream]]\nname = \"rec\"\nurl = \"{upstream_url}\"\nprefix = \"/\"\n",
-        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
-    );
-    let proxy = crate::start_proxy(&text, POLICY).await;
+    let proxy = crate::start_proxy(&proxy_config(upstream_url, ""), POLICY).await;
     Proxy {
         addr: proxy.addr,
         log,
@@ -387,9 +400,7 @@ async fn server_sent_events_stream_through_unbuffered() {
                 .unwrap()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = serve_upstream(app).await;
     let p = start(&url, Arc::default()).await;
     let mut resp = reqwest::Client::new()
         .get(format!("http://{}/items/stream", p.addr))
@@ -434,6 +445,25 @@ async fn http2_clients_are_served() {
     assert_eq!(p.log.lock().unwrap().last().unwrap().target, "/items/7");
 }
 
+/// The ids of the decisions recorded so far, oldest first.
+async fn decision_ids(store: &SqliteStore) -> Vec<String> {
+    let found = store
+        .reader()
+        .search(&remit_store::audit::Search {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    found
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.entry).unwrap();
+            v["record"]["decision_id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
 /// Waits (bounded) for the outcome record of `id`, written after the response ends.
 async fn outcome_of(store: &SqliteStore, id: &str) -> serde_json::Value {
     for _ in 0..100 {
@@ -448,10 +478,7 @@ async fn outcome_of(store: &SqliteStore, id: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_forwarded_response_gets_an_outcome_record_and_log_output_keeps_a_bounded_copy() {
     let (url, log) = recording_upstream().await;
-    let text = format!(
-        "{}\n[audit]\nreview_limit_bytes = 5\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
-        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
-    );
+    let text = proxy_config(&url, "[audit]\nreview_limit_bytes = 5");
     let policy = r#"
 @obligation("log_output")
 permit (principal == Identity::"bot", action == Action::"items.read", resource);
@@ -545,15 +572,8 @@ async fn review_copies_are_redacted_or_withheld_never_stored_with_a_secret() {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let text = format!(
-        "{}\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
-        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
-    );
-    let policy = "@obligation(\"log_output\")\npermit (principal == Identity::\"bot\", action == Action::\"items.read\", resource);\n";
-    let proxy = crate::start_proxy(&text, policy).await;
+    let url = serve_upstream(app).await;
+    let proxy = crate::start_proxy(&proxy_config(&url, ""), LOG_OUTPUT_POLICY).await;
     let http = reqwest::Client::new();
     let get = |path: &'static str| {
         http.get(format!("http://{}{path}", proxy.addr))
@@ -567,22 +587,7 @@ async fn review_copies_are_redacted_or_withheld_never_stored_with_a_secret() {
     let resp = get("/items/gzip").await.unwrap();
     assert_eq!(resp.status(), 200);
     drop(resp);
-    let found = proxy
-        .store
-        .reader()
-        .search(&remit_store::audit::Search {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let ids: Vec<String> = found
-        .iter()
-        .map(|e| {
-            let v: serde_json::Value = serde_json::from_str(&e.entry).unwrap();
-            v["record"]["decision_id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let ids = decision_ids(&proxy.store).await;
     assert_eq!(ids.len(), 2);
     let plain = outcome_of(&proxy.store, &ids[0]).await;
     assert_eq!(plain["review"]["redacted"], 1, "{plain}");
@@ -617,14 +622,9 @@ async fn review_copies_are_redacted_or_withheld_never_stored_with_a_secret() {
 #[tokio::test]
 async fn over_its_rate_an_identity_gets_429_with_retry_after_and_nothing_is_forwarded() {
     let (url, log) = recording_upstream().await;
-    let text = format!(
-        "{}\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
-        CONFIG
-            .replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
-            .replace(
-                "boundary = [\"items.read\", \"items.write\"]",
-                "boundary = [\"items.read\", \"items.write\"]\nlimits = { rate = \"2/min\" }"
-            )
+    let text = proxy_config(&url, "").replace(
+        "boundary = [\"items.read\", \"items.write\"]",
+        "boundary = [\"items.read\", \"items.write\"]\nlimits = { rate = \"2/min\" }",
     );
     let proxy = crate::start_proxy(&text, POLICY).await;
     for _ in 0..2 {
@@ -654,29 +654,14 @@ async fn a_secret_across_the_review_limit_is_not_stored_in_part() {
         "/items/1",
         axum::routing::get(|| async { format!("0123456789 token {TOKEN} trailing") }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = serve_upstream(app).await;
     // The limit falls in the middle of the token.
-    let text = format!(
-        "{}\n[audit]\nreview_limit_bytes = 40\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
-        CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
-    );
-    let policy = "@obligation(\"log_output\")\npermit (principal == Identity::\"bot\", action == Action::\"items.read\", resource);\n";
-    let proxy = crate::start_proxy(&text, policy).await;
+    let text = proxy_config(&url, "[audit]\nreview_limit_bytes = 40");
+    let proxy = crate::start_proxy(&text, LOG_OUTPUT_POLICY).await;
     let (status, _) = raw(proxy.addr, &get("/items/1", "")).await;
     assert_eq!(status, 200);
-    let found = proxy
-        .store
-        .reader()
-        .search(&remit_store::audit::Search {
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&found[0].entry).unwrap();
-    let id = v["record"]["decision_id"].as_str().unwrap();
+    let ids = decision_ids(&proxy.store).await;
+    let id = ids[0].as_str();
     let o = outcome_of(&proxy.store, id).await;
     assert_eq!(
         (
