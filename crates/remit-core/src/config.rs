@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::identity::{ApiKeyCredential, Boundary, Identity, Limits, Registry, Schedule};
 use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
 use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
+use crate::scan::{Oversize, ScanAction, ScanSettings};
 use crate::vocab::{Kind, Rate, Status};
 
 /// Largest configuration file accepted.
@@ -180,6 +181,8 @@ pub struct Config {
     pub gateway: GatewaySettings,
     /// The audit log.
     pub audit: AuditSettings,
+    /// Secret scanning.
+    pub scan: ScanSettings,
     /// The identity registry.
     pub registry: Registry,
     /// The route table.
@@ -195,6 +198,8 @@ struct RawConfig {
     gateway: Option<RawGateway>,
     #[serde(default)]
     audit: Option<RawAudit>,
+    #[serde(default)]
+    scan: Option<RawScan>,
     #[serde(default, rename = "identity")]
     identities: Vec<Spanned<RawIdentity>>,
     #[serde(default, rename = "route")]
@@ -229,6 +234,18 @@ struct RawAudit {
     checkpoint_every: Option<Spanned<u64>>,
     checkpoint_interval_ms: Option<Spanned<u64>>,
     review_limit_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScan {
+    rules: Option<Spanned<String>>,
+    request: Option<ScanAction>,
+    response: Option<ScanAction>,
+    max_body_bytes: Option<Spanned<u64>>,
+    oversize: Option<Oversize>,
+    #[serde(default)]
+    quarantine_on_exposure: bool,
 }
 
 #[derive(Deserialize)]
@@ -400,12 +417,14 @@ impl Config {
         })?;
         let gateway = parse_gateway(&cx, raw.gateway)?;
         let audit = parse_audit(&cx, raw.audit)?;
+        let scan = parse_scan(&cx, raw.scan)?;
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
         Ok(Config {
             gateway,
             audit,
+            scan,
             registry,
             routes,
             upstreams,
@@ -457,6 +476,36 @@ fn parse_audit(cx: &Ctx<'_>, raw: Option<RawAudit>) -> Result<AuditSettings, Con
             d.review_limit_bytes,
             0..=16 * 1024 * 1024,
         )?,
+    })
+}
+
+fn parse_scan(cx: &Ctx<'_>, raw: Option<RawScan>) -> Result<ScanSettings, ConfigError> {
+    let d = ScanSettings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    let rules = match raw.rules {
+        None => None,
+        Some(r) if r.get_ref().trim().is_empty() || r.get_ref().len() > 4096 => {
+            return Err(cx.err(
+                r.span(),
+                "scan.rules",
+                "must name a rule file (at most 4096 bytes of path)",
+            ));
+        }
+        Some(r) => Some(r.into_inner()),
+    };
+    Ok(ScanSettings {
+        rules,
+        request: raw.request.unwrap_or(d.request),
+        response: raw.response.unwrap_or(d.response),
+        max_body_bytes: bounded(
+            cx,
+            raw.max_body_bytes,
+            "scan.max_body_bytes",
+            d.max_body_bytes,
+            1024..=64 * 1024 * 1024,
+        )?,
+        oversize: raw.oversize.unwrap_or(d.oversize),
+        quarantine_on_exposure: raw.quarantine_on_exposure,
     })
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::names::{ActionName, CredentialId, IdentityId, Purpose, SpiffeId};
 use crate::route::ResourceRef;
+use crate::scan::ScanReport;
 use crate::vocab::{Authority, Class, Obligation, Verdict};
 
 /// What an `approval_required` verdict asks for.
@@ -56,6 +57,9 @@ pub struct Decision {
     /// For `rate_limited`: when to retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// Secrets found in the request and what was done about them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanReport>,
 }
 
 impl Decision {
@@ -131,6 +135,9 @@ pub struct OutcomeRecord {
     /// The review copy kept for `log_output`, described.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewNote>,
+    /// Secrets found in the response and what was done about them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanReport>,
     /// The review copy's bytes, stored beside the record (not inside it).
     #[serde(skip)]
     pub review_body: Option<Vec<u8>>,

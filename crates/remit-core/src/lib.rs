@@ -13,6 +13,7 @@ pub mod names;
 pub mod path;
 pub mod request;
 pub mod route;
+pub mod scan;
 pub mod vocab;
 
 pub use classify::{Authn, Classification};
@@ -24,8 +25,9 @@ pub use decision::{
 pub use identity::{Identity, Registry};
 pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};
 pub use path::CanonicalPath;
-pub use request::{BearerToken, RequestError, RequestFacts};
+pub use request::{BearerToken, RequestError, RequestFacts, ScannedHeaders};
 pub use route::{ResourceRef, RouteTable, Scope};
+pub use scan::{Oversize, ScanAction, ScanReport, ScanSettings, SecretFinding};
 pub use vocab::{
     Authority, AuthorityKind, Class, Kind, Obligation, Principal, Rate, Status, Verdict,
 };

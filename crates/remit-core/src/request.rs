@@ -123,6 +123,35 @@ pub struct RequestFacts {
     /// The SPIFFE ID of the peer that sent the request, when a front door knows it (Envoy
     /// ext_authz reports the mTLS peer's URI SAN). Recorded, not yet used to authenticate.
     pub peer_spiffe_id: Option<SpiffeId>,
+    /// The body's `Content-Encoding`, lowercased, unless `identity`.
+    pub content_encoding: Option<String>,
+    /// The headers that should not carry secrets, kept for the secret scan.
+    pub scanned: ScannedHeaders,
+}
+
+/// Header values a secret scan looks at: every header except those that carry credentials
+/// by design (`Authorization`, `Proxy-Authorization`, `Cookie`) and values too short to
+/// hold one. `Debug` shows names only, since a value may be a leaked secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ScannedHeaders(Vec<(String, Vec<u8>)>);
+
+impl std::fmt::Debug for ScannedHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
+}
+
+/// Headers whose values carry credentials by design: a secret there is not a leak.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// Header values shorter than this are not kept for scanning: no secret is that short.
+pub const MIN_SCANNED_HEADER: usize = 16;
+
+impl RequestFacts {
+    /// The headers a secret scan looks at, as lowercase name and value.
+    pub fn scanned_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.scanned.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
 }
 
 fn is_token(s: &str) -> bool {
@@ -181,6 +210,8 @@ impl RequestFacts {
         let mut seen = [false; SINGLETON_HEADERS.len()];
         let (mut credential, mut purpose, mut approval) = (None, None, None);
         let mut transfer_encoding = false;
+        let mut content_encoding = None;
+        let mut scanned = Vec::new();
         for (count, (name, value)) in headers.into_iter().enumerate() {
             if count >= MAX_HEADERS {
                 return Err(RequestError::TooManyHeaders);
@@ -205,8 +236,17 @@ impl RequestFacts {
             {
                 return Err(RequestError::Duplicate(lower));
             }
+            if value.len() >= MIN_SCANNED_HEADER && !CREDENTIAL_HEADERS.contains(&lower.as_str()) {
+                scanned.push((lower.clone(), value.to_vec()));
+            }
             match lower.as_str() {
                 "transfer-encoding" => transfer_encoding = true,
+                "content-encoding" => {
+                    let v = utf8(&lower, value)?.trim().to_ascii_lowercase();
+                    if v != "identity" {
+                        content_encoding = Some(v);
+                    }
+                }
                 "authorization" => {
                     let v = utf8(&lower, value)?;
                     credential = Some(BearerToken::from_authorization(v).map_err(|why| {
@@ -265,6 +305,8 @@ impl RequestFacts {
             body,
             source_ip,
             peer_spiffe_id: None,
+            content_encoding,
+            scanned: ScannedHeaders(scanned),
         })
     }
 }

@@ -122,6 +122,8 @@ impl PolicyParts {
             arguments: &[],
             risk: 0,
             chain_depth: 0,
+            credential_exposed: false,
+            secrets: &[],
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod cases;
 pub mod load;
 pub mod rate;
+pub mod secrets;
 pub mod wire;
 
 use remit_core::classify::{classify, declared_purpose};
@@ -51,6 +52,7 @@ fn decided(mut decision: Decision, reasons: Vec<String>, scope: remit_core::Scop
         decision,
         route: scope.route,
         mcp: scope.mcp,
+        rewrite: None,
     }
 }
 
@@ -63,6 +65,8 @@ pub struct Decided {
     pub route: Option<String>,
     /// The MCP message, parsed once here for every later reader.
     pub mcp: Option<McpMessage>,
+    /// For an allow under `redact`: the request as it may be forwarded.
+    pub rewrite: Option<secrets::Rewrite>,
 }
 
 /// The loaded pipeline: configuration, credentials and policies.
@@ -72,20 +76,38 @@ pub struct Engine {
     authn: Authenticator,
     policy: PolicyEngine,
     rates: rate::RateCaps,
+    secrets: secrets::Secrets,
 }
 
 impl Engine {
     /// Builds the pipeline from a parsed configuration and policy files.
+    /// Secrets are scanned with the built-in rules.
     pub fn new(config: Config, policies: &[PolicySource]) -> Result<Self, PolicyError> {
+        Self::with_rules(config, policies, remit_scan::RuleSet::builtin())
+    }
+
+    /// Builds the pipeline with the secret-scanning rules `rules`.
+    pub fn with_rules(
+        config: Config,
+        policies: &[PolicySource],
+        rules: remit_scan::RuleSet,
+    ) -> Result<Self, PolicyError> {
         let policy = PolicyEngine::load(policies, &config.registry, &config.routes)?;
         let authn = Authenticator::new(&config.registry);
         let rates = rate::RateCaps::new(&config.registry);
+        let secrets = secrets::Secrets::new(rules, &config.scan, &config.registry);
         Ok(Self {
             config,
             authn,
             policy,
             rates,
+            secrets,
         })
+    }
+
+    /// Secret scanning and the credentials it found exposed.
+    pub fn secrets(&self) -> &secrets::Secrets {
+        &self.secrets
     }
 
     /// The configuration.
@@ -135,7 +157,23 @@ impl Engine {
             obligations: Vec::new(),
             approval: None,
             retry_after_s: None,
+            scan: None,
         };
+        // Scanned before any ceiling, so every refusal still records (and acts on) a
+        // secret the request carried.
+        let scan = self.secrets.scan_request(facts);
+        decision.scan = scan.report.clone();
+        let credential_exposed = decision
+            .credential_id
+            .as_ref()
+            .is_some_and(|c| self.secrets.is_exposed(c));
+        if let Some(id) = &decision.identity
+            && let Some(why) = self.secrets.quarantine_reason(id)
+        {
+            reasons.push(format!("identity `{id}` is quarantined: {why}"));
+            decision.policies.push(secrets::QUARANTINE_POLICY.into());
+            return Ok(decided(decision, reasons, scope));
+        }
         if scope.action.is_unmapped() {
             reasons.push(format!(
                 "no route maps `{}`; unmapped requests are sensitive",
@@ -168,6 +206,7 @@ impl Engine {
                 }
             }
         }
+        let rules: Vec<&str> = scan.rules.iter().map(String::as_str).collect();
         let input = PolicyInput {
             principal: &cls.principal,
             action: &scope.action,
@@ -186,6 +225,8 @@ impl Engine {
             mcp_name: scope.mcp.as_ref().and_then(|m| m.name.as_deref()),
             risk: 0,
             chain_depth: 0,
+            credential_exposed,
+            secrets: &rules,
         };
         let outcome = self.policy.evaluate(&input);
         decision.policies = outcome.policies;
@@ -210,12 +251,96 @@ impl Engine {
             }
             PolicyVerdict::Deny => {}
         }
+        let mut rewrite = None;
+        if decision.verdict == Verdict::Allow {
+            rewrite = self.enforce_scan(&mut decision, &mut reasons, scan, facts);
+        }
         debug_assert!(
             decision.verdict != Verdict::Allow
                 || !(decision.class == Class::Unclassified && decision.sensitive),
             "invariant: unclassified traffic never performs a sensitive action"
         );
-        Ok(decided(decision, reasons, scope))
+        let mut done = decided(decision, reasons, scope);
+        done.rewrite = rewrite;
+        Ok(done)
+    }
+
+    /// Applies the `[scan]` action (or a permit's `redact` obligation) to an allow:
+    /// a secret blocks, is redacted (the returned rewrite), or is only recorded; a body that
+    /// could not be scanned is refused where `scan.oversize` says so.
+    fn enforce_scan(
+        &self,
+        decision: &mut Decision,
+        reasons: &mut Vec<String>,
+        scan: secrets::RequestScan,
+        facts: &RequestFacts,
+    ) -> Option<secrets::Rewrite> {
+        let mut refuse = |decision: &mut Decision, why: String| {
+            decision.verdict = Verdict::Deny;
+            decision.obligations.clear();
+            decision.policies = vec![secrets::SECRETS_POLICY.into()];
+            reasons.push(why);
+        };
+        if let Some(why) = scan.too_large {
+            if self.secrets.refuses_unscanned(decision.sensitive) {
+                refuse(
+                    decision,
+                    format!("the request body cannot be checked for secrets ({why})"),
+                );
+                return None;
+            }
+            let report = decision.scan.get_or_insert_with(|| remit_core::ScanReport {
+                findings: Vec::new(),
+                action: remit_core::ScanAction::Alert,
+                incomplete: None,
+            });
+            report.incomplete = Some(format!("not scanned: {why}"));
+        }
+        let report = decision.scan.as_mut()?;
+        let action = if decision.obligations.contains(&Obligation::Redact) {
+            remit_core::ScanAction::Redact
+        } else {
+            self.secrets.settings().request
+        };
+        report.action = action;
+        let found = report
+            .findings
+            .iter()
+            .map(|f| format!("`{}` in {}", f.rule, f.location))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let incomplete = report.incomplete.is_some() && report.findings.is_empty();
+        match action {
+            remit_core::ScanAction::Alert => None,
+            remit_core::ScanAction::Block if incomplete => {
+                let why = report.incomplete.clone().unwrap_or_default();
+                refuse(
+                    decision,
+                    format!("the request could not be fully checked for secrets ({why})"),
+                );
+                None
+            }
+            remit_core::ScanAction::Block => {
+                refuse(
+                    decision,
+                    format!("the request carries a secret ({found}); remove it and retry"),
+                );
+                None
+            }
+            remit_core::ScanAction::Redact if report.findings.is_empty() => None,
+            remit_core::ScanAction::Redact => match self.secrets.redact_request(facts) {
+                Some(rewrite) => Some(rewrite),
+                None => {
+                    refuse(
+                        decision,
+                        format!(
+                            "the request carries a secret that cannot be redacted in place ({found}); remove it and retry"
+                        ),
+                    );
+                    None
+                }
+            },
+        }
     }
 
     /// The audit record for a decision.
@@ -275,6 +400,7 @@ impl Engine {
             return Finished {
                 decision: decided.decision,
                 mcp: decided.mcp,
+                rewrite: decided.rewrite,
             };
         }
         let mut decided = decided;
@@ -289,10 +415,18 @@ impl Engine {
             d.retry_after_s = Some(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64);
             d.reasons.push(limited.reason);
         }
+        if let Some(report) = &decided.decision.scan {
+            let d = &decided.decision;
+            self.secrets
+                .expose(report, d.identity.as_ref(), &d.decision_id, now);
+        }
         let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let record = self.record(&decided, facts, now, decide_us);
         let Decided {
-            mut decision, mcp, ..
+            mut decision,
+            mcp,
+            rewrite,
+            ..
         } = decided;
         if let Err(e) = sink.append(AuditRecord::Decision(record)).await {
             metrics::counter!("remit_audit_write_failures_total").increment(1);
@@ -303,7 +437,12 @@ impl Engine {
         }
         metrics::counter!("remit_decisions_total", "verdict" => decision.verdict.as_str())
             .increment(1);
-        Finished { decision, mcp }
+        let rewrite = rewrite.filter(|_| decision.verdict == Verdict::Allow);
+        Finished {
+            decision,
+            mcp,
+            rewrite,
+        }
     }
 
     /// Decides and, unless `dry_run`, makes the record durable before returning.
@@ -337,6 +476,12 @@ impl Pending {
     pub fn mcp(&self) -> Option<&McpMessage> {
         self.decided.mcp.as_ref()
     }
+
+    /// For an allow under `redact`: the request as it may be forwarded. A door that cannot
+    /// rewrite requests must refuse when this is set.
+    pub fn rewrite(&self) -> Option<&secrets::Rewrite> {
+        self.decided.rewrite.as_ref()
+    }
 }
 
 /// A recorded decision and the request's MCP message.
@@ -346,4 +491,6 @@ pub struct Finished {
     pub decision: Decision,
     /// The request's MCP message, if it went to an MCP server.
     pub mcp: Option<McpMessage>,
+    /// For an allow under `redact`: the request as it may be forwarded.
+    pub rewrite: Option<secrets::Rewrite>,
 }

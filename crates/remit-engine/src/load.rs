@@ -28,6 +28,9 @@ pub enum LoadError {
     /// The policies are invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The secret-scanning rule file is invalid.
+    #[error(transparent)]
+    Rules(#[from] remit_scan::RulesError),
 }
 
 fn read_limited(path: &Path, limit: usize) -> Result<String, LoadError> {
@@ -90,9 +93,25 @@ pub fn read_policies(dir: &Path) -> Result<Vec<PolicySource>, LoadError> {
         .collect()
 }
 
-/// Loads the whole pipeline from a configuration file and its policy directory.
+/// The secret-scanning rules of a configuration read from `config_path`: its
+/// `scan.rules` file (gitleaks format), or the built-in rules.
+pub fn read_rules(config_path: &Path, config: &Config) -> Result<remit_scan::RuleSet, LoadError> {
+    let Some(file) = &config.scan.rules else {
+        return Ok(remit_scan::RuleSet::builtin());
+    };
+    let path = config_path.parent().unwrap_or(Path::new(".")).join(file);
+    let text = read_limited(&path, remit_scan::MAX_RULE_FILE_BYTES)?;
+    Ok(remit_scan::RuleSet::from_toml(
+        &text,
+        &path.display().to_string(),
+    )?)
+}
+
+/// Loads the whole pipeline from a configuration file, its policy directory and its
+/// secret-scanning rules.
 pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
     let config = read_config(config_path)?;
     let policies = read_policies(&policy_dir(config_path, &config))?;
-    Ok(Engine::new(config, &policies)?)
+    let rules = read_rules(config_path, &config)?;
+    Ok(Engine::with_rules(config, &policies, rules)?)
 }

@@ -140,12 +140,28 @@ pub async fn authorize(st: &AuthzState, req: Described<'_>, door: Door) -> Answe
     facts.peer_spiffe_id = req.peer_spiffe_id;
     let config = st.engine.config();
     let id = uuid::Uuid::now_v7().to_string();
-    let pending = match st.engine.begin(&facts, id.clone()) {
+    let mut pending = match st.engine.begin(&facts, id.clone()) {
         Ok(p) => p,
         Err(bad) => {
             return Answer::problem(Problem::new(StatusCode::BAD_REQUEST, bad.to_string()));
         }
     };
+    // A proxy asking remit cannot have the request rewritten: under `redact`, a secret in
+    // it is refused instead (the record says so).
+    if pending.rewrite().is_some() {
+        let rules = pending
+            .decision()
+            .scan
+            .as_ref()
+            .map(|r| r.rule_ids().join("`, `"))
+            .unwrap_or_default();
+        pending.decision().refuse(
+            remit_engine::secrets::SECRETS_POLICY,
+            format!(
+                "the request carries a secret (`{rules}`) that remit cannot redact at this door; remove it and retry"
+            ),
+        );
+    }
     let is_mcp = pending.mcp().is_some()
         || config
             .upstreams

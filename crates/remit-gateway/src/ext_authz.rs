@@ -376,6 +376,7 @@ mod tests {
             obligations: vec![],
             approval: None,
             retry_after_s: Some(12),
+            scan: None,
         };
         let r = refused(
             crate::proxy::render_refusal(&decision, None),

@@ -8,6 +8,7 @@
 pub mod authz;
 pub mod authz_http;
 pub mod ext_authz;
+mod inspect;
 pub mod mcp;
 pub mod metrics;
 pub mod outcome;

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tower::ServiceBuilder;
 
 use crate::outcome::Outcome;
-use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, mcp};
+use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, inspect, mcp};
 
 /// Headers that describe one connection, never the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -69,8 +69,6 @@ pub struct ProxyState {
     client: Client<HttpConnector, Full<Bytes>>,
     credentials: Arc<HashMap<String, (HeaderName, HeaderValue)>>,
     sessions: Arc<mcp::Sessions>,
-    /// Redacts review copies before they are stored.
-    scanner: Arc<remit_scan::Scanner>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -110,7 +108,6 @@ impl ProxyState {
             client,
             credentials: Arc::new(credentials),
             sessions: Arc::default(),
-            scanner: Arc::new(remit_scan::Scanner::builtin()),
         })
     }
 }
@@ -259,8 +256,11 @@ async fn proxy(
         session_refused = Some(status);
     }
     let work = st.engine.finish(pending, &facts, st.sink.as_ref(), false);
-    let Ok(remit_engine::Finished { decision, mcp: msg }) =
-        tokio::time::timeout(DECIDE_TIMEOUT, work).await
+    let Ok(remit_engine::Finished {
+        decision,
+        mcp: msg,
+        rewrite,
+    }) = tokio::time::timeout(DECIDE_TIMEOUT, work).await
     else {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -290,19 +290,27 @@ async fn proxy(
             .with("decision_id", json!(decision.decision_id))
             .into_response();
     };
-    let config = st.engine.config();
-    let outcome = Outcome::new(
-        st.sink.clone(),
-        &config.gateway.replica_id,
-        &decision,
-        started,
-        config.audit.review_limit_bytes,
-        st.scanner.clone(),
-    );
+    let outcome = Outcome::new(st.sink.clone(), st.engine.clone(), &decision, started);
+    // Under `redact`, what is forwarded is the request with its secrets replaced.
+    let mut client_headers = parts.headers.clone();
+    let mut body = body;
+    if let Some(rw) = rewrite {
+        if let Some(b) = rw.body {
+            body = Bytes::from(b);
+        }
+        for (name, value) in rw.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(&value),
+            ) {
+                client_headers.insert(n, v);
+            }
+        }
+    }
     let resp = forward(
         &st,
         upstream,
-        &parts.headers,
+        &client_headers,
         &facts,
         body,
         &decision,
@@ -391,11 +399,33 @@ async fn forward(
         Ok(Ok(resp)) => {
             let (mut parts, incoming) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            let mut outcome = outcome;
+            let (body, stream_scan) = match inspect::mode(&st.engine, decision, &parts) {
+                inspect::Mode::Stream(action) => (Body::new(incoming), Some(action)),
+                inspect::Mode::Whole(action) => {
+                    match inspect::whole(&st.engine, decision, &mut parts, Body::new(incoming), action)
+                        .await
+                    {
+                        inspect::Inspected::Pass(body, report) => {
+                            outcome.scanned(report);
+                            (body, None)
+                        }
+                        inspect::Inspected::Refuse(resp, report) => {
+                            outcome.scanned(Some(report));
+                            outcome.failed(
+                                resp.status().as_u16(),
+                                "remit refused the upstream's response".into(),
+                            );
+                            return resp;
+                        }
+                    }
+                }
+            };
             let encoding = parts
                 .headers
                 .get(header::CONTENT_ENCODING)
                 .map(|v| v.to_str().unwrap_or("unreadable"));
-            let body = outcome.observe(parts.status.as_u16(), encoding, Body::new(incoming));
+            let body = outcome.observe(parts.status.as_u16(), encoding, body, stream_scan);
             Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {

@@ -139,6 +139,10 @@ pub struct PolicyInput<'a> {
     pub risk: i64,
     /// Length of the delegation chain.
     pub chain_depth: i64,
+    /// Whether the presented credential is known to be exposed (seen in traffic).
+    pub credential_exposed: bool,
+    /// The rule ids of secrets found in the request, sorted and distinct.
+    pub secrets: &'a [&'a str],
 }
 
 /// Loaded, validated policies ready to evaluate requests.
@@ -601,6 +605,17 @@ impl PolicyEngine {
                     });
                     RestrictedExpression::new_record(args).map_err(|e| e.to_string())?
                 }
+                "credential" => RestrictedExpression::new_record([(
+                    "exposed".to_owned(),
+                    RestrictedExpression::new_bool(input.credential_exposed),
+                )])
+                .map_err(|e| e.to_string())?,
+                "secrets" => RestrictedExpression::new_set(
+                    input
+                        .secrets
+                        .iter()
+                        .map(|r| RestrictedExpression::new_string((*r).to_owned())),
+                ),
                 other => return Err(format!("context attribute `{other}` has no value")),
             };
             ctx.push(((*name).to_owned(), value));

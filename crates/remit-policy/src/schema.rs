@@ -42,6 +42,14 @@ fn common_context() -> serde_json::Map<String, Value> {
     m.insert("approved".into(), json!({ "type": "Boolean" }));
     m.insert("chain_depth".into(), json!({ "type": "Long" }));
     m.insert(
+        "credential".into(),
+        json!({ "type": "Record", "attributes": { "exposed": { "type": "Boolean" } } }),
+    );
+    m.insert(
+        "secrets".into(),
+        json!({ "type": "Set", "element": string() }),
+    );
+    m.insert(
         "mcp".into(),
         optional(json!({
             "type": "Record",

@@ -21,7 +21,7 @@ use crate::PolicyError;
 use crate::schema::{IDENTITY_TYPE, UNCLASSIFIED_TYPE};
 
 /// Context attributes, in the order of their bits in [`Needs`].
-pub(crate) const CONTEXT_ATTRS: [&str; 13] = [
+pub(crate) const CONTEXT_ATTRS: [&str; 15] = [
     "class",
     "authority",
     "purpose",
@@ -35,6 +35,8 @@ pub(crate) const CONTEXT_ATTRS: [&str; 13] = [
     "mcp",
     "params",
     "arguments",
+    "credential",
+    "secrets",
 ];
 
 /// A set of context attributes, one bit each.

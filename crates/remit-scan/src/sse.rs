@@ -2,7 +2,7 @@
 //! complete event scanned (and redacted) once, so a secret split across network chunks is
 //! found as if the event had arrived whole.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 
 use crate::{Findings, ScanError, Scanner};
@@ -31,16 +31,17 @@ impl fmt::Debug for SseOutput {
 
 /// Scans a server-sent-event stream event by event. Holds at most
 /// [`crate::Limits::max_body_bytes`] of an incomplete event; an event larger than that is
-/// [`ScanError::TooLarge`] (the caller ends the stream).
-pub struct SseScanner<'s> {
-    scanner: &'s Scanner,
+/// [`ScanError::TooLarge`] (the caller ends the stream). `S` is how the scanner is held:
+/// a reference, or an owning handle for a stream that outlives its caller's frame.
+pub struct SseScanner<S: Borrow<Scanner>> {
+    scanner: S,
     redact: bool,
     buf: Vec<u8>,
     /// Stream offset of `buf[0]`.
     offset: usize,
 }
 
-impl fmt::Debug for SseScanner<'_> {
+impl<S: Borrow<Scanner>> fmt::Debug for SseScanner<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SseScanner")
             .field("redact", &self.redact)
@@ -50,9 +51,9 @@ impl fmt::Debug for SseScanner<'_> {
     }
 }
 
-impl<'s> SseScanner<'s> {
+impl<S: Borrow<Scanner>> SseScanner<S> {
     /// A stream scanner; with `redact`, released events have their secrets replaced.
-    pub fn new(scanner: &'s Scanner, redact: bool) -> Self {
+    pub fn new(scanner: S, redact: bool) -> Self {
         Self {
             scanner,
             redact,
@@ -63,7 +64,7 @@ impl<'s> SseScanner<'s> {
 
     /// Feeds a chunk; releases every event it completes.
     pub fn push(&mut self, chunk: &[u8]) -> Result<SseOutput, ScanError> {
-        let limit = self.scanner.limits().max_body_bytes;
+        let limit = self.scanner.borrow().limits().max_body_bytes;
         // Look for a boundary only where a new one can be: from just before the new bytes.
         let from = self.buf.len().saturating_sub(3);
         self.buf.extend_from_slice(chunk);
@@ -100,10 +101,13 @@ impl<'s> SseScanner<'s> {
         let event = &self.buf[start..end];
         let base = self.offset + start;
         let (bytes, mut findings, unredacted) = if self.redact {
-            let r = self.scanner.redact(event)?;
+            let r = self.scanner.borrow().redact(event)?;
             (Cow::Owned(r.body), r.findings, r.unredacted)
         } else {
-            let f = self.scanner.scan_text(Cow::Borrowed(event), Vec::new());
+            let f = self
+                .scanner
+                .borrow()
+                .scan_text(Cow::Borrowed(event), Vec::new());
             (Cow::Borrowed(event), f, 0)
         };
         for f in &mut findings.items {

@@ -573,7 +573,9 @@ async fn review_copies_are_redacted_or_withheld_never_stored_with_a_secret() {
             }),
         );
     let url = serve_upstream(app).await;
-    let proxy = crate::start_proxy(&proxy_config(&url, ""), LOG_OUTPUT_POLICY).await;
+    // Responses pass unredacted (`alert`), so only the review copy's own redaction is at work.
+    let text = proxy_config(&url, "[scan]\nresponse = \"alert\"");
+    let proxy = crate::start_proxy(&text, LOG_OUTPUT_POLICY).await;
     let http = reqwest::Client::new();
     let get = |path: &'static str| {
         http.get(format!("http://{}{path}", proxy.addr))
@@ -656,7 +658,10 @@ async fn a_secret_across_the_review_limit_is_not_stored_in_part() {
     );
     let url = serve_upstream(app).await;
     // The limit falls in the middle of the token.
-    let text = proxy_config(&url, "[audit]\nreview_limit_bytes = 40");
+    let text = proxy_config(
+        &url,
+        "[audit]\nreview_limit_bytes = 40\n[scan]\nresponse = \"alert\"",
+    );
     let proxy = crate::start_proxy(&text, LOG_OUTPUT_POLICY).await;
     let (status, _) = raw(proxy.addr, &get("/items/1", "")).await;
     assert_eq!(status, 200);
