@@ -137,7 +137,9 @@ pub struct ScannedHeaders(Vec<(String, Vec<u8>)>);
 
 impl std::fmt::Debug for ScannedHeaders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
     }
 }
 
@@ -150,7 +152,10 @@ pub const MIN_SCANNED_HEADER: usize = 16;
 impl RequestFacts {
     /// The headers a secret scan looks at, as lowercase name and value.
     pub fn scanned_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.scanned.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.scanned
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 }
 

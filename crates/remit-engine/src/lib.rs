@@ -281,6 +281,8 @@ impl Engine {
             decision.policies = vec![secrets::SECRETS_POLICY.into()];
             reasons.push(why);
         };
+        // A body passed unscanned by `scan.oversize` is not also refused as incomplete.
+        let passed_unscanned = scan.too_large.is_some();
         if let Some(why) = scan.too_large {
             if self.secrets.refuses_unscanned(decision.sensitive) {
                 refuse(
@@ -309,7 +311,11 @@ impl Engine {
             .map(|f| format!("`{}` in {}", f.rule, f.location))
             .collect::<Vec<_>>()
             .join(", ");
-        let incomplete = report.incomplete.is_some() && report.findings.is_empty();
+        let incomplete =
+            report.incomplete.is_some() && report.findings.is_empty() && !passed_unscanned;
+        if report.findings.is_empty() && !incomplete {
+            return None;
+        }
         match action {
             remit_core::ScanAction::Alert => None,
             remit_core::ScanAction::Block if incomplete => {
@@ -327,7 +333,7 @@ impl Engine {
                 );
                 None
             }
-            remit_core::ScanAction::Redact if report.findings.is_empty() => None,
+            remit_core::ScanAction::Redact if incomplete => None,
             remit_core::ScanAction::Redact => match self.secrets.redact_request(facts) {
                 Some(rewrite) => Some(rewrite),
                 None => {

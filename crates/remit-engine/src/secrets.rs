@@ -28,9 +28,6 @@ pub const QUARANTINE_POLICY: &str = "remit.quarantine";
 /// and still quarantines its identity (when configured), but is not remembered.
 pub const MAX_EXPOSED: usize = 100_000;
 
-
-
-
 /// A credential seen in traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exposure {

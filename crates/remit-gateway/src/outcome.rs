@@ -215,13 +215,12 @@ impl Observing {
         let review = o.review_limit.map(|limit| {
             let kept = std::mem::take(&mut self.review);
             let truncated = self.truncated || kept.len() as u64 > limit;
-            let (body, redacted, withheld) =
-                redact_for_review(
-                    o.engine.secrets().scanner(),
-                    o.encoding.as_deref(),
-                    kept,
-                    limit,
-                );
+            let (body, redacted, withheld) = redact_for_review(
+                o.engine.secrets().scanner(),
+                o.encoding.as_deref(),
+                kept,
+                limit,
+            );
             (
                 ReviewNote {
                     stored_bytes: body.len() as u64,

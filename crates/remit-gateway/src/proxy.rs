@@ -403,8 +403,14 @@ async fn forward(
             let (body, stream_scan) = match inspect::mode(&st.engine, decision, &parts) {
                 inspect::Mode::Stream(action) => (Body::new(incoming), Some(action)),
                 inspect::Mode::Whole(action) => {
-                    match inspect::whole(&st.engine, decision, &mut parts, Body::new(incoming), action)
-                        .await
+                    match inspect::whole(
+                        &st.engine,
+                        decision,
+                        &mut parts,
+                        Body::new(incoming),
+                        action,
+                    )
+                    .await
                     {
                         inspect::Inspected::Pass(body, report) => {
                             outcome.scanned(report);

@@ -43,6 +43,13 @@ pub async fn start_proxy(config: &str, policy: &str) -> TestProxy {
     }
 }
 
+impl TestProxy {
+    /// The proxy's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
 /// SHA-256 of an API key, hex: what `remit.toml` stores.
 pub fn key_sha256(key: &str) -> String {
     hex::encode(remit_token::hash_key(key))
@@ -245,6 +252,9 @@ async fn an_unavailable_store_fails_closed() {
 
 #[path = "gateway/proxy.rs"]
 mod proxy;
+
+#[path = "gateway/secrets.rs"]
+mod secrets;
 
 #[path = "gateway/mcp_e2e.rs"]
 mod mcp_e2e;

@@ -69,7 +69,7 @@ pub(crate) async fn recording_upstream() -> (String, Log) {
 }
 
 /// Serves `app` on loopback as an upstream; returns its URL.
-async fn serve_upstream(app: axum::Router) -> String {
+pub(crate) async fn serve_upstream(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -77,7 +77,7 @@ async fn serve_upstream(app: axum::Router) -> String {
 }
 
 /// The test configuration with `extra` settings and one upstream at `url` for every path.
-fn proxy_config(url: &str, extra: &str) -> String {
+pub(crate) fn proxy_config(url: &str, extra: &str) -> String {
     format!(
         "{}\n{extra}\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
         CONFIG.replace("KEY_SHA256", &crate::key_sha256("rk_bot"))
@@ -85,7 +85,7 @@ fn proxy_config(url: &str, extra: &str) -> String {
 }
 
 /// Reads of items carry `log_output`.
-const LOG_OUTPUT_POLICY: &str = "@obligation(\"log_output\")\npermit (principal == Identity::\"bot\", action == Action::\"items.read\", resource);\n";
+pub(crate) const LOG_OUTPUT_POLICY: &str = "@obligation(\"log_output\")\npermit (principal == Identity::\"bot\", action == Action::\"items.read\", resource);\n";
 
 const CONFIG: &str = r#"
 [gateway]
@@ -148,7 +148,7 @@ async fn start(upstream_url: &str, log: Log) -> Proxy {
 
 /// Sends raw bytes and returns the response's status code (0 if the connection closed
 /// without a status line) and the raw response.
-async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut buf = Vec::new();
@@ -446,7 +446,7 @@ async fn http2_clients_are_served() {
 }
 
 /// The ids of the decisions recorded so far, oldest first.
-async fn decision_ids(store: &SqliteStore) -> Vec<String> {
+pub(crate) async fn decision_ids(store: &SqliteStore) -> Vec<String> {
     let found = store
         .reader()
         .search(&remit_store::audit::Search {
@@ -465,7 +465,7 @@ async fn decision_ids(store: &SqliteStore) -> Vec<String> {
 }
 
 /// Waits (bounded) for the outcome record of `id`, written after the response ends.
-async fn outcome_of(store: &SqliteStore, id: &str) -> serde_json::Value {
+pub(crate) async fn outcome_of(store: &SqliteStore, id: &str) -> serde_json::Value {
     for _ in 0..100 {
         if let Some(json) = store.outcome(id).await.unwrap() {
             return serde_json::from_str(&json).unwrap();
