@@ -1219,6 +1219,43 @@ boundary = ["tickets.read"]
     }
 
     #[test]
+    fn scan_settings_parse_with_defaults_and_reject_what_they_cannot_read() {
+        let scan = |t: &str| Config::parse(&format!("[scan]\n{t}\n{BASE}"), "remit.toml");
+        let c = Config::parse(BASE, "remit.toml").unwrap();
+        assert_eq!(c.scan, ScanSettings::default());
+        assert_eq!(c.scan.request, ScanAction::Block);
+        assert_eq!(c.scan.response, ScanAction::Redact);
+        let c = scan(
+            "rules = \"secrets.toml\"\nrequest = \"redact\"\nresponse = \"alert\"\nmax_body_bytes = 4096\noversize = \"deny\"\nquarantine_on_exposure = true",
+        )
+        .unwrap();
+        assert_eq!(c.scan.rules.as_deref(), Some("secrets.toml"));
+        assert_eq!(
+            (c.scan.request, c.scan.response, c.scan.oversize),
+            (ScanAction::Redact, ScanAction::Alert, Oversize::Deny)
+        );
+        assert!(c.scan.quarantine_on_exposure);
+        for (bad, line, says) in [
+            ("request = \"drop\"", 2, "unknown variant `drop`"),
+            ("response = 1", 2, "wanted string"),
+            ("max_body_bytes = 10", 2, "must be between"),
+            ("max_body_bytes = 99999999999", 2, "must be between"),
+            ("oversize = \"maybe\"", 2, "unknown variant `maybe`"),
+            ("rules = \"  \"", 2, "must name a rule file"),
+            (
+                "request = \"block\"\nrequest = \"alert\"",
+                3,
+                "duplicate key",
+            ),
+            ("colour = \"red\"", 2, "unknown field `colour`"),
+        ] {
+            let e = scan(bad).unwrap_err();
+            assert_eq!(e.line, line, "{bad}: {e}");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn authz_listeners_and_trusted_proxies() {
         let gw = |g: &str| Config::parse(&format!("[gateway]\n{g}\n{BASE}"), "remit.toml");
         let c = gw("").unwrap();

@@ -355,3 +355,46 @@ async fn the_31st_call_in_a_minute_is_rate_limited_and_budgets_are_per_identity(
         .unwrap();
     assert_eq!(d.verdict, Verdict::Allow);
 }
+
+/// `scan.rules` names a gitleaks-format file beside the configuration: its rules replace
+/// the built-ins, and an unparsable rule stops the start naming the file, rule and line.
+#[test]
+fn a_gitleaks_rule_file_replaces_the_built_in_rules_and_bad_rules_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(quickstart().join("remit.toml")).unwrap();
+    let text = format!("[scan]\nrules = \"secrets.toml\"\nrequest = \"alert\"\n\n{text}");
+    std::fs::write(dir.path().join("remit.toml"), &text).unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for p in std::fs::read_dir(quickstart().join("policies")).unwrap() {
+        let p = p.unwrap().path();
+        std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
+    }
+    let rules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../remit-scan/tests/rules/gitleaks.toml");
+    std::fs::copy(&rules, dir.path().join("secrets.toml")).unwrap();
+    let engine = remit_engine::load::load_engine(&dir.path().join("remit.toml")).unwrap();
+    let mut f = support_read();
+    f.body = Some(b"{\"note\":\"acme_0123456789abcdefghijklmnopqrstuv\"}".to_vec());
+    let d = engine
+        .decide(&f, "r".into(), time::OffsetDateTime::now_utc())
+        .unwrap()
+        .decision;
+    let scan = d.scan.expect("the custom rule found the token");
+    assert_eq!(scan.rule_ids(), ["acme-internal-token"]);
+
+    // A rule whose regex does not compile is reported by id and line.
+    let bad = std::fs::read_to_string(&rules).unwrap().replacen(
+        "regex = '''\\b(acme_[a-z0-9]{32})\\b'''",
+        "regex = '''(acme_[a-z'''",
+        1,
+    );
+    std::fs::write(dir.path().join("secrets.toml"), bad).unwrap();
+    let e = remit_engine::load::load_engine(&dir.path().join("remit.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("secrets.toml") && e.contains("acme-internal-token") && e.contains("line 16"),
+        "{e}"
+    );
+}

@@ -139,13 +139,7 @@ permit (principal == Identity::"bot", action == Action::"items.write", resource)
     let ids = decision_ids(&proxy.store).await;
     let rec = record(&proxy.store, &ids[0]).await;
     assert_eq!(rec["scan"]["action"], "redact", "{rec}");
-    assert_eq!(
-        rec["scan"]["findings"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(rec["scan"]["findings"].as_array().unwrap().len(), 3);
 
     // A secret that cannot be redacted in place (inside base64) is refused instead.
     let wrapped = STANDARD.encode(format!("aws_access_key_id={AWS_KEY}"));
@@ -182,10 +176,7 @@ async fn under_alert_the_request_passes_and_the_record_names_the_finding() {
     let rec = record(&proxy.store, &ids[0]).await;
     assert_eq!(rec["decision"], "allow");
     assert_eq!(rec["scan"]["action"], "alert", "{rec}");
-    assert_eq!(
-        rec["scan"]["findings"][0]["rule"],
-        "aws-access-key-id"
-    );
+    assert_eq!(rec["scan"]["findings"][0]["rule"], "aws-access-key-id");
 }
 
 #[tokio::test]
