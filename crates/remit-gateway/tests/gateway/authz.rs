@@ -850,3 +850,33 @@ async fn grpc_rate_limited_is_a_429_with_retry_after() {
     );
     assert_eq!(meta(&r, "decision").as_deref(), Some("rate_limited"));
 }
+
+/// A body Envoy sends with the check is scanned as at the proxy: a secret in a tool's
+/// arguments is refused naming the rule, and under `redact` (which this door cannot apply
+/// to a body it does not forward) it is refused too.
+#[tokio::test]
+async fn grpc_secrets_in_the_body_are_refused_naming_the_rule() {
+    const KEY: &str = "AKIAQ7LZ3TNB4XK2WJ6D";
+    let h = [
+        ("authorization", "Bearer rk_demo_retrieval_agent"),
+        ("content-type", "application/json"),
+    ];
+    let call = format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"search_docs","arguments":{{"query":"{KEY}"}},"_meta":{{"remit/purpose":"doc-retrieval"}}}}}}"#
+    );
+    for (config, says) in [
+        ("", "remove it and retry"),
+        ("[scan]\nrequest = \"redact\"\n", "cannot redact at this door"),
+    ] {
+        let d = start_doors(|t| format!("{config}{t}")).await;
+        let r = ask(d.grpc, check("POST", "/mcp/docs", &h, &call)).await;
+        let (_, _, body) = denied(&r);
+        let text = body.to_string();
+        assert!(
+            text.contains("aws-access-key-id") && text.contains(says),
+            "{text}"
+        );
+        assert!(!text.contains(KEY), "{text}");
+        assert_eq!(meta(&r, "decision").as_deref(), Some("deny"), "{r:?}");
+    }
+}
