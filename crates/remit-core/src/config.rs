@@ -291,6 +291,10 @@ struct RawIdentity {
     status: Option<Status>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    read_only_purposes: Vec<Spanned<Purpose>>,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +355,10 @@ struct RawTool {
     sensitive: Option<bool>,
     #[serde(default)]
     arguments: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    /// Whether calling the tool changes anything (MCP's `destructiveHint`; a tool is
+    /// destructive unless declared otherwise).
+    #[serde(default)]
+    destructive: Option<Spanned<bool>>,
 }
 
 struct Ctx<'a> {
@@ -873,6 +881,7 @@ fn parse_routes(
                 action: r.action,
                 sensitive: r.sensitive.unwrap_or(true),
                 arguments: std::collections::BTreeMap::new(),
+                destructive: false,
             });
         }
         let server = McpServer {
@@ -936,11 +945,23 @@ fn parse_named(
                 arguments.insert(arg, parsed);
             }
         }
+        let destructive = match t.destructive {
+            Some(d) if what != "tool" => {
+                return Err(cx.err(
+                    d.span(),
+                    field(&format!("{what}[{j}].destructive")),
+                    "only tools are destructive; prompts and resources are reads",
+                ));
+            }
+            Some(d) => *d.get_ref(),
+            None => what == "tool",
+        };
         let entry = McpTool {
             name: name.clone(),
             action: t.action,
             sensitive: t.sensitive.unwrap_or(true),
             arguments,
+            destructive,
         };
         if out.insert(name.clone(), entry).is_some() {
             return Err(cx.err(tspan, f, format!("{what} `{name}` is listed twice")));
@@ -1132,6 +1153,17 @@ fn parse_identities(
             })?),
         };
         let _ = r.description;
+        let mut read_only_purposes = BTreeSet::new();
+        for p in r.read_only_purposes {
+            if !purposes.contains(p.get_ref()) {
+                return Err(cx.err(
+                    p.span(),
+                    field("read_only_purposes"),
+                    format!("`{}` is not one of this identity's purposes", p.get_ref()),
+                ));
+            }
+            read_only_purposes.insert(p.into_inner());
+        }
         out.push(Identity {
             id: r.id,
             kind: r.kind,
@@ -1144,6 +1176,8 @@ fn parse_identities(
             origins,
             expires,
             status: r.status.unwrap_or(Status::Active),
+            read_only: r.read_only,
+            read_only_purposes,
         });
     }
     Ok(Registry::new(out))

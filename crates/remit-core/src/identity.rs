@@ -137,6 +137,17 @@ pub struct Identity {
     pub expires: Option<OffsetDateTime>,
     /// Active, suspended or quarantined.
     pub status: Status,
+    /// Never performs a write method or a destructive tool, whatever policy says.
+    pub read_only: bool,
+    /// Purposes under which it is read-only.
+    pub read_only_purposes: BTreeSet<Purpose>,
+}
+
+impl Identity {
+    /// Whether a request under `purpose` is limited to reads.
+    pub fn is_read_only(&self, purpose: Option<&Purpose>) -> bool {
+        self.read_only || purpose.is_some_and(|p| self.read_only_purposes.contains(p))
+    }
 }
 
 impl Identity {

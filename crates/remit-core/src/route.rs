@@ -178,6 +178,8 @@ pub struct McpTool {
     pub sensitive: bool,
     /// Declared arguments (tools only), handed to policy as `context.arguments`.
     pub arguments: BTreeMap<String, ArgType>,
+    /// Whether using it changes anything (tools unless declared `destructive = false`).
+    pub destructive: bool,
 }
 
 /// One MCP server endpoint (Streamable HTTP).
@@ -226,6 +228,14 @@ pub struct Scope {
     pub mcp: Option<McpMessage>,
     /// The route that matched, e.g. `GET /tickets/{id}` or `MCP docs tools/call search_docs`.
     pub route: Option<String>,
+    /// Whether the request writes: an HTTP method that is not safe (RFC 9110 §9.2.1), a
+    /// destructive MCP tool, or anything unmapped.
+    pub writes: bool,
+}
+
+/// Whether an HTTP method is safe (RFC 9110 §9.2.1): it only reads.
+pub fn is_safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
 }
 
 /// Why a request's scope could not be read.
@@ -426,6 +436,7 @@ impl RouteTable {
                 arguments: Vec::new(),
                 mcp: None,
                 route: Some(format!("{} {}", route.method, route.path)),
+                writes: !is_safe_method(method),
             });
         }
         Ok(unmapped(format!("{method} {}", path.encoded()), None))
@@ -450,6 +461,7 @@ impl RouteTable {
             arguments: Vec::new(),
             mcp,
             route: Some(format!("MCP {} {what}", server.name)),
+            writes: false,
         };
         match method {
             "GET" => return Ok(session(None, "stream")),
@@ -493,6 +505,7 @@ impl RouteTable {
                 arguments: typed_arguments(&e.arguments, msg.arguments.as_ref())?,
                 mcp: Some(msg),
                 route: Some(what),
+                writes: e.destructive,
             }),
             None => Ok(unmapped(what.trim_end().to_owned(), Some(msg))),
         }
@@ -550,6 +563,7 @@ fn unmapped(what: String, mcp: Option<McpMessage>) -> Scope {
         arguments: Vec::new(),
         mcp,
         route: None,
+        writes: true,
     }
 }
 

@@ -30,6 +30,9 @@ use time::format_description::well_known::Rfc3339;
 pub const BOUNDARY_POLICY: &str = "remit.boundary";
 /// The pseudo-policy id reported when an identity's origins refuse a source address.
 pub const ORIGINS_POLICY: &str = "remit.origins";
+/// The pseudo-policy id reported when a read-only identity, purpose or obligation refuses
+/// a write.
+pub const READ_ONLY_POLICY: &str = "remit.read-only";
 
 /// Why a request was refused before any decision (an HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,6 +253,27 @@ impl Engine {
                 });
             }
             PolicyVerdict::Deny => {}
+        }
+        // Read-only, whatever else the policy says: the identity, its purpose or the permit's
+        // `read_only` obligation.
+        if decision.verdict == Verdict::Allow && scope.writes {
+            let by_identity = cls
+                .identity
+                .is_some_and(|i| i.is_read_only(cls.purpose.as_ref()));
+            if by_identity || decision.obligations.contains(&Obligation::ReadOnly) {
+                decision.verdict = Verdict::Deny;
+                decision.obligations.clear();
+                decision.policies = vec![READ_ONLY_POLICY.into()];
+                reasons.push(format!(
+                    "`{}` writes, and this request is read-only ({})",
+                    scope.action,
+                    if by_identity {
+                        "its identity or purpose is marked read-only"
+                    } else {
+                        "the permit carries `read_only`"
+                    }
+                ));
+            }
         }
         let mut rewrite = None;
         if decision.verdict == Verdict::Allow {

@@ -398,3 +398,152 @@ fn a_gitleaks_rule_file_replaces_the_built_in_rules_and_bad_rules_are_named() {
         "{e}"
     );
 }
+
+/// Read-only holds whatever the policy says: for an identity marked `read_only`, for a
+/// purpose in its `read_only_purposes`, and under a permit's `read_only` obligation; a
+/// write is an unsafe HTTP method or a destructive MCP tool.
+#[test]
+fn read_only_identities_purposes_and_permits_never_write() {
+    let key = |k: &str| hex::encode(remit_token::hash_key(k));
+    let config = format!(
+        r#"
+[[route]]
+method = "GET"
+path = "/items/{{id}}"
+action = "items.read"
+resource = "Item::{{id}}"
+
+[[route]]
+method = "POST"
+path = "/items/{{id}}"
+action = "items.write"
+resource = "Item::{{id}}"
+
+[[mcp_server]]
+name = "ops"
+path = "/mcp/ops"
+session_action = "ops.session"
+[[mcp_server.tool]]
+name = "lookup"
+action = "ops.lookup"
+destructive = false
+[[mcp_server.tool]]
+name = "restart"
+action = "ops.restart"
+
+[[identity]]
+id = "viewer"
+kind = "assistant"
+owner = "team"
+purposes = ["review"]
+boundary = ["items.*", "ops.*"]
+read_only = true
+[[identity.credential]]
+type = "api_key"
+sha256 = "{}"
+
+[[identity]]
+id = "worker"
+kind = "agent"
+owner = "team"
+purposes = ["audit", "fix"]
+read_only_purposes = ["audit"]
+boundary = ["items.*", "ops.*"]
+[[identity.credential]]
+type = "api_key"
+sha256 = "{}"
+"#,
+        key("rk_viewer"),
+        key("rk_worker")
+    );
+    let config = remit_core::Config::parse(&config, "remit.toml").unwrap();
+    let policy = r#"
+permit (principal, action, resource);
+@id("careful")
+@obligation("read_only")
+permit (principal == Identity::"worker", action == Action::"items.write", resource);
+"#;
+    let policies = [remit_policy::PolicySource {
+        file: "p.cedar".into(),
+        text: policy.into(),
+    }];
+    let e = Engine::new(config, &policies).unwrap();
+    let decide = |method: &str, path: &str, who: &str, purpose: &str, body: Option<&str>| {
+        let auth = format!("Bearer rk_{who}");
+        let mut f = facts(
+            method,
+            path,
+            &[("Authorization", auth.as_str()), ("Remit-Purpose", purpose)],
+        );
+        f.body = body.map(|b| b.as_bytes().to_vec());
+        let d = e
+            .decide(&f, "ro".into(), time::OffsetDateTime::now_utc())
+            .unwrap()
+            .decision;
+        (d.verdict, d.policies.join(","))
+    };
+    let tool = |name: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{{}}}}}}"#
+        )
+    };
+    let ro = (Verdict::Deny, "remit.read-only".to_owned());
+    assert_eq!(
+        decide("GET", "/items/1", "viewer", "review", None).0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        decide("POST", "/items/1", "viewer", "review", Some("{}")),
+        ro
+    );
+    assert_eq!(
+        decide(
+            "POST",
+            "/mcp/ops",
+            "viewer",
+            "review",
+            Some(&tool("lookup"))
+        )
+        .0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        decide(
+            "POST",
+            "/mcp/ops",
+            "viewer",
+            "review",
+            Some(&tool("restart"))
+        ),
+        ro
+    );
+    // A purpose can be read-only for an identity that may otherwise write.
+    assert_eq!(
+        decide("POST", "/items/1", "worker", "audit", Some("{}")),
+        ro
+    );
+    assert_eq!(
+        decide("POST", "/mcp/ops", "worker", "fix", Some(&tool("restart"))).0,
+        Verdict::Allow
+    );
+    // A permit's `read_only` obligation refuses an unsafe method on the action it permits,
+    // even beside a broader permit.
+    assert_eq!(decide("POST", "/items/1", "worker", "fix", Some("{}")), ro);
+    assert_eq!(
+        decide("GET", "/items/1", "worker", "fix", None).0,
+        Verdict::Allow
+    );
+
+    // Configuration errors name the field.
+    let bad = |extra: &str, purposes: &str| {
+        remit_core::Config::parse(
+            &format!("[[identity]]\nid = \"x\"\nkind = \"agent\"\nowner = \"t\"\npurposes = [\"a\"]\n{purposes}{extra}"),
+            "remit.toml",
+        )
+        .unwrap_err()
+    };
+    let err = bad("", "read_only_purposes = [\"b\"]\n");
+    assert_eq!(err.field, "identity[0].read_only_purposes", "{err}");
+    let err = bad("read_only = \"yes\"\n", "");
+    assert!(err.message.contains("invalid type"), "{err}");
+}

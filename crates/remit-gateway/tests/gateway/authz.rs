@@ -866,7 +866,10 @@ async fn grpc_secrets_in_the_body_are_refused_naming_the_rule() {
     );
     for (config, says) in [
         ("", "remove it and retry"),
-        ("[scan]\nrequest = \"redact\"\n", "cannot redact at this door"),
+        (
+            "[scan]\nrequest = \"redact\"\n",
+            "cannot redact at this door",
+        ),
     ] {
         let d = start_doors(|t| format!("{config}{t}")).await;
         let r = ask(d.grpc, check("POST", "/mcp/docs", &h, &call)).await;
