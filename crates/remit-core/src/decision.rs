@@ -21,6 +21,16 @@ pub struct ApprovalRequest {
     pub id: Option<String>,
 }
 
+/// The rate cap that refused a request: where it came from and its quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimitState {
+    /// `identity` (the registry's `limits.rate`) or the id of the policy whose `@rate` it is.
+    pub source: String,
+    /// The quota.
+    #[serde(flatten)]
+    pub rate: crate::vocab::Rate,
+}
+
 /// One verdict with everything that explains it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
@@ -57,6 +67,9 @@ pub struct Decision {
     /// For `rate_limited`: when to retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// For `rate_limited`: the cap that refused the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitState>,
     /// Secrets found in the request and what was done about them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanReport>,
@@ -70,6 +83,7 @@ impl Decision {
         self.obligations.clear();
         self.approval = None;
         self.retry_after_s = None;
+        self.rate_limit = None;
         self.reasons.push(reason.into());
     }
 

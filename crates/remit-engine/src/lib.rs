@@ -160,6 +160,7 @@ impl Engine {
             obligations: Vec::new(),
             approval: None,
             retry_after_s: None,
+            rate_limit: None,
             scan: None,
         };
         // Scanned before any ceiling, so every refusal still records (and acts on) a
@@ -443,6 +444,7 @@ impl Engine {
             d.verdict = Verdict::RateLimited;
             d.obligations.clear();
             d.retry_after_s = Some(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64);
+            d.rate_limit = Some(limited.cap);
             d.reasons.push(limited.reason);
         }
         if let Some(report) = &decided.decision.scan {

@@ -37,6 +37,8 @@ pub struct Limited {
     pub retry_after: Duration,
     /// A sentence naming the cap.
     pub reason: String,
+    /// The cap: where it came from and its quota.
+    pub cap: remit_core::RateLimitState,
 }
 
 /// Every rate cap of the process.
@@ -89,6 +91,10 @@ impl RateCaps {
                     let who = identity.map_or(UNCLASSIFIED, IdentityId::as_str);
                     worst = Some(Limited {
                         retry_after: wait,
+                        cap: remit_core::RateLimitState {
+                            source: source.clone(),
+                            rate: *rate,
+                        },
                         reason: if source == "identity" {
                             format!(
                                 "identity `{who}` is over its rate of {} requests per {} s",

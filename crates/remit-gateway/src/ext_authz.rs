@@ -376,6 +376,7 @@ mod tests {
             obligations: vec![],
             approval: None,
             retry_after_s: Some(12),
+            rate_limit: None,
             scan: None,
         };
         let r = refused(

@@ -590,5 +590,17 @@ pub fn render_refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Refusal 
     {
         r.headers.insert(header::RETRY_AFTER, v);
     }
+    // The cap as RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-10 §5-6):
+    // the policy's quota `q` per window `w` seconds, and none remaining `r` until `t`.
+    if let (Some(cap), Some(s)) = (&decision.rate_limit, decision.retry_after_s) {
+        let name = cap.source.replace(['"', '\\'], "");
+        let policy = format!("\"{name}\";q={};w={}", cap.rate.count, cap.rate.per_s);
+        let now = format!("\"{name}\";r=0;t={s}");
+        for (k, v) in [("ratelimit-policy", policy), ("ratelimit", now)] {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                r.headers.insert(k, v);
+            }
+        }
+    }
     r
 }

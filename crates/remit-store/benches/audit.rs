@@ -44,6 +44,7 @@ fn record(i: u64) -> AuditRecord {
             obligations: vec![Obligation::LogOutput],
             approval: None,
             retry_after_s: None,
+            rate_limit: None,
             scan: None,
         },
         method: "GET".into(),

@@ -39,6 +39,7 @@ fn record(id: usize) -> AuditRecord {
             obligations: vec![],
             approval: None,
             retry_after_s: None,
+            rate_limit: None,
             scan: None,
         },
         method: "GET".into(),

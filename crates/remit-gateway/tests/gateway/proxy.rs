@@ -637,6 +637,11 @@ async fn over_its_rate_an_identity_gets_429_with_retry_after_and_nothing_is_forw
     let lower = resp.to_ascii_lowercase();
     assert!(lower.contains("retry-after: "), "{resp}");
     assert!(
+        lower.contains("ratelimit-policy: \"identity\";q=2;w=60\r\n")
+            && lower.contains("ratelimit: \"identity\";r=0;t="),
+        "RateLimit header fields name the cap: {resp}"
+    );
+    assert!(
         resp.contains("\"decision\":\"rate_limited\"")
             && resp.contains("rate of 2 requests per 60 s"),
         "{resp}"

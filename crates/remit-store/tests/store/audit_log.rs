@@ -157,6 +157,7 @@ async fn outcomes_and_review_copies_are_stored_beside_their_decision() {
                 withheld: None,
             }),
             review_body: Some(body.clone()),
+            scan: None,
         }))
         .await
         .unwrap();
