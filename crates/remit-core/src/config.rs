@@ -310,6 +310,8 @@ struct RawCredential {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     rate: Option<Spanned<String>>,
+    per_purpose: Option<Spanned<String>>,
+    per_action: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1105,10 +1107,18 @@ fn parse_identities(
             }
             credentials.push(ApiKeyCredential { id, sha256 });
         }
-        let rate = match r.limits.and_then(|l| l.rate) {
-            None => None,
-            Some(s) => Some(
-                Rate::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("limits.rate"), m))?,
+        let limit = |v: Option<Spanned<String>>, name: &str| match v {
+            None => Ok(None),
+            Some(s) => Rate::parse(s.get_ref())
+                .map(Some)
+                .map_err(|m| cx.err(s.span(), field(&format!("limits.{name}")), m)),
+        };
+        let (rate, per_purpose, per_action) = match r.limits {
+            None => (None, None, None),
+            Some(l) => (
+                limit(l.rate, "rate")?,
+                limit(l.per_purpose, "per_purpose")?,
+                limit(l.per_action, "per_action")?,
             ),
         };
         let schedule = match &r.schedule {
@@ -1171,7 +1181,11 @@ fn parse_identities(
             purposes,
             boundary,
             credentials,
-            limits: Limits { rate },
+            limits: Limits {
+                rate,
+                per_purpose,
+                per_action,
+            },
             schedule,
             origins,
             expires,

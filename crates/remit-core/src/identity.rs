@@ -110,6 +110,11 @@ impl Schedule {
 pub struct Limits {
     /// The identity's overall rate cap.
     pub rate: Option<Rate>,
+    /// A cap for each purpose it declares, apart: one purpose's flood leaves the others
+    /// their budget.
+    pub per_purpose: Option<Rate>,
+    /// A cap for each action (or MCP tool) it performs, apart.
+    pub per_action: Option<Rate>,
 }
 
 /// A registered non-human principal.

@@ -29,6 +29,7 @@ fn bench(c: &mut Criterion) {
     let rate = Rate::parse("1000000000/s").unwrap();
     let caps = RateCaps::new(&config.registry);
     let id = remit_core::IdentityId::parse("bot").unwrap();
+    let action = remit_core::ActionName::parse("items.read").unwrap();
     let obligations = [
         Obligation::LogOutput,
         Obligation::Rate {
@@ -40,7 +41,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("rate_check");
     g.bench_function("governor_direct", |b| b.iter(|| bare.check().is_ok()));
     g.bench_function("remit_rate_caps", |b| {
-        b.iter(|| caps.check(Some(&id), &obligations).is_none())
+        b.iter(|| caps.check(Some(&id), None, &action, &obligations).is_none())
     });
     g.finish();
 }

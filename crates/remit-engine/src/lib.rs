@@ -239,11 +239,23 @@ impl Engine {
             PolicyVerdict::Allow => {
                 decision.verdict = Verdict::Allow;
                 decision.obligations = outcome.obligations;
-                if let Some(rate) = cls.identity.and_then(|i| i.limits.rate) {
-                    decision.obligations.push(Obligation::Rate {
-                        rate,
-                        source: "identity".into(),
-                    });
+                if let Some(i) = cls.identity {
+                    let caps = [
+                        (i.limits.rate, rate::IDENTITY),
+                        (
+                            i.limits.per_purpose.filter(|_| cls.purpose.is_some()),
+                            rate::PER_PURPOSE,
+                        ),
+                        (i.limits.per_action, rate::PER_ACTION),
+                    ];
+                    for (rate, source) in caps {
+                        if let Some(rate) = rate {
+                            decision.obligations.push(Obligation::Rate {
+                                rate,
+                                source: source.into(),
+                            });
+                        }
+                    }
                 }
             }
             PolicyVerdict::ApprovalRequired => {
@@ -439,7 +451,12 @@ impl Engine {
         // which then shows the refusal.
         let d = &mut decided.decision;
         if d.verdict == Verdict::Allow
-            && let Some(limited) = self.rates.check(d.identity.as_ref(), &d.obligations)
+            && let Some(limited) = self.rates.check(
+                d.identity.as_ref(),
+                d.purpose.as_ref(),
+                &d.action,
+                &d.obligations,
+            )
         {
             d.verdict = Verdict::RateLimited;
             d.obligations.clear();

@@ -3,8 +3,14 @@
 //! tighten. Every identity has budgets of its own, so one identity flooding its caps never
 //! spends another's; a check is a few atomic operations and never waits.
 //!
-//! Memory is bounded: one limiter per identity with a rate, and per `@rate` policy one
-//! keyed limiter whose keys are registered identities (or `unclassified`).
+//! An identity's `limits.per_purpose` and `limits.per_action` cap each purpose it declares
+//! and each action (or MCP tool) it performs apart, so one flooded purpose or tool leaves
+//! the others their budget.
+//!
+//! Memory is bounded: one limiter per identity with a rate; per identity with
+//! `per_purpose` (or `per_action`) one keyed limiter whose keys are its purposes (or the
+//! route table's actions); per `@rate` policy one keyed limiter whose keys are registered
+//! identities (or `unclassified`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -13,7 +19,14 @@ use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use remit_core::{IdentityId, Obligation, Rate, Registry};
+use remit_core::{ActionName, IdentityId, Obligation, Purpose, Rate, Registry};
+
+/// The source of the identity's overall cap.
+pub const IDENTITY: &str = "identity";
+/// The source of the identity's cap per purpose.
+pub const PER_PURPOSE: &str = "identity.purpose";
+/// The source of the identity's cap per action.
+pub const PER_ACTION: &str = "identity.action";
 
 /// The key of unauthenticated traffic under a policy's cap.
 const UNCLASSIFIED: &str = "unclassified";
@@ -45,6 +58,8 @@ pub struct Limited {
 #[derive(Debug)]
 pub struct RateCaps {
     identities: HashMap<IdentityId, DefaultDirectRateLimiter>,
+    per_purpose: HashMap<IdentityId, DefaultKeyedRateLimiter<String>>,
+    per_action: HashMap<IdentityId, DefaultKeyedRateLimiter<String>>,
     policies: Mutex<PolicyLimiters>,
     clock: DefaultClock,
 }
@@ -56,28 +71,48 @@ impl RateCaps {
             .iter()
             .filter_map(|i| Some((i.id.clone(), RateLimiter::direct(quota(i.limits.rate?)))))
             .collect();
+        let keyed = |pick: fn(&remit_core::Identity) -> Option<Rate>| {
+            registry
+                .iter()
+                .filter_map(|i| Some((i.id.clone(), RateLimiter::keyed(quota(pick(i)?)))))
+                .collect()
+        };
         Self {
             identities,
+            per_purpose: keyed(|i| i.limits.per_purpose),
+            per_action: keyed(|i| i.limits.per_action),
             policies: Mutex::default(),
             clock: DefaultClock::default(),
         }
     }
 
-    /// Checks (and on success spends) one request against every `rate` obligation.
+    /// Checks one request against its `rate` obligations in order, spending each cap it
+    /// passes, and stops at the first that refuses it: the caps after it keep their budget.
+    /// (GCRA cannot give back what the caps before it spent.)
     pub fn check(
         &self,
         identity: Option<&IdentityId>,
+        purpose: Option<&Purpose>,
+        action: &ActionName,
         obligations: &[Obligation],
     ) -> Option<Limited> {
-        let mut worst: Option<Limited> = None;
         for o in obligations {
             let Obligation::Rate { rate, source } = o else {
                 continue;
             };
-            let outcome = if source == "identity" {
+            let keyed = |map: &HashMap<IdentityId, DefaultKeyedRateLimiter<String>>, key: &str| {
+                identity
+                    .and_then(|id| map.get(id))
+                    .map(|l| l.check_key(&key.to_owned()))
+            };
+            let outcome = if source == IDENTITY {
                 identity
                     .and_then(|id| self.identities.get(id))
                     .map(|l| l.check())
+            } else if source == PER_PURPOSE {
+                keyed(&self.per_purpose, purpose.map_or("", Purpose::as_str))
+            } else if source == PER_ACTION {
+                keyed(&self.per_action, action.as_str())
             } else {
                 let key = identity.map_or(UNCLASSIFIED, IdentityId::as_str);
                 Some(
@@ -87,17 +122,29 @@ impl RateCaps {
             };
             if let Some(Err(not_until)) = outcome {
                 let wait = not_until.wait_time_from(self.clock.now());
-                if worst.as_ref().is_none_or(|w| wait > w.retry_after) {
+                {
                     let who = identity.map_or(UNCLASSIFIED, IdentityId::as_str);
-                    worst = Some(Limited {
+                    return Some(Limited {
                         retry_after: wait,
                         cap: remit_core::RateLimitState {
                             source: source.clone(),
                             rate: *rate,
                         },
-                        reason: if source == "identity" {
+                        reason: if source == IDENTITY {
                             format!(
                                 "identity `{who}` is over its rate of {} requests per {} s",
+                                rate.count, rate.per_s
+                            )
+                        } else if source == PER_PURPOSE {
+                            format!(
+                                "identity `{who}` is over its rate of {} requests per {} s for purpose `{}`",
+                                rate.count,
+                                rate.per_s,
+                                purpose.map_or("", Purpose::as_str)
+                            )
+                        } else if source == PER_ACTION {
+                            format!(
+                                "identity `{who}` is over its rate of {} requests per {} s for `{action}`",
                                 rate.count, rate.per_s
                             )
                         } else {
@@ -110,7 +157,7 @@ impl RateCaps {
                 }
             }
         }
-        worst
+        None
     }
 
     fn policy_limiter(&self, policy: &str, rate: Rate) -> Arc<DefaultKeyedRateLimiter<String>> {

@@ -362,7 +362,8 @@ async fn the_31st_call_in_a_minute_is_rate_limited_and_budgets_are_per_identity(
 fn a_gitleaks_rule_file_replaces_the_built_in_rules_and_bad_rules_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(quickstart().join("remit.toml")).unwrap();
-    let text = format!("[scan]\nrules = \"secrets.toml\"\nrequest = \"alert\"\n\n{text}");
+    let text = text.replace("# rules = \"secrets.toml\"", "rules = \"secrets.toml\"");
+    assert!(text.contains("\nrules = \"secrets.toml\""));
     std::fs::write(dir.path().join("remit.toml"), &text).unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
@@ -546,4 +547,97 @@ permit (principal == Identity::"worker", action == Action::"items.write", resour
     assert_eq!(err.field, "identity[0].read_only_purposes", "{err}");
     let err = bad("read_only = \"yes\"\n", "");
     assert!(err.message.contains("invalid type"), "{err}");
+}
+
+/// `limits.per_purpose` and `limits.per_action` cap each purpose and each action apart:
+/// flooding one leaves the others their budget, and the refusal names the cap.
+#[tokio::test]
+async fn per_purpose_and_per_action_caps_keep_separate_budgets() {
+    let key = hex::encode(remit_token::hash_key("rk_multi"));
+    let config = format!(
+        r#"
+[[route]]
+method = "GET"
+path = "/a/{{id}}"
+action = "a.read"
+resource = "Item::{{id}}"
+sensitive = false
+
+[[route]]
+method = "GET"
+path = "/b/{{id}}"
+action = "b.read"
+resource = "Item::{{id}}"
+sensitive = false
+
+[[identity]]
+id = "multi"
+kind = "agent"
+owner = "team"
+purposes = ["one", "two"]
+boundary = ["a.read", "b.read"]
+limits = {{ per_purpose = "3/min", per_action = "4/min" }}
+[[identity.credential]]
+type = "api_key"
+sha256 = "{key}"
+"#
+    );
+    let config = remit_core::Config::parse(&config, "remit.toml").unwrap();
+    let policies = [remit_policy::PolicySource {
+        file: "p.cedar".into(),
+        text: "permit (principal, action, resource);".into(),
+    }];
+    let e = Engine::new(config, &policies).unwrap();
+    let sink = CountingSink(Default::default());
+    let call = |path: &str, purpose: &str| {
+        facts(
+            "GET",
+            path,
+            &[
+                ("Authorization", "Bearer rk_multi"),
+                ("Remit-Purpose", purpose),
+            ],
+        )
+    };
+    let mut verdicts = Vec::new();
+    for (i, (path, purpose)) in [
+        ("/a/1", "one"),
+        ("/a/1", "one"),
+        ("/a/1", "one"),
+        ("/a/1", "one"), // purpose `one`'s 4th: over 3/min
+        ("/a/1", "two"),
+        ("/a/1", "two"), // a.read's 4th that passed the purpose cap... (3 + 2 = 5 attempts)
+        ("/b/1", "two"), // purpose `two`'s 3rd, b.read's 1st
+        ("/b/1", "two"), // purpose `two`'s 4th: over
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = e
+            .decide_and_record(&call(path, purpose), format!("m-{i}"), &sink, false)
+            .await
+            .unwrap();
+        verdicts.push((d.verdict, d.reasons.join(" ")));
+    }
+    use Verdict::{Allow, RateLimited};
+    let got: Vec<Verdict> = verdicts.iter().map(|v| v.0).collect();
+    // Every attempt spends from the caps it passed before the one that refused it, as GCRA
+    // checks are taken in order; the 4th `a.read` is over the per-action cap.
+    assert_eq!(
+        got,
+        [
+            Allow,
+            Allow,
+            Allow,
+            RateLimited,
+            Allow,
+            RateLimited,
+            Allow,
+            RateLimited
+        ],
+        "{verdicts:?}"
+    );
+    assert!(verdicts[3].1.contains("for purpose `one`"), "{verdicts:?}");
+    assert!(verdicts[5].1.contains("for `a.read`"), "{verdicts:?}");
+    assert!(verdicts[7].1.contains("for purpose `two`"), "{verdicts:?}");
 }
