@@ -864,14 +864,16 @@ async fn grpc_secrets_in_the_body_are_refused_naming_the_rule() {
     let call = format!(
         r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"search_docs","arguments":{{"query":"{KEY}"}},"_meta":{{"remit/purpose":"doc-retrieval"}}}}}}"#
     );
-    for (config, says) in [
-        ("", "remove it and retry"),
-        (
-            "[scan]\nrequest = \"redact\"\n",
-            "cannot redact at this door",
-        ),
+    for (action, says) in [
+        ("block", "remove it and retry"),
+        ("redact", "cannot redact at this door"),
     ] {
-        let d = start_doors(|t| format!("{config}{t}")).await;
+        let d = start_doors(|t| {
+            let edited = t.replacen("request = \"block\"", &format!("request = \"{action}\""), 1);
+            assert!(edited.contains(&format!("request = \"{action}\"")));
+            edited
+        })
+        .await;
         let r = ask(d.grpc, check("POST", "/mcp/docs", &h, &call)).await;
         let (_, _, body) = denied(&r);
         let text = body.to_string();
