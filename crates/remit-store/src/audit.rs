@@ -183,6 +183,19 @@ impl Live {
             return;
         }
         let mut rx = self.indexed.clone();
+        if *rx.borrow() >= target {
+            return;
+        }
+        /// Counts a waiting reader for as long as it waits (also if it is cancelled).
+        struct Hurry<'a>(&'a Shared);
+        impl Drop for Hurry<'_> {
+            fn drop(&mut self) {
+                self.0.hurry.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.shared.hurry.fetch_add(1, Ordering::AcqRel);
+        let _hurry = Hurry(&self.shared);
+        self.shared.wake_index();
         // A stopped index thread ends the wait early (its sender is gone).
         let _ = tokio::time::timeout(INDEX_WAIT, rx.wait_for(|n| *n >= target)).await;
     }

@@ -3,10 +3,16 @@
 //!
 //! It waits for one job, takes everything else queued (up to `max_batch`), appends each
 //! record to the chain, and writes the batch's lines (entries, review copies and, when
-//! due, a signed checkpoint) to the segment with one `write` and one `fdatasync`; only
-//! then does it answer the waiters. A failed write rolls the in-memory chain back and
-//! cuts the file back to where the batch began, so the chain never skips or forks; if
-//! the file cannot be cut back, the writer refuses everything after (fail closed).
+//! due, a signed checkpoint) to the segment with one `write`. A failed write rolls the
+//! in-memory chain back and cuts the file back to where the batch began, so the chain
+//! never skips or forks; if the file cannot be cut back, the writer refuses everything
+//! after (fail closed).
+//!
+//! The batch's waiters then go to the **syncer** thread ([`run_syncer`]), which calls
+//! `fdatasync` once for everything written since its last one and only then answers
+//! them: the writer hashes and writes batch N+1 while batch N is being synced. A failed
+//! `fdatasync` cannot be undone (the page cache may have dropped the data), so it fails
+//! that batch and every later one until a restart, whose recovery reads the segments.
 //!
 //! The index thread ([`run_index`]) follows behind, reading only what the writer has
 //! published as durable. The writer waits for it only when it is more than
@@ -33,6 +39,11 @@ use crate::{DB_FILE, Durability, StoreError, StoreOptions};
 /// The index may fall this many lines behind the durable segments before the writer
 /// waits for it.
 pub const INDEX_LAG_LIMIT: u64 = 1 << 18;
+/// The index waits for this many new lines...
+const INDEX_MIN_LINES: u64 = 8192;
+/// ...or this long, before a transaction (bigger transactions cost less per line),
+/// unless a reader is waiting.
+const INDEX_DELAY: Duration = Duration::from_millis(50);
 
 /// A review copy to store beside its record.
 #[derive(Debug)]
@@ -70,6 +81,16 @@ pub(crate) struct Shared {
     pub indexed_lines: AtomicU64,
     /// False once the index thread has stopped on an error.
     pub index_failed: AtomicBool,
+    /// Readers waiting for the index to catch up (it then does not wait for more).
+    pub hurry: AtomicU64,
+}
+
+impl Shared {
+    /// Wakes the index thread (a reader is waiting).
+    pub fn wake_index(&self) {
+        let _guard = self.lock();
+        self.cv.notify_all();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,8 +106,22 @@ impl Shared {
     }
 }
 
+/// Written batches waiting for the syncer at most; beyond this the writer waits.
+const SYNC_QUEUE: usize = 2;
+
+type Reply = oneshot::Sender<Result<(), SinkError>>;
+
+/// A written batch, waiting to be synced and answered.
+struct Pending {
+    file: Arc<File>,
+    path: PathBuf,
+    pos: Pos,
+    lines: u64,
+    replies: Vec<Reply>,
+}
+
 pub(crate) struct Writer {
-    file: File,
+    file: Arc<File>,
     dir: PathBuf,
     segment: u64,
     len: u64,
@@ -100,6 +135,9 @@ pub(crate) struct Writer {
     options: StoreOptions,
     shared: Arc<Shared>,
     index: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::sync::mpsc::SyncSender<Pending>>,
+    syncer_thread: Option<std::thread::JoinHandle<()>>,
+    sync_failed: Arc<AtomicBool>,
     // Held for the writer's life: a second writer on the same data directory would fork
     // the chain.
     _lock: File,
@@ -196,10 +234,23 @@ impl Writer {
                     message: e.to_string(),
                 })?
         };
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let (syncer, pending) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let syncer_thread = {
+            let (shared, failed) = (shared.clone(), sync_failed.clone());
+            let fsync = options.durability == Durability::Fsync;
+            std::thread::Builder::new()
+                .name("remit-audit-sync".into())
+                .spawn(move || run_syncer(&pending, &shared, fsync, &failed))
+                .map_err(|e| StoreError::DataDir {
+                    path: data_dir.display().to_string(),
+                    message: e.to_string(),
+                })?
+        };
         let key_id = key.public().key_id();
         Ok((
             Self {
-                file,
+                file: Arc::new(file),
                 dir,
                 segment: pos.segment,
                 len,
@@ -213,6 +264,9 @@ impl Writer {
                 options,
                 shared: shared.clone(),
                 index: Some(index),
+                syncer: Some(syncer),
+                syncer_thread: Some(syncer_thread),
+                sync_failed,
                 _lock: lock,
             },
             shared,
@@ -233,7 +287,7 @@ impl Writer {
                 Ok(job) => batch.push(job),
                 Err(RecvTimeoutError::Timeout) => {
                     if self.chain.size() > self.anchored
-                        && let Err(e) = self.commit(&[], true)
+                        && let Err(e) = self.commit(&mut Vec::new(), true)
                     {
                         tracing::error!(error = %e, "an audit checkpoint was not written; retrying at the next interval");
                     }
@@ -242,11 +296,12 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     if self.chain.size() > self.anchored
-                        && let Err(e) = self.commit(&[], true)
+                        && let Err(e) = self.commit(&mut Vec::new(), true)
                     {
                         tracing::error!(error = %e, "the final audit checkpoint was not written");
                     }
-                    self.close();
+                    // Nobody is left to tell; `close` has logged any failure.
+                    let _ = self.close();
                     return;
                 }
             }
@@ -263,36 +318,34 @@ impl Writer {
             let due = forced
                 || unanchored >= self.options.checkpoint_every
                 || self.last_checkpoint.elapsed() >= self.options.checkpoint_interval;
-            let result = self.commit(&batch, due);
             metrics::histogram!("remit_audit_batch_records").record(batch.len() as f64);
+            let shutdown = batch.iter().position(|j| matches!(j, Job::Shutdown(_)));
+            let shutdown = shutdown.map(|i| batch.swap_remove(i));
+            let result = self.commit(&mut batch, due);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "an audit batch was not written; its requests are denied");
             }
-            let mut shutdown = None;
-            for job in batch.drain(..) {
-                let reply = match job {
-                    Job::Record { reply, .. } | Job::Checkpoint(reply) => reply,
-                    Job::Shutdown(reply) => {
-                        shutdown = Some(reply);
-                        continue;
-                    }
-                };
-                // The requester may have given up (timed out); nothing to do then.
-                let _ = reply.send(result.clone());
-            }
-            if let Some(reply) = shutdown {
+            if let Some(Job::Shutdown(reply)) = shutdown {
                 drop(rx);
-                self.close();
+                let synced = self.close();
                 drop(self);
-                let _ = reply.send(result);
+                let _ = reply.send(result.and(synced));
                 return;
             }
             self.wait_for_index();
         }
     }
 
-    /// Tells the index thread no more is coming and waits for it to finish.
-    fn close(&mut self) {
+    /// Waits for the syncer to answer everything written, tells the index thread no more
+    /// is coming and waits for it to finish. Whether every batch was synced.
+    fn close(&mut self) -> Result<(), SinkError> {
+        drop(self.syncer.take());
+        if let Some(syncer) = self.syncer_thread.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("the audit sync thread panicked");
+            self.sync_failed.store(true, Ordering::Release);
+        }
         self.shared.lock().closed = true;
         self.shared.cv.notify_all();
         if let Some(index) = self.index.take()
@@ -301,6 +354,11 @@ impl Writer {
             tracing::error!(
                 "the audit index thread panicked; the index is rebuilt at the next start"
             );
+        }
+        if self.sync_failed.load(Ordering::Acquire) {
+            Err(SinkError::Store("an audit fdatasync failed".into()))
+        } else {
+            Ok(())
         }
     }
 
@@ -320,31 +378,67 @@ impl Writer {
         }
     }
 
-    /// Writes a batch (and a checkpoint when `checkpoint`) with one write and one
-    /// fdatasync; on failure the chain and the file are as they were.
-    fn commit(&mut self, batch: &[Job], checkpoint: bool) -> Result<(), SinkError> {
-        if self.broken {
+    /// Writes a batch (and a checkpoint when `checkpoint`) with one write and hands its
+    /// waiters to the syncer, which answers them once it is durable; on a failed write
+    /// they are answered now, and the chain and the file are as they were.
+    fn commit(&mut self, batch: &mut Vec<Job>, checkpoint: bool) -> Result<(), SinkError> {
+        let result = self.write_batch(batch, checkpoint);
+        let replies = batch.drain(..).filter_map(|job| match job {
+            Job::Record { reply, .. } | Job::Checkpoint(reply) | Job::Shutdown(reply) => {
+                Some(reply)
+            }
+        });
+        match result {
+            Ok(pending) => {
+                let mut pending = pending;
+                pending.replies.extend(replies);
+                if pending.lines == 0 && pending.replies.is_empty() {
+                    return Ok(());
+                }
+                let Some(syncer) = &self.syncer else {
+                    return Err(SinkError::Closed);
+                };
+                if let Err(std::sync::mpsc::SendError(p)) = syncer.send(pending) {
+                    for reply in p.replies {
+                        let _ = reply.send(Err(SinkError::Closed));
+                    }
+                    return Err(SinkError::Closed);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for reply in replies {
+                    // The requester may have given up (timed out); nothing to do then.
+                    let _ = reply.send(Err(e.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[Job], checkpoint: bool) -> Result<Pending, SinkError> {
+        if self.broken || self.sync_failed.load(Ordering::Acquire) {
             return Err(SinkError::Store(
-                "an earlier failed audit write could not be undone; restart remit".into(),
+                "an earlier audit write failed and could not be undone; restart remit".into(),
             ));
         }
         let before = self.chain.clone();
-        let result = self.write(batch, checkpoint);
-        match result {
+        match self.write(batch, checkpoint) {
             Ok((signed, lines)) => {
                 if let Some(size) = signed {
                     self.anchored = size;
                     self.last_checkpoint = Instant::now();
                 }
-                if lines > 0 {
-                    self.shared.lock().pos = Pos {
+                Ok(Pending {
+                    file: self.file.clone(),
+                    path: segment::segment_path(&self.dir, self.segment),
+                    pos: Pos {
                         segment: self.segment,
                         offset: self.len,
-                    };
-                    self.shared.durable_lines.fetch_add(lines, Ordering::AcqRel);
-                    self.shared.cv.notify_all();
-                }
-                Ok(())
+                    },
+                    lines,
+                    replies: Vec::new(),
+                })
             }
             Err(e) => {
                 self.chain = before;
@@ -358,8 +452,8 @@ impl Writer {
         }
     }
 
-    /// The batch's lines, written and synced: (the checkpoint's tree size if one was
-    /// signed, lines written).
+    /// The batch's lines, written (not yet synced): (the checkpoint's tree size if one
+    /// was signed, lines written).
     fn write(
         &mut self,
         batch: &[Job],
@@ -367,7 +461,7 @@ impl Writer {
     ) -> Result<(Option<u64>, u64), SegmentError> {
         if self.len >= SEGMENT_LIMIT && self.chain.size() != self.segment {
             let (file, len) = open_segment(&self.dir, self.chain.size())?;
-            self.file = file;
+            self.file = Arc::new(file);
             self.segment = self.chain.size();
             self.len = len;
         }
@@ -420,13 +514,7 @@ impl Writer {
         let result = if buf.is_empty() {
             Ok(())
         } else {
-            self.file.write_all(&buf).and_then(|()| {
-                if self.options.durability == Durability::Fsync {
-                    self.file.sync_data()
-                } else {
-                    Ok(())
-                }
-            })
+            (&*self.file).write_all(&buf)
         };
         let written = buf.len() as u64;
         self.buf = buf;
@@ -465,6 +553,18 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
             while st.pos == indexer.pos() && !st.closed {
                 st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
+            let since = Instant::now();
+            while !st.closed
+                && shared.hurry.load(Ordering::Acquire) == 0
+                && shared.durable_lines.load(Ordering::Acquire) < done + INDEX_MIN_LINES
+                && let Some(left) = INDEX_DELAY.checked_sub(since.elapsed())
+            {
+                st = shared
+                    .cv
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             (st.pos, st.closed)
         };
         let result = indexer.catch_up(Some(until), &mut |n| {
@@ -482,6 +582,60 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
         }
         if closed && indexer.pos() == until {
             return;
+        }
+    }
+}
+
+/// The syncer thread: one `fdatasync` for every batch written since the last, then the
+/// batches' position is published to the index and their waiters answered.
+fn run_syncer(
+    rx: &std::sync::mpsc::Receiver<Pending>,
+    shared: &Shared,
+    fsync: bool,
+    failed: &AtomicBool,
+) {
+    let mut group: Vec<Pending> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while let Ok(more) = rx.try_recv() {
+            group.push(more);
+        }
+        let mut result = if failed.load(Ordering::Acquire) {
+            Err(SinkError::Store(
+                "an earlier audit fdatasync failed; restart remit".into(),
+            ))
+        } else {
+            Ok(())
+        };
+        if fsync && result.is_ok() {
+            // Each file once, in order (a batch may have started a new segment).
+            for (i, p) in group.iter().enumerate() {
+                let synced_later = group[i + 1..].iter().any(|q| Arc::ptr_eq(&q.file, &p.file));
+                if synced_later {
+                    continue;
+                }
+                if let Err(e) = p.file.sync_data() {
+                    tracing::error!(segment = %p.path.display(), error = %e, "an audit fdatasync failed; refusing further records until a restart");
+                    failed.store(true, Ordering::Release);
+                    result = Err(SinkError::Store(format!("audit fdatasync: {e}")));
+                    break;
+                }
+            }
+        }
+        let lines: u64 = group.iter().map(|p| p.lines).sum();
+        if result.is_ok()
+            && lines > 0
+            && let Some(last) = group.last()
+        {
+            shared.lock().pos = last.pos;
+            shared.durable_lines.fetch_add(lines, Ordering::AcqRel);
+            shared.cv.notify_all();
+        }
+        for p in group.drain(..) {
+            for reply in p.replies {
+                // The requester may have given up (timed out); nothing to do then.
+                let _ = reply.send(result.clone());
+            }
         }
     }
 }
