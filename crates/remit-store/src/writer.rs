@@ -39,6 +39,9 @@ use crate::{DB_FILE, Durability, StoreError, StoreOptions};
 /// The index may fall this many lines behind the durable segments before the writer
 /// waits for it.
 pub const INDEX_LAG_LIMIT: u64 = 1 << 18;
+/// The index thread's nice value (Linux): it runs when the request path leaves a core.
+#[cfg(target_os = "linux")]
+const INDEX_NICE: i32 = 10;
 /// The index waits for this many new lines...
 const INDEX_MIN_LINES: u64 = 8192;
 /// ...or this long, before a transaction (bigger transactions cost less per line),
@@ -546,6 +549,14 @@ fn open_segment(dir: &Path, first: u64) -> Result<(File, u64), SegmentError> {
 /// closes and everything is indexed, or an error stops it (the index is then rebuilt
 /// from the segments at the next start).
 fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64>) {
+    // The index is derived data off the request path: it yields the CPU to the writer,
+    // the syncer and the requests. [`INDEX_LAG_LIMIT`] bounds how far behind it can fall.
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), INDEX_NICE)
+    {
+        tracing::debug!(error = %e, "the audit index thread keeps its priority");
+    }
     let mut done = 0u64;
     loop {
         let (until, closed) = {
