@@ -352,8 +352,8 @@ impl AuditReader {
     }
 
     /// Verifies a replica's whole log against its checkpoints with `keys`, calling
-    /// `progress` with a count that rises to twice the entries (the index, then the
-    /// segment files) every few thousand entries.
+    /// `progress` every few thousand entries with a count that rises to the number of
+    /// entries (half for the index, half for the segment files).
     ///
     /// The index is replayed first, then the segment files, each against its own signed
     /// checkpoints; then the two must agree: at every position the same entry, the index
@@ -380,12 +380,12 @@ impl AuditReader {
                 Hash::from_slice(&leaf),
             )?;
             if verifier.entries() % 4096 == 0 {
-                progress(verifier.entries());
+                progress(verifier.entries() / 2);
             }
         }
         drop(rows);
         let index = verifier.finish()?;
-        progress(index.entries);
+        progress(index.entries / 2);
         let Some(data_dir) = &self.data_dir else {
             return Ok(index);
         };
@@ -486,8 +486,8 @@ impl AuditReader {
                             }
                         }
                     }
-                    if (index.entries + seq + 1) % 4096 == 0 {
-                        progress(index.entries + seq + 1);
+                    if (seq + 1) % 4096 == 0 {
+                        progress((index.entries + seq + 1) / 2);
                     }
                 }
             }
@@ -502,7 +502,7 @@ impl AuditReader {
         }
         result?;
         let summary = verifier.finish().map_err(VerifyError::Segment)?;
-        progress(index.entries + summary.entries);
+        progress((index.entries + summary.entries) / 2);
         if let Some((seq, id)) = diverged {
             return Err(VerifyError::Diverged { seq, id });
         }

@@ -242,9 +242,15 @@ impl Writer {
         let syncer_thread = {
             let (shared, failed) = (shared.clone(), sync_failed.clone());
             let fsync = options.durability == Durability::Fsync;
+            // Batches of one are the one-fsync-per-record comparison: one sync each.
+            let group_limit = if options.max_batch <= 1 {
+                1
+            } else {
+                usize::MAX
+            };
             std::thread::Builder::new()
                 .name("remit-audit-sync".into())
-                .spawn(move || run_syncer(&pending, &shared, fsync, &failed))
+                .spawn(move || run_syncer(&pending, &shared, fsync, group_limit, &failed))
                 .map_err(|e| StoreError::DataDir {
                     path: data_dir.display().to_string(),
                     message: e.to_string(),
@@ -552,8 +558,7 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
     // The index is derived data off the request path: it yields the CPU to the writer,
     // the syncer and the requests. [`INDEX_LAG_LIMIT`] bounds how far behind it can fall.
     #[cfg(target_os = "linux")]
-    if let Err(e) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), INDEX_NICE)
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), INDEX_NICE)
     {
         tracing::debug!(error = %e, "the audit index thread keeps its priority");
     }
@@ -597,18 +602,22 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
     }
 }
 
-/// The syncer thread: one `fdatasync` for every batch written since the last, then the
-/// batches' position is published to the index and their waiters answered.
+/// The syncer thread: one `fdatasync` for every batch written since the last (at most
+/// `group_limit` batches), then the batches' position is published to the index and
+/// their waiters answered.
 fn run_syncer(
     rx: &std::sync::mpsc::Receiver<Pending>,
     shared: &Shared,
     fsync: bool,
+    group_limit: usize,
     failed: &AtomicBool,
 ) {
     let mut group: Vec<Pending> = Vec::new();
     while let Ok(first) = rx.recv() {
         group.push(first);
-        while let Ok(more) = rx.try_recv() {
+        while group.len() < group_limit
+            && let Ok(more) = rx.try_recv()
+        {
             group.push(more);
         }
         let mut result = if failed.load(Ordering::Acquire) {
