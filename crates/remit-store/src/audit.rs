@@ -219,12 +219,12 @@ fn entry_id(bytes: &[u8]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// What [`walk_segments`] calls with each line: its file, offset and bytes.
+type LineVisit<'a> = dyn FnMut(&Path, u64, &[u8]) -> Result<(), VerifyError> + 'a;
+
 /// Calls `visit` with every whole line of a replica's segments, in order. A torn last
 /// line (a write in progress, or torn by a crash and never acknowledged) is skipped.
-fn walk_segments(
-    dir: &Path,
-    visit: &mut dyn FnMut(&Path, u64, &[u8]) -> Result<(), VerifyError>,
-) -> Result<(), VerifyError> {
+fn walk_segments(dir: &Path, visit: &mut LineVisit<'_>) -> Result<(), VerifyError> {
     let segments = segment::list(dir).map_err(StoreError::from)?;
     for (i, first) in segments.iter().enumerate() {
         let path = segment::segment_path(dir, *first);
@@ -487,7 +487,7 @@ impl AuditReader {
                         }
                     }
                     if (seq + 1) % 4096 == 0 {
-                        progress((index.entries + seq + 1) / 2);
+                        progress((index.entries + seq).div_ceil(2));
                     }
                 }
             }

@@ -392,10 +392,8 @@ impl Writer {
     /// they are answered now, and the chain and the file are as they were.
     fn commit(&mut self, batch: &mut Vec<Job>, checkpoint: bool) -> Result<(), SinkError> {
         let result = self.write_batch(batch, checkpoint);
-        let replies = batch.drain(..).filter_map(|job| match job {
-            Job::Record { reply, .. } | Job::Checkpoint(reply) | Job::Shutdown(reply) => {
-                Some(reply)
-            }
+        let replies = batch.drain(..).map(|job| match job {
+            Job::Record { reply, .. } | Job::Checkpoint(reply) | Job::Shutdown(reply) => reply,
         });
         match result {
             Ok(pending) => {
