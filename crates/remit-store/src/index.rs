@@ -122,11 +122,10 @@ impl Indexer {
             None => (Pos::default(), Hash::ZERO, Frontier::new()),
             Some((size, prev, frontier, segment, offset)) => {
                 let size = u64::try_from(size).map_err(|_| state_err("negative size".into()))?;
-                let (Some(segment), Some(offset)) = (segment, offset) else {
-                    return Err(state_err(
-                        "written by a remit without segment files; export it with that version"
-                            .into(),
-                    ));
+                let (segment, offset) = match (segment, offset) {
+                    (Some(segment), Some(offset)) => (segment, offset),
+                    // Written before segment files: the database was the log.
+                    _ => (0, export_legacy(&conn, &dir, replica)?),
                 };
                 let pos = Pos {
                     segment: u64::try_from(segment)
@@ -425,4 +424,83 @@ pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection, rusqlite::Err
          PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;",
     )?;
     Ok(conn)
+}
+
+/// Writes the entries, review copies and checkpoints of a log kept in the database alone
+/// (before segment files) to the replica's first segment, and records that the index
+/// holds all of it. Returns the segment's length.
+fn export_legacy(
+    conn: &rusqlite::Connection,
+    dir: &Path,
+    replica: &str,
+) -> Result<i64, IndexError> {
+    use std::io::Write as _;
+    if !segment::list(dir)?.is_empty() {
+        return Err(IndexError::State {
+            replica: replica.to_owned(),
+            message: "the index has no segment position but segment files exist".into(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(segment::io_err(dir))?;
+    let path = segment::segment_path(dir, 0);
+    let tmp = dir.join("legacy-export.tmp");
+    let io = segment::io_err(&tmp);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(&io)?);
+    let checkpoints: Vec<(i64, String)> = conn
+        .prepare(
+            "SELECT tree_size, checkpoint FROM audit_checkpoints WHERE replica = ?1 ORDER BY tree_size",
+        )?
+        .query_map([replica], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut next = checkpoints.iter().peekable();
+    let line = |out: &mut std::io::BufWriter<std::fs::File>, bytes: &[u8]| {
+        out.write_all(bytes).and_then(|()| out.write_all(b"\n"))
+    };
+    while let Some((_, cp)) = next.next_if(|(size, _)| *size == 0) {
+        line(&mut out, cp.as_bytes()).map_err(&io)?;
+    }
+    let mut stmt = conn.prepare(
+        "SELECT e.seq, e.id, e.entry, b.body, b.total, b.truncated FROM audit_entries e \
+         LEFT JOIN audit_bodies b ON e.kind = 'outcome' AND b.id = e.id \
+         WHERE e.replica = ?1 ORDER BY e.seq",
+    )?;
+    let mut rows = stmt.query([replica])?;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let entry: String = row.get(2)?;
+        line(&mut out, entry.as_bytes()).map_err(&io)?;
+        let body: Option<Vec<u8>> = row.get(3)?;
+        if let Some(body) = body {
+            let copy = segment::ReviewLine {
+                review: segment::ReviewCopy {
+                    body: hex::encode(body),
+                    id: row.get(1)?,
+                    total: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+                    truncated: row.get(5)?,
+                },
+            };
+            let text = serde_json::to_vec(&copy).map_err(|e| io(std::io::Error::other(e)))?;
+            line(&mut out, &text).map_err(&io)?;
+        }
+        while let Some((_, cp)) = next.next_if(|(size, _)| *size <= seq + 1) {
+            line(&mut out, cp.as_bytes()).map_err(&io)?;
+        }
+    }
+    // Checkpoints over entries the database lacks stay, for `verify` to report.
+    for (_, cp) in next {
+        line(&mut out, cp.as_bytes()).map_err(&io)?;
+    }
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(&io)?;
+    let len = file.metadata().map_err(&io)?.len();
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(segment::io_err(&path))?;
+    segment::sync_dir(dir)?;
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    conn.execute(
+        "UPDATE audit_state SET segment = 0, seg_offset = ?2 WHERE replica = ?1",
+        rusqlite::params![replica, len],
+    )?;
+    tracing::info!(replica, segment = %path.display(), "wrote the database-only audit log to its first segment file");
+    Ok(len)
 }

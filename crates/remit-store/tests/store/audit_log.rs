@@ -512,3 +512,24 @@ async fn a_deleted_index_is_rebuilt_from_the_segments() {
     let s = verify(dir.path(), &key).await.unwrap();
     assert_eq!((s.entries, s.checkpoints), (12, 3));
 }
+
+#[tokio::test]
+async fn a_log_kept_only_in_the_database_moves_to_a_segment_file_at_open() {
+    // A data directory from before segment files: the database was the log.
+    let dir = tempfile::tempdir().unwrap();
+    let key = written(dir.path(), 7, 3).await;
+    let copy = segment_lines(dir.path());
+    std::fs::remove_dir_all(dir.path().join(remit_store::segment::SEGMENT_DIR)).unwrap();
+    sql(
+        dir.path(),
+        "UPDATE audit_state SET segment = NULL, seg_offset = NULL",
+    );
+    let store = SqliteStore::open_with(dir.path(), options(3))
+        .await
+        .unwrap();
+    assert_eq!(segment_lines(dir.path()), copy, "the same lines, in order");
+    store.append(record(7)).await.unwrap();
+    store.shutdown().await.unwrap();
+    let s = verify(dir.path(), &key).await.unwrap();
+    assert_eq!((s.entries, s.unanchored), (8, 0));
+}
