@@ -68,12 +68,22 @@ struct Run {
 
 /// `clients` tasks append `total` records between them as fast as they are answered.
 async fn run(max_batch: usize, clients: u64, total: u64) -> Run {
+    run_with(max_batch, clients, total, remit_store::Durability::Fsync).await
+}
+
+async fn run_with(
+    max_batch: usize,
+    clients: u64,
+    total: u64,
+    durability: remit_store::Durability,
+) -> Run {
     let dir =
         tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
     let store = SqliteStore::open_with(
         dir.path(),
         StoreOptions {
             max_batch,
+            durability,
             ..StoreOptions::default()
         },
     )
@@ -191,4 +201,23 @@ fn main() {
             g / s
         );
     }
+    // Diagnostic, not durable: the same group commit without `fdatasync`, to show what
+    // the CPU allows on this machine and so how much of the rate the disk's sync takes.
+    let mut nosync = Vec::new();
+    for _ in 0..rounds {
+        let r = rt.block_on(run_with(
+            remit_store::MAX_BATCH,
+            256,
+            group_total,
+            remit_store::Durability::DangerSurvivesProcessCrashOnly,
+        ));
+        nosync.push((r.per_s, r.p50_us as f64, r.indexed_per_s));
+    }
+    let m = |f: fn(&(f64, f64, f64)) -> f64| median(nosync.iter().map(f).collect());
+    println!(
+        "  256 in flight, without fdatasync (diagnostic, not durable): {:>8.0} records/s (append p50 {:>6.0} µs; {:>6.0}/s until indexed)",
+        m(|x| x.0),
+        m(|x| x.1),
+        m(|x| x.2)
+    );
 }
