@@ -329,7 +329,7 @@ impl Writer {
                 || self.last_checkpoint.elapsed() >= self.options.checkpoint_interval;
             metrics::histogram!("remit_audit_batch_records").record(batch.len() as f64);
             let shutdown = batch.iter().position(|j| matches!(j, Job::Shutdown(_)));
-            let shutdown = shutdown.map(|i| batch.swap_remove(i));
+            let shutdown = shutdown.map(|i| batch.remove(i));
             let result = self.commit(&mut batch, due);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "an audit batch was not written; its requests are denied");
@@ -528,6 +528,15 @@ impl Writer {
         result.map_err(io_err(&path))?;
         self.len += written;
         Ok((signed, lines))
+    }
+}
+
+impl Drop for Writer {
+    /// If the writer ends any other way than [`Writer::close`] (a panic), the index thread
+    /// still finishes what is durable and stops.
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.cv.notify_all();
     }
 }
 
