@@ -50,6 +50,34 @@ pub(crate) struct Pos {
     pub offset: u64,
 }
 
+/// The chain fields of an entry.
+#[derive(Deserialize)]
+struct EntryHead<'a> {
+    prev: Hash,
+    seq: u64,
+    #[serde(borrow)]
+    replica: Cow<'a, str>,
+}
+
+impl<'a> From<EntryHead<'a>> for EntryCols<'a> {
+    fn from(h: EntryHead<'a>) -> Self {
+        Self {
+            prev: h.prev,
+            seq: h.seq,
+            replica: h.replica,
+            record: RecordCols {
+                kind: Cow::Borrowed("unknown"),
+                decision_id: None,
+                time: None,
+                identity: None,
+                authority: None,
+                purpose: None,
+                decision: None,
+            },
+        }
+    }
+}
+
 /// The parts of an entry the index reads.
 #[derive(Deserialize)]
 struct EntryCols<'a> {
@@ -307,8 +335,14 @@ impl Indexer {
                 };
                 match segment::classify(line) {
                     Some(Line::Entry(bytes)) => {
-                        let e: EntryCols<'_> = serde_json::from_slice(bytes)
-                            .map_err(|e| damaged(at, format!("not an entry: {e}")))?;
+                        // A record whose columns have another shape (a kind added later)
+                        // is still indexed, by its chain fields alone.
+                        let e: EntryCols<'_> = match serde_json::from_slice(bytes) {
+                            Ok(e) => e,
+                            Err(_) => serde_json::from_slice::<EntryHead<'_>>(bytes)
+                                .map_err(|e| damaged(at, format!("not an entry: {e}")))?
+                                .into(),
+                        };
                         let expected = frontier.size();
                         let id = e.record.decision_id.as_deref().unwrap_or("");
                         if e.replica != replica || e.seq != expected || e.prev != prev {

@@ -533,3 +533,26 @@ async fn a_log_kept_only_in_the_database_moves_to_a_segment_file_at_open() {
     let s = verify(dir.path(), &key).await.unwrap();
     assert_eq!((s.entries, s.unanchored), (8, 0));
 }
+
+#[test]
+fn an_entry_of_an_unknown_shape_is_still_indexed_by_its_chain_fields() {
+    // A later record kind may use `decision` or `identity` for something else; the index
+    // must not stop on it (it would stop the writer from opening).
+    let mut chain = remit_audit::Chain::new("replica-1").unwrap();
+    let odd = chain.append(br#"{"decision":{"nested":true},"identity":7,"kind":"alert"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let seg = segment_file(dir.path());
+    std::fs::create_dir_all(seg.parent().unwrap()).unwrap();
+    std::fs::write(&seg, [odd.bytes.as_slice(), b"\n"].concat()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open_with(dir.path(), options(10))
+            .await
+            .unwrap();
+        store.append(record(1)).await.unwrap();
+        let key = store.public_key().clone();
+        store.shutdown().await.unwrap();
+        let s = verify(dir.path(), &key).await.unwrap();
+        assert_eq!((s.entries, s.unanchored), (2, 0));
+    });
+}
