@@ -1,14 +1,33 @@
 //! Reading the audit log: verification, inclusion proofs, search, tail and export. A
 //! reader works on a running gateway's data directory or a stopped one's; it never
 //! writes records.
+//!
+//! Search, tail, proofs and export read the SQLite index. Opening a reader on a stopped
+//! data directory first brings the index up to date with the segment files (the index
+//! is derived data; the segments are not touched); a reader from a running store waits
+//! for the index to hold everything acknowledged before each read. `verify` checks the
+//! index, then the segment files, and that the index is a copy of the segments.
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures_util::TryStreamExt as _;
+use remit_audit::merkle::leaf_hash;
 use remit_audit::{Hash, InclusionProof, PublicKey, SignedCheckpoint, Summary, Tamper, Verifier};
+use serde::Deserialize;
 use sqlx::sqlite::SqlitePool;
+use tokio::sync::watch;
 
-use crate::{DB_FILE, StoreError};
+use crate::segment::{self, Line, LineReader, SegmentError};
+use crate::writer::Shared;
+use crate::{DB_FILE, LOCK_FILE, StoreError};
+
+/// How long a read from a running store waits for the index at most before it reads
+/// what the index holds.
+pub const INDEX_WAIT: Duration = Duration::from_secs(10);
 
 /// Results of one search at most.
 pub const MAX_SEARCH: u32 = 10_000;
@@ -27,7 +46,45 @@ pub enum VerifyError {
         /// What is wrong.
         message: String,
     },
-    /// The database could not be read.
+    /// The segment files were changed (the durable copy; named by position and id).
+    #[error("in the segment files: {0}")]
+    Segment(Tamper),
+    /// A segment file holds a line the writer never writes.
+    #[error("in the segment files: {0}")]
+    SegmentDamaged(SegmentError),
+    /// The index and the segment files hold different entries at one position.
+    #[error(
+        "record {seq} (`{id}`) differs between the segment files and the index: one of them was changed"
+    )]
+    Diverged {
+        /// The position.
+        seq: u64,
+        /// The record id (from the segments).
+        id: String,
+    },
+    /// The index holds an entry the segment files lack.
+    #[error(
+        "record {seq} (`{id}`) is in the index but not in the segment files: the segment files were truncated or records removed from them"
+    )]
+    IndexAhead {
+        /// The first position missing from the segments.
+        seq: u64,
+        /// Its record id (from the index).
+        id: String,
+    },
+    /// Rows the index says it holds are gone.
+    #[error(
+        "record {seq} (`{id}`) is in the segment files but was removed from the index (which says it holds {claimed} records)"
+    )]
+    IndexBehind {
+        /// The first position missing from the index.
+        seq: u64,
+        /// Its record id (from the segments).
+        id: String,
+        /// How many entries the index says it holds.
+        claimed: u64,
+    },
+    /// The database or a segment file could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -98,6 +155,99 @@ pub struct StoredEntry {
 #[derive(Debug, Clone)]
 pub struct AuditReader {
     pool: SqlitePool,
+    data_dir: Option<PathBuf>,
+    live: Option<Live>,
+}
+
+/// A running store's progress: what is durable, what is indexed.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    data_dir: PathBuf,
+    shared: Arc<Shared>,
+    indexed: watch::Receiver<u64>,
+}
+
+impl Live {
+    pub(crate) fn new(data_dir: &Path, shared: Arc<Shared>, indexed: watch::Receiver<u64>) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            shared,
+            indexed,
+        }
+    }
+
+    /// Waits (at most [`INDEX_WAIT`]) until the index holds every line durable now.
+    pub(crate) async fn caught_up(&self) {
+        let target = self.shared.durable_lines.load(Ordering::Acquire);
+        if self.shared.index_failed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut rx = self.indexed.clone();
+        if *rx.borrow() >= target {
+            return;
+        }
+        /// Counts a waiting reader for as long as it waits (also if it is cancelled).
+        struct Hurry<'a>(&'a Shared);
+        impl Drop for Hurry<'_> {
+            fn drop(&mut self) {
+                self.0.hurry.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.shared.hurry.fetch_add(1, Ordering::AcqRel);
+        let _hurry = Hurry(&self.shared);
+        self.shared.wake_index();
+        // A stopped index thread ends the wait early (its sender is gone).
+        let _ = tokio::time::timeout(INDEX_WAIT, rx.wait_for(|n| *n >= target)).await;
+    }
+}
+
+/// The record id of an entry, for naming it.
+fn entry_id(bytes: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct E<'a> {
+        #[serde(borrow)]
+        record: R<'a>,
+    }
+    #[derive(Deserialize)]
+    struct R<'a> {
+        #[serde(borrow, default)]
+        decision_id: Option<Cow<'a, str>>,
+    }
+    serde_json::from_slice::<E<'_>>(bytes)
+        .ok()
+        .and_then(|e| e.record.decision_id.map(Cow::into_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// What [`walk_segments`] calls with each line: its file, offset and bytes.
+type LineVisit<'a> = dyn FnMut(&Path, u64, &[u8]) -> Result<(), VerifyError> + 'a;
+
+/// Calls `visit` with every whole line of a replica's segments, in order. A torn last
+/// line (a write in progress, or torn by a crash and never acknowledged) is skipped.
+fn walk_segments(dir: &Path, visit: &mut LineVisit<'_>) -> Result<(), VerifyError> {
+    let segments = segment::list(dir).map_err(StoreError::from)?;
+    for (i, first) in segments.iter().enumerate() {
+        let path = segment::segment_path(dir, *first);
+        let mut reader = LineReader::open(&path, 0, u64::MAX).map_err(StoreError::from)?;
+        while let Some((at, line)) = reader.next_line().map_err(seg_damaged)? {
+            visit(&path, at, line)?;
+        }
+        if reader.rest() > 0 && i + 1 < segments.len() {
+            return Err(VerifyError::SegmentDamaged(SegmentError::Damaged {
+                path: path.display().to_string(),
+                offset: reader.offset(),
+                message: "an unfinished line before the next segment".into(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn seg_damaged(e: SegmentError) -> VerifyError {
+    match e {
+        e @ SegmentError::Damaged { .. } => VerifyError::SegmentDamaged(e),
+        e => VerifyError::Store(e.into()),
+    }
 }
 
 pub(crate) async fn record_json(
@@ -105,12 +255,13 @@ pub(crate) async fn record_json(
     id: &str,
     kind: &str,
 ) -> Result<Option<String>, StoreError> {
-    let entry: Option<String> =
-        sqlx::query_scalar("SELECT entry FROM audit_entries WHERE id = ? AND kind = ? LIMIT 1")
-            .bind(id)
-            .bind(kind)
-            .fetch_optional(pool)
-            .await?;
+    let entry: Option<String> = sqlx::query_scalar(
+        "SELECT entry FROM audit_entries WHERE id = ? AND kind = ? ORDER BY rowid LIMIT 1",
+    )
+    .bind(id)
+    .bind(kind)
+    .fetch_optional(pool)
+    .await?;
     Ok(entry.and_then(|e| {
         let v: serde_json::Value = serde_json::from_str(&e).ok()?;
         Some(v.get("record")?.to_string())
@@ -118,7 +269,9 @@ pub(crate) async fn record_json(
 }
 
 impl AuditReader {
-    /// Opens the data directory's log; it must exist.
+    /// Opens the data directory's log; it must exist. If no gateway is writing to it,
+    /// the index is first brought up to date with the segment files (failing that, the
+    /// reader reads the index as it is and `verify` reports what is wrong).
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         if !data_dir.join(DB_FILE).is_file() {
             return Err(StoreError::DataDir {
@@ -126,25 +279,52 @@ impl AuditReader {
                 message: format!("no audit log here (no `{DB_FILE}`)"),
             });
         }
-        Ok(Self::from_pool(crate::open_pool(data_dir, false).await?))
+        let pool = crate::open_pool(data_dir, false).await?;
+        let dir = data_dir.to_owned();
+        let caught_up = tokio::task::spawn_blocking(move || catch_up_stopped(&dir)).await;
+        if let Ok(Err(e)) = caught_up {
+            tracing::warn!(error = %e, "the audit index could not be brought up to date with the segment files");
+        }
+        Ok(Self {
+            pool,
+            data_dir: Some(data_dir.to_owned()),
+            live: None,
+        })
     }
 
-    pub(crate) fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn from_pool(pool: SqlitePool, live: Option<Live>) -> Self {
+        Self {
+            pool,
+            data_dir: live.as_ref().map(|l| l.data_dir.clone()),
+            live,
+        }
     }
 
-    /// Every replica with entries or checkpoints.
+    async fn caught_up(&self) {
+        if let Some(live) = &self.live {
+            live.caught_up().await;
+        }
+    }
+
+    /// Every replica with entries, checkpoints or segment files.
     pub async fn replicas(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        let mut all: Vec<String> = sqlx::query_scalar(
             "SELECT replica FROM audit_state UNION SELECT DISTINCT replica FROM audit_entries \
              UNION SELECT DISTINCT replica FROM audit_checkpoints ORDER BY 1",
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        if let Some(dir) = &self.data_dir {
+            all.extend(segment::replicas(dir)?);
+            all.sort();
+            all.dedup();
+        }
+        Ok(all)
     }
 
     /// How many entries a replica has stored.
     pub async fn entry_count(&self, replica: &str) -> Result<u64, StoreError> {
+        self.caught_up().await;
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_entries WHERE replica = ?")
             .bind(replica)
             .fetch_one(&self.pool)
@@ -154,6 +334,7 @@ impl AuditReader {
 
     /// A replica's signed checkpoints, by tree size.
     pub async fn checkpoints(&self, replica: &str) -> Result<Vec<SignedCheckpoint>, VerifyError> {
+        self.caught_up().await;
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT tree_size, checkpoint FROM audit_checkpoints WHERE replica = ? ORDER BY tree_size",
         )
@@ -171,13 +352,20 @@ impl AuditReader {
     }
 
     /// Verifies a replica's whole log against its checkpoints with `keys`, calling
-    /// `progress` with the number of entries verified every few thousand entries.
+    /// `progress` every few thousand entries with a count that rises to the number of
+    /// entries (half for the index, half for the segment files).
+    ///
+    /// The index is replayed first, then the segment files, each against its own signed
+    /// checkpoints; then the two must agree: at every position the same entry, the index
+    /// holding nothing the segments lack and every row it says it holds. The index may be
+    /// behind the segments (it is written behind them); that is not an error.
     pub async fn verify(
         &self,
         replica: &str,
         keys: &[PublicKey],
         progress: &mut dyn FnMut(u64),
     ) -> Result<Summary, VerifyError> {
+        self.caught_up().await;
         let mut verifier = Verifier::new(replica, keys, self.checkpoints(replica).await?)?;
         let mut rows = sqlx::query_as::<_, (i64, String, String, Vec<u8>)>(
             "SELECT seq, id, entry, leaf FROM audit_entries WHERE replica = ? ORDER BY seq",
@@ -192,17 +380,158 @@ impl AuditReader {
                 Hash::from_slice(&leaf),
             )?;
             if verifier.entries() % 4096 == 0 {
-                progress(verifier.entries());
+                progress(verifier.entries() / 2);
             }
         }
-        progress(verifier.entries());
-        Ok(verifier.finish()?)
+        drop(rows);
+        let index = verifier.finish()?;
+        progress(index.entries / 2);
+        let Some(data_dir) = &self.data_dir else {
+            return Ok(index);
+        };
+        let dir = segment::replica_dir(data_dir, replica).map_err(StoreError::from)?;
+        let claimed: Option<i64> =
+            sqlx::query_scalar("SELECT size FROM audit_state WHERE replica = ?")
+                .bind(replica)
+                .fetch_optional(&self.pool)
+                .await?;
+        let claimed = claimed.and_then(|c| u64::try_from(c).ok()).unwrap_or(0);
+
+        // The segments' checkpoints first (the verifier checks them before any entry).
+        let mut checkpoints = Vec::new();
+        walk_segments(&dir, &mut |path, at, line| {
+            if let Some(Line::Checkpoint(bytes)) = segment::classify(line) {
+                let cp: SignedCheckpoint = serde_json::from_slice(bytes).map_err(|e| {
+                    VerifyError::SegmentDamaged(SegmentError::Damaged {
+                        path: path.display().to_string(),
+                        offset: at,
+                        message: format!("not a checkpoint: {e}"),
+                    })
+                })?;
+                checkpoints.push(cp);
+            }
+            Ok(())
+        })?;
+        let mut verifier =
+            Verifier::new(replica, keys, checkpoints).map_err(VerifyError::Segment)?;
+        // The index's leaves, in order, to hold beside the segments' entries. Read in
+        // slices so the file walk (synchronous) never holds a database stream.
+        let mut leaves: std::collections::VecDeque<(i64, String, Vec<u8>)> =
+            std::collections::VecDeque::new();
+        let mut next_seq = 0i64;
+        let mut index_done = false;
+        let mut segment_lines: Vec<(PathBuf, u64, Vec<u8>)> = Vec::new();
+        let mut result = Ok(());
+        let segments = segment::list(&dir).map_err(StoreError::from)?;
+        let mut first_missing_from_index: Option<(u64, String)> = None;
+        let mut diverged: Option<(u64, String)> = None;
+        for (i, first) in segments.iter().enumerate() {
+            let path = segment::segment_path(&dir, *first);
+            let mut reader = LineReader::open(&path, 0, u64::MAX).map_err(StoreError::from)?;
+            loop {
+                // Lines in slices of up to 4096, then the index rows that match them.
+                segment_lines.clear();
+                while segment_lines.len() < 4096 {
+                    let Some((at, line)) = reader.next_line().map_err(seg_damaged)? else {
+                        break;
+                    };
+                    segment_lines.push((path.clone(), at, line.to_vec()));
+                }
+                if segment_lines.is_empty() {
+                    break;
+                }
+                for (path, at, line) in &segment_lines {
+                    let bytes = match segment::classify(line) {
+                        Some(Line::Entry(bytes)) => bytes,
+                        Some(_) => continue,
+                        None => {
+                            return Err(VerifyError::SegmentDamaged(SegmentError::Damaged {
+                                path: path.display().to_string(),
+                                offset: *at,
+                                message: "not an audit line".into(),
+                            }));
+                        }
+                    };
+                    let seq = verifier.entries();
+                    let id = entry_id(bytes);
+                    verifier
+                        .entry(seq, &id, bytes, None)
+                        .map_err(VerifyError::Segment)?;
+                    if leaves.is_empty() && !index_done {
+                        let more: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+                            "SELECT seq, id, leaf FROM audit_entries WHERE replica = ? AND seq >= ? ORDER BY seq LIMIT 4096",
+                        )
+                        .bind(replica)
+                        .bind(next_seq)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        index_done = more.is_empty();
+                        leaves.extend(more);
+                    }
+                    match leaves.pop_front() {
+                        Some((s, _, leaf)) => {
+                            next_seq = s + 1;
+                            // Reported after the segments' own check, which (if it
+                            // fails) says which copy was changed.
+                            if (u64::try_from(s).ok() != Some(seq)
+                                || Hash::from_slice(&leaf) != Some(leaf_hash(bytes)))
+                                && diverged.is_none()
+                            {
+                                diverged = Some((seq, id));
+                            }
+                        }
+                        None => {
+                            if first_missing_from_index.is_none() {
+                                first_missing_from_index = Some((seq, id));
+                            }
+                        }
+                    }
+                    if (seq + 1) % 4096 == 0 {
+                        progress((index.entries + seq).div_ceil(2));
+                    }
+                }
+            }
+            if reader.rest() > 0 && i + 1 < segments.len() {
+                result = Err(VerifyError::SegmentDamaged(SegmentError::Damaged {
+                    path: path.display().to_string(),
+                    offset: reader.offset(),
+                    message: "an unfinished line before the next segment".into(),
+                }));
+                break;
+            }
+        }
+        result?;
+        let summary = verifier.finish().map_err(VerifyError::Segment)?;
+        progress((index.entries + summary.entries) / 2);
+        if let Some((seq, id)) = diverged {
+            return Err(VerifyError::Diverged { seq, id });
+        }
+        if index.entries > summary.entries {
+            let seq = summary.entries;
+            let id: Option<String> =
+                sqlx::query_scalar("SELECT id FROM audit_entries WHERE replica = ? AND seq = ?")
+                    .bind(replica)
+                    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Err(VerifyError::IndexAhead {
+                seq,
+                id: id.unwrap_or_default(),
+            });
+        }
+        if index.entries < claimed
+            && let Some((seq, id)) = first_missing_from_index
+        {
+            return Err(VerifyError::IndexBehind { seq, id, claimed });
+        }
+        Ok(summary)
     }
 
     /// An inclusion proof for decision `id` against the first checkpoint that covers it.
     pub async fn prove(&self, id: &str) -> Result<InclusionProof, ProveError> {
+        self.caught_up().await;
         let found: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT replica, seq, entry FROM audit_entries WHERE id = ? AND kind = 'decision'",
+            "SELECT replica, seq, entry FROM audit_entries WHERE id = ? AND kind = 'decision' ORDER BY rowid LIMIT 1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -239,6 +568,7 @@ impl AuditReader {
 
     /// Decision entries matching `search`, oldest first.
     pub async fn search(&self, s: &Search) -> Result<Vec<StoredEntry>, StoreError> {
+        self.caught_up().await;
         let limit = s.limit.clamp(1, MAX_SEARCH);
         let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT rowid, replica, seq, entry FROM audit_entries WHERE kind = 'decision' \
@@ -262,6 +592,7 @@ impl AuditReader {
     /// Entries written after `cursor` (0: from the start), at most `limit`, in the order
     /// they were written.
     pub async fn after(&self, cursor: i64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
+        self.caught_up().await;
         let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT rowid, replica, seq, entry FROM audit_entries WHERE rowid > ? ORDER BY rowid LIMIT ?",
         )
@@ -274,6 +605,7 @@ impl AuditReader {
 
     /// The cursor of the last entry written (0 when empty).
     pub async fn last_cursor(&self) -> Result<i64, StoreError> {
+        self.caught_up().await;
         Ok(
             sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM audit_entries")
                 .fetch_one(&self.pool)
@@ -286,6 +618,7 @@ impl AuditReader {
         &self,
         visit: &mut dyn FnMut(StoredEntry) -> std::io::Result<()>,
     ) -> Result<(), ExportError> {
+        self.caught_up().await;
         let mut rows = sqlx::query_as::<_, (i64, String, i64, String)>(
             "SELECT rowid, replica, seq, entry FROM audit_entries ORDER BY replica, seq",
         )
@@ -325,4 +658,30 @@ fn stored((cursor, replica, seq, entry): (i64, String, i64, String)) -> StoredEn
         seq,
         entry,
     }
+}
+
+/// Brings the index of a stopped data directory up to date with its segment files. Does
+/// nothing while a gateway holds the data directory (its index thread does this).
+fn catch_up_stopped(data_dir: &Path) -> Result<(), StoreError> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(|e| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if lock.try_lock().is_err() {
+        return Ok(());
+    }
+    for replica in segment::replicas(data_dir)? {
+        let db = data_dir.join(DB_FILE);
+        let conn = crate::index::open_db(&db).map_err(|e| StoreError::DataDir {
+            path: db.display().to_string(),
+            message: e.to_string(),
+        })?;
+        crate::index::Indexer::open(conn, data_dir, &replica)?.catch_up(None, &mut |_| {})?;
+    }
+    Ok(())
 }

@@ -1,18 +1,25 @@
-//! Persistence: the embedded SQLite store in the data directory. Today it holds the
-//! tamper-evident audit log (entries, chain state, signed checkpoints, review copies);
+//! Persistence in the data directory. Today it holds the tamper-evident audit log;
 //! runtime identity state, approvals and baselines join as later issues add them.
 //!
+//! The audit log's durable copy is a directory of append-only **segment files** per
+//! replica ([`segment`]): entries, review copies and signed checkpoints, one line each.
 //! Records are made durable by group commit ([`writer`]): every append waits on a bounded
-//! queue, the writer chains everything queued into one transaction, and each append
-//! resolves only after that transaction has committed with `synchronous = FULL`.
-//! Throughput scales with batch size, not with fsyncs per request. The record is
-//! serialised (RFC 8785) by the caller, so the writer's own work per record is one hash
-//! and one insert.
+//! queue, the writer chains everything queued and appends it with one `write` and one
+//! `fdatasync`, and each append resolves only after that. Throughput scales with batch
+//! size, not with fsyncs per request. The record is serialised (RFC 8785) by the caller,
+//! so the writer's own work per record is one hash and a copy.
+//!
+//! The embedded SQLite database is an **index** over the segments ([`index`]), written
+//! behind them by its own thread without fsync and caught up from them at every open,
+//! so it never holds an entry the segments lack. `AuditReader` searches it and
+//! `verify` checks both the segments and the index against each other.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod index;
 pub mod keys;
+pub mod segment;
 mod writer;
 
 use std::path::Path;
@@ -28,13 +35,15 @@ use sqlx::sqlite::{
 };
 use tokio::sync::oneshot;
 
-use writer::{Columns, Job, Review, Writer};
+use writer::{Job, Review, Writer};
+
+pub use writer::INDEX_LAG_LIMIT;
 
 /// Records waiting to be written at most; beyond this an append fails (and the decision
 /// is denied) rather than queueing without bound.
 pub const QUEUE_LIMIT: usize = 8192;
-/// Records per transaction at most.
-pub const MAX_BATCH: usize = 1024;
+/// Records per batch (one write, one fdatasync) at most.
+pub const MAX_BATCH: usize = 4096;
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "remit.db";
 /// The lock file that keeps a second writer off a data directory.
@@ -57,16 +66,23 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A segment file could not be read or written, or is damaged.
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+    /// The index could not be brought up to date with the segments.
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
 }
 
 /// How durable a committed record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every commit is fsynced: a record survives power loss (the default).
+    /// Every batch is fdatasynced before it is acknowledged: a record survives power loss
+    /// (the default).
     #[default]
     Fsync,
-    /// Commits reach the operating system but are fsynced only at WAL checkpoints: a
-    /// record survives a crash of remit, not of the machine. Set by `danger_skip_fsync`.
+    /// Batches reach the operating system but are not synced: a record survives a crash
+    /// of remit, not of the machine. Set by `danger_skip_fsync`.
     DangerSurvivesProcessCrashOnly,
 }
 
@@ -81,7 +97,7 @@ pub struct StoreOptions {
     pub checkpoint_every: u64,
     /// ...or this long after the last one, whichever comes first.
     pub checkpoint_interval: Duration,
-    /// Records per transaction at most (1: one fsync per record, for comparison).
+    /// Records per batch at most (1: one fsync per record, for comparison).
     pub max_batch: usize,
 }
 
@@ -120,6 +136,7 @@ pub struct SqliteStore {
     queue: SyncSender<Job>,
     replica: String,
     public_key: PublicKey,
+    live: audit::Live,
 }
 
 impl SqliteStore {
@@ -129,7 +146,8 @@ impl SqliteStore {
     }
 
     /// Opens the store: runs migrations, takes the data directory's writer lock, loads
-    /// (or creates) the replica's signing key and resumes its chain.
+    /// (or creates) the replica's signing key, recovers the replica's segments (indexing
+    /// what the index lacks, cutting off a torn last line) and resumes its chain.
     pub async fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let dir_err = |message: String| StoreError::DataDir {
             path: data_dir.display().to_string(),
@@ -149,7 +167,7 @@ impl SqliteStore {
         let key = keys::load_or_create(data_dir)?;
         let public_key = key.public();
         let replica = options.replica.clone();
-        let writer = Writer::open(&data_dir.join(DB_FILE), key, options, lock)?;
+        let (writer, shared, indexed) = Writer::open(data_dir, key, options, lock)?;
         let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_LIMIT);
         std::thread::Builder::new()
             .name("remit-audit-writer".into())
@@ -160,6 +178,7 @@ impl SqliteStore {
             queue,
             replica,
             public_key,
+            live: audit::Live::new(data_dir, shared, indexed),
         })
     }
 
@@ -175,6 +194,7 @@ impl SqliteStore {
 
     /// How many decision records are stored (all replicas).
     pub async fn count(&self) -> Result<i64, StoreError> {
+        self.live.caught_up().await;
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM audit_entries WHERE kind = 'decision'")
                 .fetch_one(&self.pool)
@@ -184,11 +204,13 @@ impl SqliteStore {
 
     /// The stored decision record with `id`, as JSON text.
     pub async fn record(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.live.caught_up().await;
         audit::record_json(&self.pool, id, "decision").await
     }
 
     /// The stored outcome record of decision `id`, as JSON text.
     pub async fn outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.live.caught_up().await;
         audit::record_json(&self.pool, id, "outcome").await
     }
 
@@ -209,9 +231,9 @@ impl SqliteStore {
         result
     }
 
-    /// A reader over the same database.
+    /// A reader over the same log; it sees every record acknowledged before each read.
     pub fn reader(&self) -> audit::AuditReader {
-        audit::AuditReader::from_pool(self.pool.clone())
+        audit::AuditReader::from_pool(self.pool.clone(), Some(self.live.clone()))
     }
 
     /// Closes the pool (tests use this to make the store unavailable).
@@ -229,42 +251,38 @@ impl SqliteStore {
     }
 }
 
-/// The indexed columns and canonical bytes of a record.
-fn prepare(record: AuditRecord) -> Result<(Columns, Vec<u8>, Option<Review>), SinkError> {
+/// A record's canonical bytes, and the review copy to keep beside it.
+fn prepare(record: AuditRecord) -> Result<(Vec<u8>, Option<Review>), SinkError> {
     let bytes = remit_audit::canonical(&record).map_err(|e| SinkError::Store(e.to_string()))?;
-    Ok(match record {
-        AuditRecord::Decision(r) => {
-            let d = &r.decision;
-            let columns = Columns {
-                kind: "decision",
-                id: d.decision_id.clone(),
-                time: r.time.clone(),
-                identity: d.identity.as_ref().map(|i| i.as_str().to_owned()),
-                human: d.authority.on_behalf_of.clone(),
-                purpose: d.purpose.as_ref().map(|p| p.as_str().to_owned()),
-                verdict: Some(d.verdict.as_str().to_owned()),
-            };
-            (columns, bytes, None)
-        }
-        AuditRecord::Outcome(o) => {
-            let columns = Columns {
-                kind: "outcome",
-                id: o.decision_id.clone(),
-                time: o.time.clone(),
-                identity: None,
-                human: None,
-                purpose: None,
-                verdict: None,
-            };
-            // The copy's bytes are not part of the record: moved, not cloned.
-            let review = o.review_body.zip(o.review).map(|(body, n)| Review {
-                body,
-                total: o.response_bytes,
-                truncated: n.truncated,
-            });
-            (columns, bytes, review)
-        }
-    })
+    // An entry is the record plus ~150 bytes; a review copy is written in hex.
+    if bytes.len() > segment::MAX_LINE / 2 {
+        return Err(SinkError::Store(format!(
+            "an audit record of {} bytes is over the limit of {}",
+            bytes.len(),
+            segment::MAX_LINE / 2
+        )));
+    }
+    let review = match record {
+        AuditRecord::Decision(_) => None,
+        // The copy's bytes are not part of the record: moved, not cloned.
+        AuditRecord::Outcome(o) => o.review_body.zip(o.review).map(|(body, n)| Review {
+            id: o.decision_id,
+            body,
+            total: o.response_bytes,
+            truncated: n.truncated,
+        }),
+    };
+    // Written in hex, beside the entry, on a line of its own.
+    if let Some(r) = &review
+        && r.body.len() > segment::MAX_LINE / 2 - 1024
+    {
+        return Err(SinkError::Store(format!(
+            "a review copy of {} bytes is over the limit of {}",
+            r.body.len(),
+            segment::MAX_LINE / 2 - 1024
+        )));
+    }
+    Ok((bytes, review))
 }
 
 impl RecordSink for SqliteStore {
@@ -273,10 +291,9 @@ impl RecordSink for SqliteStore {
             if self.pool.is_closed() {
                 return Err(SinkError::Closed);
             }
-            let (columns, record, review) = prepare(record)?;
+            let (record, review) = prepare(record)?;
             let (tx, rx) = oneshot::channel();
             self.send(Job::Record {
-                columns,
                 record,
                 review,
                 reply: tx,

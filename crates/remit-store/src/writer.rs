@@ -1,42 +1,57 @@
-//! The audit writer: one thread per data directory that owns the replica's chain and a
-//! synchronous SQLite connection, and makes records durable by group commit.
+//! The audit writer: one thread per data directory that owns the replica's chain and its
+//! open segment file, and makes records durable by group commit.
 //!
 //! It waits for one job, takes everything else queued (up to `max_batch`), appends each
-//! record to the chain, writes the entries, the chain state and (when due) a signed
-//! checkpoint in one transaction, commits, and only then answers the waiters. A failed
-//! transaction rolls the in-memory chain back too, so the chain never skips or forks.
+//! record to the chain, and writes the batch's lines (entries, review copies and, when
+//! due, a signed checkpoint) to the segment with one `write`. A failed write rolls the
+//! in-memory chain back and cuts the file back to where the batch began, so the chain
+//! never skips or forks; if the file cannot be cut back, the writer refuses everything
+//! after (fail closed).
 //!
-//! It is a plain thread with `rusqlite` rather than an sqlx connection: sqlx runs SQLite
-//! on a worker thread behind a channel, so each statement of a group commit would be a
-//! cross-thread hand-off; here a whole batch costs one wake-up.
+//! The batch's waiters then go to the **syncer** thread ([`run_syncer`]), which calls
+//! `fdatasync` once for everything written since its last one and only then answers
+//! them: the writer hashes and writes batch N+1 while batch N is being synced. A failed
+//! `fdatasync` cannot be undone (the page cache may have dropped the data), so it fails
+//! that batch and every later one until a restart, whose recovery reads the segments.
+//!
+//! The index thread ([`run_index`]) follows behind, reading only what the writer has
+//! published as durable. The writer waits for it only when it is more than
+//! [`INDEX_LAG_LIMIT`] lines behind.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use remit_audit::{AuditKey, Chain, Checkpoint, Frontier, Hash};
+use remit_audit::{AuditKey, Chain, Checkpoint};
 use remit_core::decision::SinkError;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use crate::{Durability, StoreError, StoreOptions};
+use crate::index::{self, Indexer, Pos};
+use crate::segment::{self, ReviewCopy, ReviewLine, SEGMENT_LIMIT, SegmentError, io_err};
+use crate::{DB_FILE, Durability, StoreError, StoreOptions};
 
-/// The indexed columns of one entry.
-#[derive(Debug)]
-pub(crate) struct Columns {
-    pub kind: &'static str,
-    pub id: String,
-    pub time: String,
-    pub identity: Option<String>,
-    pub human: Option<String>,
-    pub purpose: Option<String>,
-    pub verdict: Option<String>,
-}
+/// The index may fall this many lines behind the durable segments before the writer
+/// waits for it.
+pub const INDEX_LAG_LIMIT: u64 = 1 << 18;
+/// The index thread's nice value (Linux): it runs when the request path leaves a core.
+#[cfg(target_os = "linux")]
+const INDEX_NICE: i32 = 10;
+/// The index waits for this many new lines...
+const INDEX_MIN_LINES: u64 = 8192;
+/// ...or this long, before a transaction (bigger transactions cost less per line),
+/// unless a reader is waiting.
+const INDEX_DELAY: Duration = Duration::from_millis(50);
 
 /// A review copy to store beside its record.
 #[derive(Debug)]
 pub(crate) struct Review {
+    pub id: String,
     pub body: Vec<u8>,
     pub total: u64,
     pub truncated: bool,
@@ -44,116 +59,228 @@ pub(crate) struct Review {
 
 /// What the writer is asked to do.
 #[derive(Debug)]
-// Almost every job is a record; boxing it would add an allocation per request.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Job {
     /// Append a record (canonical JSON) and answer when it is durable.
     Record {
-        columns: Columns,
         record: Vec<u8>,
         review: Option<Review>,
         reply: oneshot::Sender<Result<(), SinkError>>,
     },
     /// Sign a checkpoint now if any entry is not yet under one.
     Checkpoint(oneshot::Sender<Result<(), SinkError>>),
-    /// Sign a last checkpoint, close the database and release the data directory; the
+    /// Sign a last checkpoint, let the index catch up, release the data directory; the
     /// reply comes after the lock is released.
     Shutdown(oneshot::Sender<Result<(), SinkError>>),
 }
 
+/// What the writer has made durable, and how far the index has read.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    durable: Mutex<Durable>,
+    cv: Condvar,
+    /// Lines durable since this process opened the log.
+    pub durable_lines: AtomicU64,
+    /// Lines indexed since this process opened the log.
+    pub indexed_lines: AtomicU64,
+    /// False once the index thread has stopped on an error.
+    pub index_failed: AtomicBool,
+    /// Readers waiting for the index to catch up (it then does not wait for more).
+    pub hurry: AtomicU64,
+}
+
+impl Shared {
+    /// Wakes the index thread (a reader is waiting).
+    pub fn wake_index(&self) {
+        let _guard = self.lock();
+        self.cv.notify_all();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Durable {
+    pos: Pos,
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Durable> {
+        // Only positions are behind the lock; a panic elsewhere leaves them valid.
+        self.durable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Written batches waiting for the syncer at most; beyond this the writer waits.
+const SYNC_QUEUE: usize = 2;
+
+type Reply = oneshot::Sender<Result<(), SinkError>>;
+
+/// A written batch, waiting to be synced and answered.
+struct Pending {
+    file: Arc<File>,
+    path: PathBuf,
+    pos: Pos,
+    lines: u64,
+    replies: Vec<Reply>,
+}
+
 pub(crate) struct Writer {
-    conn: rusqlite::Connection,
+    file: Arc<File>,
+    dir: PathBuf,
+    segment: u64,
+    len: u64,
+    buf: Vec<u8>,
+    broken: bool,
     chain: Chain,
     key: AuditKey,
     key_id: String,
     anchored: u64,
     last_checkpoint: Instant,
     options: StoreOptions,
+    shared: Arc<Shared>,
+    index: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::sync::mpsc::SyncSender<Pending>>,
+    syncer_thread: Option<std::thread::JoinHandle<()>>,
+    sync_failed: Arc<AtomicBool>,
     // Held for the writer's life: a second writer on the same data directory would fork
     // the chain.
-    _lock: std::fs::File,
+    _lock: File,
 }
 
-fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |e| StoreError::DataDir {
-        path: path.display().to_string(),
+fn seg_err(e: SegmentError) -> StoreError {
+    StoreError::Segment(e)
+}
+
+/// Recovers a replica's log in `data_dir` (indexes what the index lacks, cuts off a torn
+/// last line) and returns the indexer positioned at the end.
+pub(crate) fn recover(data_dir: &Path, replica: &str) -> Result<Indexer, StoreError> {
+    let db = data_dir.join(DB_FILE);
+    let conn = index::open_db(&db).map_err(|e| StoreError::DataDir {
+        path: db.display().to_string(),
         message: e.to_string(),
+    })?;
+    let mut indexer = Indexer::open(conn, data_dir, replica)?;
+    indexer.catch_up(None, &mut |_| {})?;
+    if let Some((path, keep)) = indexer.torn_tail()? {
+        tracing::warn!(segment = %path.display(), keep, "cutting off a torn last audit line (never acknowledged)");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                f.set_len(keep)?;
+                f.sync_all()
+            })
+            .map_err(io_err(&path))
+            .map_err(seg_err)?;
     }
+    let last = segment::list(indexer.dir())
+        .map_err(seg_err)?
+        .last()
+        .copied();
+    if last.is_some_and(|l| l > indexer.pos().segment) {
+        return Err(seg_err(SegmentError::Damaged {
+            path: indexer.dir().display().to_string(),
+            offset: 0,
+            message: format!(
+                "segment {:020} does not follow segment {:020}; run `remit audit verify`",
+                last.unwrap_or_default(),
+                indexer.pos().segment
+            ),
+        }));
+    }
+    Ok(indexer)
 }
 
 impl Writer {
-    /// Opens the writer's connection and resumes the replica's chain from its state row.
+    /// Recovers the replica's log, resumes its chain from the segments and opens the last
+    /// segment for appending; starts the index thread.
     pub fn open(
-        path: &Path,
+        data_dir: &Path,
         key: AuditKey,
         options: StoreOptions,
-        lock: std::fs::File,
-    ) -> Result<Self, StoreError> {
-        let err = db_err(path);
-        let conn = rusqlite::Connection::open(path).map_err(&err)?;
-        let sync = match options.durability {
-            Durability::Fsync => "FULL",
-            Durability::DangerSurvivesProcessCrashOnly => "NORMAL",
-        };
-        conn.execute_batch(&format!(
-            // A 64 MiB page cache keeps index pages resident (no re-reads, no spills mid
-            // batch); the WAL is checkpointed every 8192 pages rather than 1000.
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
-             PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;"
-        ))
-        .map_err(&err)?;
+        lock: File,
+    ) -> Result<(Self, Arc<Shared>, watch::Receiver<u64>), StoreError> {
         let replica = options.replica.as_str();
-        let state: Option<(i64, Vec<u8>, Vec<u8>)> = conn
-            .query_row(
-                "SELECT size, prev, frontier FROM audit_state WHERE replica = ?1",
-                [replica],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
-            .map_err(&err)?;
-        let corrupt = |message: String| StoreError::DataDir {
-            path: path.display().to_string(),
-            message: format!(
-                "the audit chain state of replica `{replica}` is damaged ({message}); run `remit audit verify`"
-            ),
-        };
-        let chain = match state {
-            None => Chain::new(replica),
-            Some((size, prev, frontier)) => {
-                let size = u64::try_from(size).map_err(|_| corrupt("negative size".into()))?;
-                let prev = Hash::from_slice(&prev).ok_or_else(|| corrupt("bad prev".into()))?;
-                let nodes = frontier
-                    .chunks(32)
-                    .map(|c| Hash::from_slice(c).ok_or_else(|| corrupt("bad frontier".into())))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let frontier =
-                    Frontier::from_parts(size, nodes).map_err(|e| corrupt(e.to_string()))?;
-                Chain::resume(replica, prev, frontier)
+        let dir = segment::replica_dir(data_dir, replica).map_err(seg_err)?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)
+                .map_err(io_err(&dir))
+                .map_err(seg_err)?;
+            let audit = data_dir.join(segment::SEGMENT_DIR);
+            for d in [&audit, data_dir] {
+                segment::sync_dir(d).map_err(seg_err)?;
             }
         }
-        .map_err(|e| corrupt(e.to_string()))?;
-        let anchored: i64 = conn
-            .query_row(
-                "SELECT COALESCE(MAX(tree_size), 0) FROM audit_checkpoints WHERE replica = ?1",
-                [replica],
-                |r| r.get(0),
-            )
-            .map_err(&err)?;
+        let indexer = recover(data_dir, replica)?;
+        let (prev, frontier) = indexer.chain_state();
+        let chain = remit_audit::Chain::resume(replica, prev, frontier).map_err(|e| {
+            StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        let pos = indexer.pos();
+        let anchored = indexer.anchored();
+        let (file, len) = open_segment(&dir, pos.segment).map_err(seg_err)?;
+        let shared = Arc::new(Shared::default());
+        shared.lock().pos = Pos {
+            segment: pos.segment,
+            offset: len,
+        };
+        let (progress, watcher) = watch::channel(0u64);
+        let index = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("remit-audit-index".into())
+                .spawn(move || run_index(indexer, &shared, &progress))
+                .map_err(|e| StoreError::DataDir {
+                    path: data_dir.display().to_string(),
+                    message: e.to_string(),
+                })?
+        };
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let (syncer, pending) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let syncer_thread = {
+            let (shared, failed) = (shared.clone(), sync_failed.clone());
+            let fsync = options.durability == Durability::Fsync;
+            // Batches of one are the one-fsync-per-record comparison: one sync each.
+            let group_limit = if options.max_batch <= 1 {
+                1
+            } else {
+                usize::MAX
+            };
+            std::thread::Builder::new()
+                .name("remit-audit-sync".into())
+                .spawn(move || run_syncer(&pending, &shared, fsync, group_limit, &failed))
+                .map_err(|e| StoreError::DataDir {
+                    path: data_dir.display().to_string(),
+                    message: e.to_string(),
+                })?
+        };
         let key_id = key.public().key_id();
-        Ok(Self {
-            conn,
-            chain,
-            key,
-            key_id,
-            anchored: u64::try_from(anchored).unwrap_or(0),
-            last_checkpoint: Instant::now(),
-            options,
-            _lock: lock,
-        })
+        Ok((
+            Self {
+                file: Arc::new(file),
+                dir,
+                segment: pos.segment,
+                len,
+                buf: Vec::with_capacity(1 << 20),
+                broken: false,
+                chain,
+                key,
+                key_id,
+                anchored,
+                last_checkpoint: Instant::now(),
+                options,
+                shared: shared.clone(),
+                index: Some(index),
+                syncer: Some(syncer),
+                syncer_thread: Some(syncer_thread),
+                sync_failed,
+                _lock: lock,
+            },
+            shared,
+            watcher,
+        ))
     }
 
     /// Runs until every sender is gone, then signs a last checkpoint.
@@ -182,6 +309,8 @@ impl Writer {
                     {
                         tracing::error!(error = %e, "the final audit checkpoint was not written");
                     }
+                    // Nobody is left to tell; `close` has logged any failure.
+                    let _ = self.close();
                     return;
                 }
             }
@@ -198,123 +327,183 @@ impl Writer {
             let due = forced
                 || unanchored >= self.options.checkpoint_every
                 || self.last_checkpoint.elapsed() >= self.options.checkpoint_interval;
-            let result = self
-                .commit(&mut batch, due)
-                .map_err(|e| SinkError::Store(e.to_string()));
             metrics::histogram!("remit_audit_batch_records").record(batch.len() as f64);
+            let shutdown = batch.iter().position(|j| matches!(j, Job::Shutdown(_)));
+            let shutdown = shutdown.map(|i| batch.remove(i));
+            let result = self.commit(&mut batch, due);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "an audit batch was not written; its requests are denied");
             }
-            let mut shutdown = None;
-            for job in batch.drain(..) {
-                let reply = match job {
-                    Job::Record { reply, .. } | Job::Checkpoint(reply) => reply,
-                    Job::Shutdown(reply) => {
-                        shutdown = Some(reply);
-                        continue;
-                    }
-                };
-                // The requester may have given up (timed out); nothing to do then.
-                let _ = reply.send(result.clone());
-            }
-            if let Some(reply) = shutdown {
+            if let Some(Job::Shutdown(reply)) = shutdown {
                 drop(rx);
+                let synced = self.close();
                 drop(self);
-                let _ = reply.send(result);
+                let _ = reply.send(result.and(synced));
                 return;
             }
+            self.wait_for_index();
         }
     }
 
-    /// Writes a batch (and a checkpoint when `checkpoint`) in one transaction; on failure
-    /// the chain is as it was.
-    fn commit(&mut self, batch: &mut [Job], checkpoint: bool) -> Result<(), rusqlite::Error> {
-        let before = self.chain.clone();
-        let result = self.write(batch, checkpoint);
+    /// Waits for the syncer to answer everything written, tells the index thread no more
+    /// is coming and waits for it to finish. Whether every batch was synced.
+    fn close(&mut self) -> Result<(), SinkError> {
+        drop(self.syncer.take());
+        if let Some(syncer) = self.syncer_thread.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("the audit sync thread panicked");
+            self.sync_failed.store(true, Ordering::Release);
+        }
+        self.shared.lock().closed = true;
+        self.shared.cv.notify_all();
+        if let Some(index) = self.index.take()
+            && index.join().is_err()
+        {
+            tracing::error!(
+                "the audit index thread panicked; the index is rebuilt at the next start"
+            );
+        }
+        if self.sync_failed.load(Ordering::Acquire) {
+            Err(SinkError::Store("an audit fdatasync failed".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits while the index is more than [`INDEX_LAG_LIMIT`] lines behind (unless it has
+    /// stopped: then it is rebuilt at the next start, and records stay durable).
+    fn wait_for_index(&self) {
+        let s = &self.shared;
+        let mut guard = s.lock();
+        while s.durable_lines.load(Ordering::Acquire)
+            > s.indexed_lines.load(Ordering::Acquire) + INDEX_LAG_LIMIT
+            && !s.index_failed.load(Ordering::Acquire)
+        {
+            guard =
+                s.cv.wait_timeout(guard, Duration::from_millis(10))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+        }
+    }
+
+    /// Writes a batch (and a checkpoint when `checkpoint`) with one write and hands its
+    /// waiters to the syncer, which answers them once it is durable; on a failed write
+    /// they are answered now, and the chain and the file are as they were.
+    fn commit(&mut self, batch: &mut Vec<Job>, checkpoint: bool) -> Result<(), SinkError> {
+        let result = self.write_batch(batch, checkpoint);
+        let replies = batch.drain(..).map(|job| match job {
+            Job::Record { reply, .. } | Job::Checkpoint(reply) | Job::Shutdown(reply) => reply,
+        });
         match result {
-            Ok(Some(size)) => {
-                self.anchored = size;
-                self.last_checkpoint = Instant::now();
+            Ok(pending) => {
+                let mut pending = pending;
+                pending.replies.extend(replies);
+                if pending.lines == 0 && pending.replies.is_empty() {
+                    return Ok(());
+                }
+                let Some(syncer) = &self.syncer else {
+                    return Err(SinkError::Closed);
+                };
+                if let Err(std::sync::mpsc::SendError(p)) = syncer.send(pending) {
+                    for reply in p.replies {
+                        let _ = reply.send(Err(SinkError::Closed));
+                    }
+                    return Err(SinkError::Closed);
+                }
                 Ok(())
             }
-            Ok(None) => Ok(()),
             Err(e) => {
-                self.chain = before;
+                for reply in replies {
+                    // The requester may have given up (timed out); nothing to do then.
+                    let _ = reply.send(Err(e.clone()));
+                }
                 Err(e)
             }
         }
     }
 
-    fn write(
-        &mut self,
-        batch: &mut [Job],
-        checkpoint: bool,
-    ) -> Result<Option<u64>, rusqlite::Error> {
-        let tx = self.conn.transaction()?;
-        let replica = self.options.replica.as_str();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO audit_entries (replica, seq, kind, id, time, identity, human, purpose, verdict, entry, leaf) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            let mut body = tx.prepare_cached(
-                "INSERT OR REPLACE INTO audit_bodies (id, body, total, truncated) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for job in batch.iter() {
-                let Job::Record {
-                    columns: c,
-                    record,
-                    review,
-                    ..
-                } = job
-                else {
-                    continue;
-                };
-                let entry = self.chain.append(record);
-                // Entries are built from canonical JSON, which is UTF-8.
-                let text = std::str::from_utf8(&entry.bytes)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                insert.execute(rusqlite::params![
-                    replica,
-                    i64::try_from(entry.seq).unwrap_or(i64::MAX),
-                    c.kind,
-                    c.id,
-                    c.time,
-                    c.identity,
-                    c.human,
-                    c.purpose,
-                    c.verdict,
-                    text,
-                    &entry.leaf.0[..],
-                ])?;
-                if let Some(r) = review {
-                    body.execute(rusqlite::params![
-                        c.id,
-                        r.body,
-                        i64::try_from(r.total).unwrap_or(i64::MAX),
-                        r.truncated
-                    ])?;
+    fn write_batch(&mut self, batch: &[Job], checkpoint: bool) -> Result<Pending, SinkError> {
+        if self.broken || self.sync_failed.load(Ordering::Acquire) {
+            return Err(SinkError::Store(
+                "an earlier audit write failed and could not be undone; restart remit".into(),
+            ));
+        }
+        let before = self.chain.clone();
+        match self.write(batch, checkpoint) {
+            Ok((signed, lines)) => {
+                if let Some(size) = signed {
+                    self.anchored = size;
+                    self.last_checkpoint = Instant::now();
                 }
+                Ok(Pending {
+                    file: self.file.clone(),
+                    path: segment::segment_path(&self.dir, self.segment),
+                    pos: Pos {
+                        segment: self.segment,
+                        offset: self.len,
+                    },
+                    lines,
+                    replies: Vec::new(),
+                })
+            }
+            Err(e) => {
+                self.chain = before;
+                let path = segment::segment_path(&self.dir, self.segment);
+                if let Err(undo) = self.file.set_len(self.len) {
+                    tracing::error!(segment = %path.display(), error = %undo, "a failed audit write could not be cut back; refusing further records");
+                    self.broken = true;
+                }
+                Err(SinkError::Store(e.to_string()))
             }
         }
-        let frontier: Vec<u8> = self
-            .chain
-            .frontier()
-            .nodes()
-            .iter()
-            .flat_map(|h| h.0)
-            .collect();
-        let size = i64::try_from(self.chain.size()).unwrap_or(i64::MAX);
-        tx.prepare_cached(
-            "INSERT INTO audit_state (replica, size, prev, frontier) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (replica) DO UPDATE SET size = excluded.size, prev = excluded.prev, frontier = excluded.frontier",
-        )?
-        .execute(rusqlite::params![replica, size, &self.chain.prev().0[..], frontier])?;
+    }
+
+    /// The batch's lines, written (not yet synced): (the checkpoint's tree size if one
+    /// was signed, lines written).
+    fn write(
+        &mut self,
+        batch: &[Job],
+        checkpoint: bool,
+    ) -> Result<(Option<u64>, u64), SegmentError> {
+        if self.len >= SEGMENT_LIMIT && self.chain.size() != self.segment {
+            let (file, len) = open_segment(&self.dir, self.chain.size())?;
+            self.file = Arc::new(file);
+            self.segment = self.chain.size();
+            self.len = len;
+        }
+        let path = segment::segment_path(&self.dir, self.segment);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut lines = 0u64;
+        for job in batch {
+            let Job::Record { record, review, .. } = job else {
+                continue;
+            };
+            let entry = self.chain.append(record);
+            buf.extend_from_slice(&entry.bytes);
+            buf.push(b'\n');
+            lines += 1;
+            if let Some(r) = review {
+                let line = ReviewLine {
+                    review: ReviewCopy {
+                        body: hex::encode(&r.body),
+                        id: r.id.clone(),
+                        total: r.total,
+                        truncated: r.truncated,
+                    },
+                };
+                serde_json::to_writer(&mut buf, &line)
+                    .map_err(|e| io_err(&path)(std::io::Error::other(e)))?;
+                buf.push(b'\n');
+                lines += 1;
+            }
+        }
         let mut signed = None;
         if checkpoint && self.chain.size() > self.anchored {
             let cp = self.key.sign(Checkpoint {
                 v: remit_audit::checkpoint::CHECKPOINT_VERSION,
-                replica: replica.to_owned(),
+                replica: self.options.replica.clone(),
                 tree_size: self.chain.size(),
                 root: self.chain.root(),
                 time: OffsetDateTime::now_utc()
@@ -322,16 +511,158 @@ impl Writer {
                     .unwrap_or_default(),
                 key_id: self.key_id.clone(),
             });
-            let json = serde_json::to_string(&cp)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            tx.prepare_cached(
-                "INSERT INTO audit_checkpoints (replica, tree_size, checkpoint) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(rusqlite::params![replica, size, json])?;
+            serde_json::to_writer(&mut buf, &cp)
+                .map_err(|e| io_err(&path)(std::io::Error::other(e)))?;
+            buf.push(b'\n');
+            lines += 1;
             signed = Some(self.chain.size());
             metrics::counter!("remit_audit_checkpoints_total").increment(1);
         }
-        tx.commit()?;
-        Ok(signed)
+        let result = if buf.is_empty() {
+            Ok(())
+        } else {
+            (&*self.file).write_all(&buf)
+        };
+        let written = buf.len() as u64;
+        self.buf = buf;
+        result.map_err(io_err(&path))?;
+        self.len += written;
+        Ok((signed, lines))
+    }
+}
+
+impl Drop for Writer {
+    /// If the writer ends any other way than [`Writer::close`] (a panic), the index thread
+    /// still finishes what is durable and stops.
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.cv.notify_all();
+    }
+}
+
+/// Opens (creating, and syncing the directory, if new) the segment starting at `first`
+/// for appending: the file and its length.
+fn open_segment(dir: &Path, first: u64) -> Result<(File, u64), SegmentError> {
+    let path = segment::segment_path(dir, first);
+    let existed = path.exists();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    if !existed {
+        file.sync_all().map_err(io_err(&path))?;
+        segment::sync_dir(dir)?;
+    }
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    Ok((file, len))
+}
+
+/// The index thread: indexes what the writer publishes as durable until the writer
+/// closes and everything is indexed, or an error stops it (the index is then rebuilt
+/// from the segments at the next start).
+fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64>) {
+    // The index is derived data off the request path: it yields the CPU to the writer,
+    // the syncer and the requests. [`INDEX_LAG_LIMIT`] bounds how far behind it can fall.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), INDEX_NICE)
+    {
+        tracing::debug!(error = %e, "the audit index thread keeps its priority");
+    }
+    let mut done = 0u64;
+    loop {
+        let (until, closed) = {
+            let mut st = shared.lock();
+            while st.pos == indexer.pos() && !st.closed {
+                st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let since = Instant::now();
+            while !st.closed
+                && shared.hurry.load(Ordering::Acquire) == 0
+                && shared.durable_lines.load(Ordering::Acquire) < done + INDEX_MIN_LINES
+                && let Some(left) = INDEX_DELAY.checked_sub(since.elapsed())
+            {
+                st = shared
+                    .cv
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            (st.pos, st.closed)
+        };
+        let result = indexer.catch_up(Some(until), &mut |n| {
+            done += n;
+            shared.indexed_lines.store(done, Ordering::Release);
+            progress.send_replace(done);
+            shared.cv.notify_all();
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the audit index stopped; records stay durable in the segments and are indexed at the next start");
+            metrics::counter!("remit_audit_index_failures_total").increment(1);
+            shared.index_failed.store(true, Ordering::Release);
+            shared.cv.notify_all();
+            return;
+        }
+        if closed && indexer.pos() == until {
+            return;
+        }
+    }
+}
+
+/// The syncer thread: one `fdatasync` for every batch written since the last (at most
+/// `group_limit` batches), then the batches' position is published to the index and
+/// their waiters answered.
+fn run_syncer(
+    rx: &std::sync::mpsc::Receiver<Pending>,
+    shared: &Shared,
+    fsync: bool,
+    group_limit: usize,
+    failed: &AtomicBool,
+) {
+    let mut group: Vec<Pending> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < group_limit
+            && let Ok(more) = rx.try_recv()
+        {
+            group.push(more);
+        }
+        let mut result = if failed.load(Ordering::Acquire) {
+            Err(SinkError::Store(
+                "an earlier audit fdatasync failed; restart remit".into(),
+            ))
+        } else {
+            Ok(())
+        };
+        if fsync && result.is_ok() {
+            // Each file once, in order (a batch may have started a new segment).
+            for (i, p) in group.iter().enumerate() {
+                let synced_later = group[i + 1..].iter().any(|q| Arc::ptr_eq(&q.file, &p.file));
+                if synced_later {
+                    continue;
+                }
+                if let Err(e) = p.file.sync_data() {
+                    tracing::error!(segment = %p.path.display(), error = %e, "an audit fdatasync failed; refusing further records until a restart");
+                    failed.store(true, Ordering::Release);
+                    result = Err(SinkError::Store(format!("audit fdatasync: {e}")));
+                    break;
+                }
+            }
+        }
+        let lines: u64 = group.iter().map(|p| p.lines).sum();
+        if result.is_ok()
+            && lines > 0
+            && let Some(last) = group.last()
+        {
+            shared.lock().pos = last.pos;
+            shared.durable_lines.fetch_add(lines, Ordering::AcqRel);
+            shared.cv.notify_all();
+        }
+        for p in group.drain(..) {
+            for reply in p.replies {
+                // The requester may have given up (timed out); nothing to do then.
+                let _ = reply.send(result.clone());
+            }
+        }
     }
 }

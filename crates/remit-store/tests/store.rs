@@ -81,14 +81,26 @@ async fn concurrent_appends_are_all_durable() {
 }
 
 #[tokio::test]
-async fn a_duplicate_decision_id_fails_its_batch() {
+async fn a_duplicate_decision_id_is_recorded_twice_in_chain_order() {
+    // The segment files are the log: an id that comes twice (a bug upstream, a replay) is
+    // kept twice, in order, and the index follows; a lookup by id finds the first.
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     store.append(record(1)).await.unwrap();
-    assert!(matches!(
-        store.append(record(1)).await,
-        Err(SinkError::Store(_))
-    ));
+    store.append(record(1)).await.unwrap();
+    store.append(record(2)).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 3);
+    let key = store.public_key().clone();
+    store.shutdown().await.unwrap();
+    let reader = remit_store::audit::AuditReader::open(dir.path())
+        .await
+        .unwrap();
+    let s = reader
+        .verify("replica-1", std::slice::from_ref(&key), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(s.entries, 3);
+    assert_eq!(reader.prove("d-1").await.unwrap().seq, 0);
 }
 
 #[tokio::test]

@@ -255,8 +255,17 @@ async fn tampering_with_the_database_is_detected_naming_the_record() {
             "checkpoint at tree size 11",
         ),
         (
+            // An older, consistent index: the segment files still hold the tail.
             "delete every checkpoint and entry after 9",
             "DELETE FROM audit_checkpoints WHERE tree_size > 10; DELETE FROM audit_entries WHERE seq > 9",
+            "record 10 (`d-10`) is in the segment files but was removed from the index",
+        ),
+        (
+            // The same, and the index's own record of how far it has read rolled back:
+            // the next open of the log indexes the tail again from the segments.
+            "delete the tail and roll back the index state",
+            "DELETE FROM audit_checkpoints WHERE tree_size > 10; DELETE FROM audit_entries WHERE seq > 9; \
+             UPDATE audit_state SET size = 10",
             "",
         ),
     ];
@@ -267,10 +276,8 @@ async fn tampering_with_the_database_is_detected_naming_the_record() {
         sql(dir.path(), statements);
         let result = verify(dir.path(), &key).await;
         if named.is_empty() {
-            // Removing the tail and every checkpoint over it leaves an older, consistent
-            // log; only the checkpoints a verifier already holds (or an external copy)
-            // can tell. Documented in docs/audit-format.md.
-            assert_eq!(result.unwrap().entries, 10, "{what}");
+            // The segment files are the log: all 25 records verify.
+            assert_eq!(result.unwrap().entries, 25, "{what}");
             continue;
         }
         let err = result.expect_err(what).to_string();
@@ -318,4 +325,235 @@ async fn swapped_keys_are_detected() {
     .unwrap();
     let err = verify(dir.path(), &trusted).await.unwrap_err().to_string();
     assert!(err.contains("not among the trusted public keys"), "{err}");
+}
+
+/// The replica's first (here: only) segment file.
+fn segment_file(dir: &Path) -> std::path::PathBuf {
+    remit_store::segment::segment_path(
+        &remit_store::segment::replica_dir(dir, "replica-1").unwrap(),
+        0,
+    )
+}
+
+fn segment_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(segment_file(dir))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The index of the line holding entry `seq`.
+fn entry_line(lines: &[String], seq: usize) -> usize {
+    lines
+        .iter()
+        .position(|l| l.starts_with("{\"prev\":") && l.ends_with(&format!(",\"seq\":{seq}}}")))
+        .unwrap()
+}
+
+/// Each kind of change to the segment file (the durable copy), detected and named by
+/// `verify` while the index still holds the original.
+#[tokio::test]
+async fn tampering_with_the_segment_file_is_detected_naming_the_record() {
+    type Change = fn(&mut Vec<String>);
+    let cases: &[(&str, Change, &str)] = &[
+        (
+            "edit a field",
+            |l| {
+                let i = entry_line(l, 7);
+                l[i] = l[i].replace("\"allow\"", "\"deny\"");
+            },
+            "in the segment files: record 7 (`d-7`) was changed or replaced",
+        ),
+        (
+            "delete",
+            |l| {
+                let i = entry_line(l, 12);
+                l.remove(i);
+            },
+            "in the segment files: record 12 is missing",
+        ),
+        (
+            "insert",
+            |l| {
+                let copy = l[entry_line(l, 3)].clone();
+                let at = entry_line(l, 7) + 1;
+                l.insert(at, copy);
+            },
+            "in the segment files: record 3 (`d-3`) appears again after record 7",
+        ),
+        (
+            "reorder",
+            |l| {
+                let (a, b) = (entry_line(l, 4), entry_line(l, 5));
+                l.swap(a, b);
+            },
+            "in the segment files: record 4 is missing",
+        ),
+        (
+            "truncate (with the checkpoints over the tail)",
+            |l| {
+                let at = entry_line(l, 17);
+                l.truncate(at);
+            },
+            "record 17 (`d-17`) is in the index but not in the segment files",
+        ),
+        (
+            "replace a checkpoint",
+            |l| {
+                let i = l
+                    .iter()
+                    .position(|l| l.contains("\"tree_size\":10,"))
+                    .unwrap();
+                l[i] = l[i].replace("\"tree_size\":10,", "\"tree_size\":11,");
+            },
+            "in the segment files: the checkpoint at tree size 11",
+        ),
+        (
+            "rewrite a record with its chain (no key: the checkpoint root differs)",
+            |l| {
+                let i = entry_line(l, 24);
+                l[i] = l[i].replace("\"allow\"", "\"deny\"");
+            },
+            "in the segment files: the checkpoint at tree size 25 does not match records 20..=24",
+        ),
+    ];
+    for (what, change, named) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let key = written(dir.path(), 25, 10).await;
+        verify(dir.path(), &key).await.unwrap();
+        let mut lines = segment_lines(dir.path());
+        change(&mut lines);
+        std::fs::write(segment_file(dir.path()), lines.join("\n") + "\n").unwrap();
+        let err = verify(dir.path(), &key).await.expect_err(what).to_string();
+        assert!(err.contains(named), "{what}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_segment_file_stops_the_writer_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path(), 5, 10).await;
+    let file = segment_file(dir.path());
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = SqliteStore::open_with(dir.path(), options(10))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_cut_off_and_the_chain_continues() {
+    // A crash in the middle of a write leaves a line without its newline; it was never
+    // acknowledged. Readers skip it; the next writer cuts it off and goes on.
+    let dir = tempfile::tempdir().unwrap();
+    let key = written(dir.path(), 5, 10).await;
+    let file = segment_file(dir.path());
+    let whole = std::fs::read(&file).unwrap();
+    let torn = segment_lines(dir.path())[entry_line(&segment_lines(dir.path()), 4)].clone();
+    let mut bytes = whole.clone();
+    bytes.extend_from_slice(&torn.as_bytes()[..torn.len() / 2]);
+    std::fs::write(&file, &bytes).unwrap();
+    assert_eq!(verify(dir.path(), &key).await.unwrap().entries, 5);
+    let store = SqliteStore::open_with(dir.path(), options(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        whole,
+        "the torn line is gone"
+    );
+    store.append(record(5)).await.unwrap();
+    store.shutdown().await.unwrap();
+    let s = verify(dir.path(), &key).await.unwrap();
+    assert_eq!((s.entries, s.unanchored), (6, 0));
+}
+
+#[tokio::test]
+async fn an_append_resolves_only_once_its_entry_is_in_the_segment_file() {
+    // Invariant 2 as far as a process can see it: when `append` returns, the entry is in
+    // the segment file (written and, with `Durability::Fsync`, fdatasynced: the writer
+    // answers only after `sync_data` returns), whatever the index has done.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(dir.path(), options(1000))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        store.append(record(i)).await.unwrap();
+        let text = std::fs::read_to_string(segment_file(dir.path())).unwrap();
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.contains(&format!("\"decision_id\":\"d-{i}\"")) && text.ends_with('\n'),
+            "record {i}: {last}"
+        );
+    }
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_index_is_rebuilt_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = written(dir.path(), 12, 5).await;
+    for f in ["remit.db", "remit.db-wal", "remit.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    let store = SqliteStore::open_with(dir.path(), options(5))
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 12);
+    store.reader().prove("d-3").await.unwrap();
+    store.shutdown().await.unwrap();
+    let s = verify(dir.path(), &key).await.unwrap();
+    assert_eq!((s.entries, s.checkpoints), (12, 3));
+}
+
+#[tokio::test]
+async fn a_log_kept_only_in_the_database_moves_to_a_segment_file_at_open() {
+    // A data directory from before segment files: the database was the log.
+    let dir = tempfile::tempdir().unwrap();
+    let key = written(dir.path(), 7, 3).await;
+    let copy = segment_lines(dir.path());
+    std::fs::remove_dir_all(dir.path().join(remit_store::segment::SEGMENT_DIR)).unwrap();
+    sql(
+        dir.path(),
+        "UPDATE audit_state SET segment = NULL, seg_offset = NULL",
+    );
+    let store = SqliteStore::open_with(dir.path(), options(3))
+        .await
+        .unwrap();
+    assert_eq!(segment_lines(dir.path()), copy, "the same lines, in order");
+    store.append(record(7)).await.unwrap();
+    store.shutdown().await.unwrap();
+    let s = verify(dir.path(), &key).await.unwrap();
+    assert_eq!((s.entries, s.unanchored), (8, 0));
+}
+
+#[test]
+fn an_entry_of_an_unknown_shape_is_still_indexed_by_its_chain_fields() {
+    // A later record kind may use `decision` or `identity` for something else; the index
+    // must not stop on it (it would stop the writer from opening).
+    let mut chain = remit_audit::Chain::new("replica-1").unwrap();
+    let odd = chain.append(br#"{"decision":{"nested":true},"identity":7,"kind":"alert"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let seg = segment_file(dir.path());
+    std::fs::create_dir_all(seg.parent().unwrap()).unwrap();
+    std::fs::write(&seg, [odd.bytes.as_slice(), b"\n"].concat()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open_with(dir.path(), options(10))
+            .await
+            .unwrap();
+        store.append(record(1)).await.unwrap();
+        let key = store.public_key().clone();
+        store.shutdown().await.unwrap();
+        let s = verify(dir.path(), &key).await.unwrap();
+        assert_eq!((s.entries, s.unanchored), (2, 0));
+    });
 }
