@@ -1,0 +1,1 @@
+//! The traffic simulator (placeholder while the detectors build).
