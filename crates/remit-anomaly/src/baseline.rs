@@ -19,6 +19,8 @@ use crate::settings::Settings;
 
 /// Distinct actions remembered per identity.
 pub const MAX_ACTIONS: usize = 48;
+/// Distinct actions remembered as refused while learning (known friction) per identity.
+pub const MAX_REFUSED: usize = 16;
 /// Distinct MCP tools remembered per identity.
 pub const MAX_TOOLS: usize = 32;
 /// Distinct resource kinds remembered per identity.
@@ -163,7 +165,7 @@ impl ScheduleBaseline {
     }
 }
 
-/// Denials and first uses of capabilities in the current probe window.
+/// Unusual denials and first uses of capabilities in the current probe window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeState {
     /// When the window began.
@@ -212,6 +214,8 @@ pub struct IdentityBaseline {
     pub max_gap_s: u64,
     /// Actions used.
     pub actions: BoundedSet<MAX_ACTIONS>,
+    /// Actions denied while learning: friction that is usual, so not probing.
+    pub refused: BoundedSet<MAX_REFUSED>,
     /// MCP tools used.
     pub tools: BoundedSet<MAX_TOOLS>,
     /// Resource kinds used.
@@ -248,6 +252,7 @@ impl IdentityBaseline {
 
     /// The most heap memory one identity's baseline can use, in bytes.
     pub const MAX_HEAP_BYTES: usize = BoundedSet::<MAX_ACTIONS>::MAX_HEAP_BYTES
+        + BoundedSet::<MAX_REFUSED>::MAX_HEAP_BYTES
         + BoundedSet::<MAX_TOOLS>::MAX_HEAP_BYTES
         + BoundedSet::<MAX_RESOURCE_TYPES>::MAX_HEAP_BYTES
         + BoundedSet::<MAX_PURPOSES>::MAX_HEAP_BYTES
@@ -261,6 +266,7 @@ impl IdentityBaseline {
     /// Heap bytes in use now.
     pub fn heap_bytes(&self) -> usize {
         self.actions.heap_bytes()
+            + self.refused.heap_bytes()
             + self.tools.heap_bytes()
             + self.resource_types.heap_bytes()
             + self.purposes.heap_bytes()
@@ -421,6 +427,12 @@ pub(crate) mod learn {
             .tool
             .map(|x| Fingerprint::of(domain::TOOL, x.as_bytes()));
         let novel = !b.actions.contains(action) || tool.is_some_and(|fp| !b.tools.contains(fp));
+        if denied && !watching {
+            b.refused.insert(action);
+        }
+        // A denial counts towards probing unless the identity was refused that action
+        // while learning (usual friction, such as an agent over a page-size cap).
+        let probe_event = novel || (denied && !b.refused.contains(action));
         if !watching || verdict == Verdict::Allow {
             b.actions.insert(action);
             if let Some(fp) = tool {
@@ -457,7 +469,7 @@ pub(crate) mod learn {
             p.window_start = t;
             p.events = 0;
         }
-        if watching && (denied || novel) {
+        if watching && probe_event {
             p.events = p.events.saturating_add(1);
         }
         p.deny_run = if denied {

@@ -440,11 +440,19 @@ fn concurrent_origins(s: &Settings, b: &IdentityBaseline, o: &Observation<'_>) -
     if last == net.fingerprint() || gap > s.concurrent_window_s || cred.concurrent_usual {
         return None;
     }
+    // Two networks the credential already uses (a runner pool) are weak evidence; one
+    // it never used is strong.
+    let known = cred.networks.contains(net.fingerprint());
     signal(
         Detector::ConcurrentOrigins,
-        75,
+        if known { 40 } else { 75 },
         format!(
-            "credential `{c}` was used from {net} {gap} s after a request from another network; in {} requests it was never used from two networks at once",
+            "credential `{c}` was used from {net}{} {gap} s after a request from another network; in {} requests it was never used from two networks at once",
+            if known {
+                ""
+            } else {
+                ", a network it never used,"
+            },
             cred.requests
         ),
     )
@@ -488,7 +496,7 @@ fn probing(s: &Settings, b: &IdentityBaseline, o: &Observation<'_>) -> Option<Si
     // An identity that is often refused anyway makes denials weak evidence.
     let noisy = b.denied.saturating_mul(5) > b.requests;
     let mut evidence = format!(
-        "identity `{}` had {events} denials and first uses of capabilities within {} s",
+        "identity `{}` had {events} unusual denials and first uses of capabilities within {} s",
         o.identity,
         t.since(p.window_start).max(1)
     );

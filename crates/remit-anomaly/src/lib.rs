@@ -20,11 +20,13 @@
 pub mod baseline;
 pub mod detect;
 pub mod observe;
+pub mod score;
 pub mod set;
 pub mod settings;
 pub mod sim;
 
 pub use baseline::{Baselines, CredentialBaseline, IdentityBaseline};
 pub use detect::{Alert, AlertId, Assessment, Detector, Detectors, Risk, Signal};
-pub use observe::{ClientFamily, Network, Observation, UnixSeconds};
+pub use observe::{ClientFamily, Edge, Network, Observation, UnixSeconds};
+pub use score::{Scorer, record_decided};
 pub use settings::{Confidence, Learning, Settings, SettingsError};

@@ -18,7 +18,7 @@ pub mod vocab;
 pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
 pub use decision::{
-    ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord, RecordSink, ReviewNote,
+    AlertNote, ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord, RecordSink, ReviewNote,
     SinkError,
 };
 pub use identity::{Identity, Registry};

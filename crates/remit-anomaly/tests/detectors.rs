@@ -1,0 +1,1 @@
+//! Detectors case by case.
