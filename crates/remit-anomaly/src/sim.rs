@@ -70,6 +70,9 @@ impl Rng {
 pub enum IncidentKind {
     /// The identity's key, leaked, used from a new network: probing, then a burst.
     LeakedKey,
+    /// The identity's key, leaked, used from a new network with a copy of its own client
+    /// and purpose: no probing, straight to a burst of what the identity usually does.
+    LeakedKeyQuiet,
     /// The identity starts using an action or tool it never used.
     ScopeExpansion,
     /// The scheduled job runs at an unusual time.
@@ -83,6 +86,7 @@ impl IncidentKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::LeakedKey => "leaked key, new network, probe then burst",
+            Self::LeakedKeyQuiet => "leaked key, new network, copied client, burst only",
             Self::ScopeExpansion => "scope expansion",
             Self::OffSchedule => "job off schedule",
             Self::NoHuman => "assistant without its human",
@@ -106,6 +110,8 @@ pub fn incident_variants() -> Vec<Incident> {
         (LeakedKey, "support-assistant"),
         (LeakedKey, "codegen-workflow"),
         (LeakedKey, "retrieval-agent"),
+        (LeakedKeyQuiet, "support-assistant"),
+        (LeakedKeyQuiet, "codegen-workflow"),
         (ScopeExpansion, "codegen-workflow"),
         (ScopeExpansion, "inventory-sync"),
         (ScopeExpansion, "retrieval-agent"),
@@ -387,9 +393,9 @@ fn retrieval_session(rng: &mut Rng, start: u64, reindex: u64, out: &mut Vec<SimR
     }
 }
 
-/// A leaked key in someone else's hands: a few probes of other capabilities, then a burst
-/// of the identity's own main capability.
-fn leaked_key(rng: &mut Rng, start: u64, target: &str, out: &mut Vec<SimRequest>) {
+/// A leaked key in someone else's hands: a few probes of other capabilities (unless
+/// `quiet`), then a burst of the identity's own main capability.
+fn leaked_key(rng: &mut Rng, start: u64, target: &str, quiet: bool, out: &mut Vec<SimRequest>) {
     let (who, main): (&Who, fn(&mut Rng) -> (&'static str, String, Option<String>)) = match target {
         "support-assistant" => (&SUPPORT, |rng| {
             ("GET", format!("/tickets/{}", rng.range(1000, 9999)), None)
@@ -420,11 +426,12 @@ fn leaked_key(rng: &mut Rng, start: u64, target: &str, out: &mut Vec<SimRequest>
         ]),
     };
     let user_agent = match rng.range(0, 9) {
+        _ if quiet => who.user_agent, // copied from the victim's client
         0..=3 => "python-requests/2.32.3",
         4..=6 => "curl/8.5.0",
-        _ => who.user_agent, // copied from the victim's client
+        _ => who.user_agent,
     };
-    let with_purpose = rng.chance(0.7);
+    let with_purpose = quiet || rng.chance(0.7);
     let probes: &[(&str, &str, Option<&str>)] = &[
         ("GET", "/inventory/sku-1", None),
         ("POST", "/repos/web/deployments", Some(r#"{"ref":"main"}"#)),
@@ -456,7 +463,7 @@ fn leaked_key(rng: &mut Rng, start: u64, target: &str, out: &mut Vec<SimRequest>
             incident: true,
         });
     };
-    for _ in 0..rng.range(3, 6) {
+    for _ in 0..if quiet { 0 } else { rng.range(3, 6) } {
         let (m, p, b) = *rng.pick(probes);
         push(m, p.to_owned(), b.map(str::to_owned), t);
         t += rng.range(3, 25);
@@ -535,7 +542,12 @@ pub fn generate(s: &Scenario) -> Vec<SimRequest> {
         }
     }
     match kind {
-        Some((IncidentKind::LeakedKey, target)) => leaked_key(&mut rng, onset, target, &mut out),
+        Some((IncidentKind::LeakedKey, target)) => {
+            leaked_key(&mut rng, onset, target, false, &mut out)
+        }
+        Some((IncidentKind::LeakedKeyQuiet, target)) => {
+            leaked_key(&mut rng, onset, target, true, &mut out)
+        }
         Some((IncidentKind::ScopeExpansion, "codegen-workflow")) => {
             let n = rng.range(1, 3);
             codegen_burst(&mut rng, onset, n, &mut out);

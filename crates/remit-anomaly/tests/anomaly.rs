@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "anomaly/detectors.rs"]
 mod detectors;
 
 use std::path::{Path, PathBuf};
