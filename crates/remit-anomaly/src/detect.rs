@@ -179,8 +179,7 @@ impl Detectors {
             };
         }
         let mut signals = Vec::new();
-        let checks: [fn(&Settings, &IdentityBaseline, &Observation<'_>) -> Option<Signal>;
-            Detector::COUNT] = [
+        let checks: [Check; Detector::COUNT] = [
             scope_expansion,
             rate_spike,
             new_origin,
@@ -273,6 +272,9 @@ impl Detectors {
         (assessment, alerts)
     }
 }
+
+/// One detector: settings, the baseline and the request in, a signal out.
+type Check = fn(&Settings, &IdentityBaseline, &Observation<'_>) -> Option<Signal>;
 
 fn signal(detector: Detector, percent: u8, evidence: String) -> Option<Signal> {
     Some(Signal {

@@ -175,7 +175,8 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_name_their_field() {
         assert_eq!(Settings::default().validate(), Ok(()));
-        let cases: [(fn(&mut Settings), &str); 5] = [
+        type Edit = fn(&mut Settings);
+        let cases: [(Edit, &str); 5] = [
             (
                 |s| s.alert_threshold = Confidence::percent(0),
                 "alert_threshold",

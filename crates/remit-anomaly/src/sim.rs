@@ -37,7 +37,7 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5eed_0f_7e_57)
+        Self(seed ^ 0x005e_ed0f_7e57)
     }
 
     /// The next 64 random bits.
@@ -393,10 +393,13 @@ fn retrieval_session(rng: &mut Rng, start: u64, reindex: u64, out: &mut Vec<SimR
     }
 }
 
+/// Builds one request of an identity's main capability: method, path, body.
+type MainCapability = fn(&mut Rng) -> (&'static str, String, Option<String>);
+
 /// A leaked key in someone else's hands: a few probes of other capabilities (unless
 /// `quiet`), then a burst of the identity's own main capability.
 fn leaked_key(rng: &mut Rng, start: u64, target: &str, quiet: bool, out: &mut Vec<SimRequest>) {
-    let (who, main): (&Who, fn(&mut Rng) -> (&'static str, String, Option<String>)) = match target {
+    let (who, main): (&Who, MainCapability) = match target {
         "support-assistant" => (&SUPPORT, |rng| {
             ("GET", format!("/tickets/{}", rng.range(1000, 9999)), None)
         }),

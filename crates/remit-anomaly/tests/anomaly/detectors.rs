@@ -93,7 +93,7 @@ fn assistant(k: u64) -> Req {
         tool: None,
         ip: IpAddr::from([10, 30, 0, 10]),
         user_agent: "support-console/4.1".into(),
-        human: Some(if k % 2 == 0 { "alice" } else { "bob" }.into()),
+        human: Some(if k.is_multiple_of(2) { "alice" } else { "bob" }.into()),
         depth: 1,
         verdict: Verdict::Allow,
     }
