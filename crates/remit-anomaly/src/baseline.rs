@@ -379,6 +379,82 @@ impl Baselines {
     }
 }
 
+/// The row name under which [`Baselines::to_rows`] keeps the state's counters. An identity
+/// id cannot begin with `_`, so it never collides with one.
+pub const COUNTERS_ROW: &str = "_counters";
+
+/// Why saved baselines could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A row is not a baseline (or breaks a set's bound).
+    #[error("the saved baseline of `{row}` cannot be read: {source}")]
+    Row {
+        /// The row's identity (or [`COUNTERS_ROW`]).
+        row: String,
+        /// What is wrong with it.
+        source: serde_json::Error,
+    },
+    /// A row names no valid identity.
+    #[error("a saved baseline names `{0}`, which is not an identity id")]
+    Identity(String),
+    /// More rows than identities may be tracked.
+    #[error("more than {0} saved baselines")]
+    TooMany(usize),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Counters {
+    untracked: u64,
+    alerts_issued: u64,
+}
+
+impl Baselines {
+    /// Each identity's baseline as JSON, plus the counters' row: what a store keeps, one
+    /// row per identity, so a restart resumes where it stopped.
+    pub fn to_rows(&self) -> Result<Vec<(String, String)>, serde_json::Error> {
+        let mut rows = Vec::with_capacity(self.identities.len() + 1);
+        rows.push((
+            COUNTERS_ROW.to_owned(),
+            serde_json::to_string(&Counters {
+                untracked: self.untracked,
+                alerts_issued: self.alerts_issued,
+            })?,
+        ));
+        for (id, b) in &self.identities {
+            rows.push((id.as_str().to_owned(), serde_json::to_string(b)?));
+        }
+        Ok(rows)
+    }
+
+    /// Reads rows written by [`Baselines::to_rows`]; refuses more than `max_identities`
+    /// identities, bad ids and sets over their bounds.
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = (String, String)>,
+        max_identities: usize,
+    ) -> Result<Self, StateError> {
+        let mut state = Self::default();
+        for (row, json) in rows {
+            let bad = |source| StateError::Row {
+                row: row.clone(),
+                source,
+            };
+            if row == COUNTERS_ROW {
+                let c: Counters = serde_json::from_str(&json).map_err(bad)?;
+                state.untracked = c.untracked;
+                state.alerts_issued = c.alerts_issued;
+                continue;
+            }
+            if state.identities.len() >= max_identities {
+                return Err(StateError::TooMany(max_identities));
+            }
+            let id = IdentityId::parse(&row).map_err(|_| StateError::Identity(row.clone()))?;
+            let b: IdentityBaseline = serde_json::from_str(&json).map_err(bad)?;
+            state.identities.insert(id, b);
+        }
+        Ok(state)
+    }
+}
+
 pub(crate) mod learn {
     //! Updating a baseline with one observed request (after its verdict).
 

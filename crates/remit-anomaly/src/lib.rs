@@ -25,7 +25,7 @@ pub mod set;
 pub mod settings;
 pub mod sim;
 
-pub use baseline::{Baselines, CredentialBaseline, IdentityBaseline};
+pub use baseline::{Baselines, CredentialBaseline, IdentityBaseline, StateError};
 pub use detect::{Alert, AlertId, Assessment, Detector, Detectors, Risk, Signal};
 pub use observe::{ClientFamily, Edge, Network, Observation, UnixSeconds};
 pub use score::{Scorer, record_decided};

@@ -344,3 +344,62 @@ fn risk_reaches_cedar_and_alerts_ride_on_the_record() {
     );
     assert!(first["confidence"].as_u64().unwrap() >= 50);
 }
+
+/// Baselines saved in the embedded store (one row per identity) and read back after the
+/// store is reopened give the same state and the same alerts afterwards.
+#[test]
+fn baselines_survive_a_restart_through_the_embedded_store() {
+    let engine = engine();
+    let detectors = Detectors::new(Settings::default()).unwrap();
+    let scenario = Scenario {
+        seed: 78,
+        days: 6,
+        quiet_days: 4,
+        incident: Some(sim::Incident {
+            kind: sim::IncidentKind::OffSchedule,
+            target: "inventory-sync",
+        }),
+    };
+    let requests = sim::generate(&scenario);
+    let half = requests.len() * 4 / 5;
+    let mut state = Baselines::default();
+    sim::run_with(&engine, &detectors, &mut state, &requests[..half]).unwrap();
+    let rows = state.to_rows().unwrap();
+    assert_eq!(rows.len(), 5, "four identities and the counters");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = rt.block_on(async {
+        let store = remit_store::SqliteStore::open(dir.path()).await.unwrap();
+        store
+            .save_baselines(rows.iter().map(|(i, s)| (i.as_str(), s.as_str())))
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+        drop(store);
+        let store = remit_store::SqliteStore::open(dir.path()).await.unwrap();
+        let rows = store.load_baselines().await.unwrap();
+        store.shutdown().await.unwrap();
+        rows
+    });
+    let mut restored = Baselines::from_rows(loaded, detectors.settings().max_identities).unwrap();
+    assert_eq!(restored, state);
+    let after = sim::run_with(&engine, &detectors, &mut restored, &requests[half..]).unwrap();
+    let mut straight = state.clone();
+    let expected = sim::run_with(&engine, &detectors, &mut straight, &requests[half..]).unwrap();
+    assert!(expected.detection.is_some() || expected.incident_requests == 0);
+    assert_eq!(after.incident_alerts.len(), expected.incident_alerts.len());
+    assert_eq!(restored, straight);
+
+    // A row over a set's bound, or naming no identity, is refused.
+    let mut bad = state.to_rows().unwrap();
+    bad.push(("Not An Id".into(), "{}".into()));
+    assert!(Baselines::from_rows(bad, 100).is_err());
+    assert!(matches!(
+        Baselines::from_rows(state.to_rows().unwrap(), 2),
+        Err(remit_anomaly::StateError::TooMany(2))
+    ));
+}

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod baselines;
 pub mod keys;
 mod writer;
 
@@ -57,6 +58,9 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A value is over its limit (a decision: refused, not truncated).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// How durable a committed record is.
