@@ -27,7 +27,7 @@ fn simulate_prints_the_detection_table_and_exits_by_the_goals() {
     // One row per incident variant, each detected.
     assert_eq!(stdout.matches("| yes |").count(), 10, "{stdout}");
     assert!(
-        stdout.contains("8 of 8 incidents detected within 10 requests"),
+        stdout.contains("10 of 10 incidents detected within 10 requests"),
         "{stdout}"
     );
 }
