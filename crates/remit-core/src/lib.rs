@@ -18,8 +18,8 @@ pub mod vocab;
 pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
 pub use decision::{
-    AlertNote, ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord, RecordSink, ReviewNote,
-    SinkError,
+    AlertNote, ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord, RecordSink,
+    ReviewNote, SinkError,
 };
 pub use identity::{Identity, Registry};
 pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};

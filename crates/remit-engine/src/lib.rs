@@ -197,8 +197,8 @@ impl Engine {
             mcp_tool: scope.mcp.as_ref().and_then(|m| m.tool.as_deref()),
             mcp_name: scope.mcp.as_ref().and_then(|m| m.name.as_deref()),
             risk: match (authn.authn, authn.credential) {
-                (Authn::Identity { identity, .. }, Some(credential)) => {
-                    i64::from(risk.risk(&risk::RiskView {
+                (Authn::Identity { identity, .. }, Some(credential)) => i64::from(
+                    risk.risk(&risk::RiskView {
                         identity,
                         credential,
                         class: cls.class,
@@ -209,8 +209,8 @@ impl Engine {
                         purpose: cls.purpose.as_ref(),
                         on_behalf_of: cls.authority.on_behalf_of.as_deref(),
                     })
-                    .min(100))
-                }
+                    .min(100),
+                ),
                 _ => 0,
             },
             chain_depth: 0,
