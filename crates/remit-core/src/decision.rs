@@ -207,6 +207,22 @@ pub struct DecisionRecord {
     pub peer_spiffe_id: Option<SpiffeId>,
     /// Time spent deciding, in microseconds.
     pub decide_us: u64,
+    /// Behaviour alerts raised on this request (remit-anomaly); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertNote>,
+}
+
+/// A behaviour alert as a decision record carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertNote {
+    /// The alert's id.
+    pub id: String,
+    /// The detector that raised it, e.g. `new_origin`.
+    pub detector: String,
+    /// Its confidence in percent.
+    pub confidence: u8,
+    /// One sentence naming the evidence.
+    pub evidence: String,
 }
 
 /// Why a record could not be made durable.

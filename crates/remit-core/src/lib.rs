@@ -19,8 +19,8 @@ pub mod vocab;
 pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
 pub use decision::{
-    ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord, RateLimitState,
-    RecordSink, ReviewNote, SinkError,
+    AlertNote, ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord,
+    RateLimitState, RecordSink, ReviewNote, SinkError,
 };
 pub use identity::{Identity, Registry};
 pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};

@@ -10,6 +10,7 @@
 pub mod cases;
 pub mod load;
 pub mod rate;
+pub mod risk;
 pub mod secrets;
 pub mod wire;
 
@@ -130,6 +131,17 @@ impl Engine {
         decision_id: String,
         now: OffsetDateTime,
     ) -> Result<Decided, BadRequest> {
+        self.decide_with_risk(facts, decision_id, now, &risk::NoRisk)
+    }
+
+    /// [`Engine::decide`] with a behaviour risk score from `risk` in `context.risk`.
+    pub fn decide_with_risk(
+        &self,
+        facts: &RequestFacts,
+        decision_id: String,
+        now: OffsetDateTime,
+        risk: &dyn risk::RiskSource,
+    ) -> Result<Decided, BadRequest> {
         let registry = &self.config.registry;
         let mut unknown: Option<CredentialId> = None;
         let (authn, note) =
@@ -227,7 +239,23 @@ impl Engine {
             mcp_method: scope.mcp.as_ref().and_then(|m| m.method.as_deref()),
             mcp_tool: scope.mcp.as_ref().and_then(|m| m.tool.as_deref()),
             mcp_name: scope.mcp.as_ref().and_then(|m| m.name.as_deref()),
-            risk: 0,
+            risk: match (authn.authn, authn.credential) {
+                (Authn::Identity { identity, .. }, Some(credential)) => i64::from(
+                    risk.risk(&risk::RiskView {
+                        identity,
+                        credential,
+                        class: cls.class,
+                        action: &scope.action,
+                        resource: &scope.resource,
+                        sensitive: scope.sensitive,
+                        tool: scope.mcp.as_ref().and_then(|m| m.tool.as_deref()),
+                        purpose: cls.purpose.as_ref(),
+                        on_behalf_of: cls.authority.on_behalf_of.as_deref(),
+                    })
+                    .min(100),
+                ),
+                _ => 0,
+            },
             chain_depth: 0,
             credential_exposed,
             secrets: &rules,
@@ -408,6 +436,7 @@ impl Engine {
             body_sha256: facts.body.as_ref().map(|b| hex::encode(Sha256::digest(b))),
             peer_spiffe_id: facts.peer_spiffe_id.clone(),
             decide_us,
+            alerts: Vec::new(),
         }
     }
 

@@ -56,6 +56,7 @@ fn record(i: u64) -> AuditRecord {
         source_ip: Some("127.0.0.1".parse().unwrap()),
         body_sha256: None,
         decide_us: 11,
+        alerts: Vec::new(),
         peer_spiffe_id: None,
     })
 }

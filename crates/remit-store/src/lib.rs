@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod baselines;
 pub mod index;
 pub mod keys;
 pub mod segment;
@@ -72,6 +73,9 @@ pub enum StoreError {
     /// The index could not be brought up to date with the segments.
     #[error(transparent)]
     Index(#[from] index::IndexError),
+    /// A value is over its limit (a decision: refused, not truncated).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// How durable a committed record is.

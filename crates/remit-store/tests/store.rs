@@ -51,6 +51,7 @@ fn record(id: usize) -> AuditRecord {
         body_sha256: None,
         peer_spiffe_id: None,
         decide_us: 3,
+        alerts: Vec::new(),
     })
 }
 

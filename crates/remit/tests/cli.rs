@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 #[path = "cli/audit.rs"]
 mod audit;
+#[path = "cli/simulate.rs"]
+mod simulate;
 
 fn remit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_remit"))
