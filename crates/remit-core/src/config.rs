@@ -20,6 +20,8 @@ use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
 use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
 use crate::vocab::{Kind, Rate, Status};
 
+mod tokens;
+
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
 /// Most identities in one registry.
@@ -186,6 +188,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// The proxy's upstreams.
     pub upstreams: Upstreams,
+    /// remit's token service and the JWT issuers it trusts.
+    pub tokens: crate::tokens::TokenSettings,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +207,10 @@ struct RawConfig {
     mcp_servers: Vec<Spanned<RawMcpServer>>,
     #[serde(default, rename = "upstream")]
     upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
+    tokens: Option<tokens::RawTokens>,
+    #[serde(default, rename = "issuer")]
+    issuers: Vec<Spanned<tokens::RawIssuer>>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +297,7 @@ struct RawCredential {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     rate: Option<Spanned<String>>,
+    token_ttl_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -403,12 +412,15 @@ impl Config {
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
+        let tokens =
+            tokens::parse_tokens(&cx, raw.tokens, raw.issuers, &routes, &gateway.public_url)?;
         Ok(Config {
             gateway,
             audit,
             registry,
             routes,
             upstreams,
+            tokens,
         })
     }
 }
@@ -1035,7 +1047,17 @@ fn parse_identities(
             }
             credentials.push(ApiKeyCredential { id, sha256 });
         }
-        let rate = match r.limits.and_then(|l| l.rate) {
+        let (rate, token_ttl_s) = match r.limits {
+            None => (None, None),
+            Some(l) => (l.rate, l.token_ttl_s),
+        };
+        let token_ttl_s = match token_ttl_s {
+            None => None,
+            Some(n) => {
+                Some(bounded(cx, Some(n), &field("limits.token_ttl_s"), 0, 10..=86_400)? as u32)
+            }
+        };
+        let rate = match rate {
             None => None,
             Some(s) => Some(
                 Rate::parse(s.get_ref()).map_err(|m| cx.err(s.span(), field("limits.rate"), m))?,
@@ -1090,7 +1112,7 @@ fn parse_identities(
             purposes,
             boundary,
             credentials,
-            limits: Limits { rate },
+            limits: Limits { rate, token_ttl_s },
             schedule,
             origins,
             expires,

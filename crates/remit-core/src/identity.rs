@@ -110,6 +110,8 @@ impl Schedule {
 pub struct Limits {
     /// The identity's overall rate cap.
     pub rate: Option<Rate>,
+    /// The longest lifetime of a token remit issues to it, in seconds.
+    pub token_ttl_s: Option<u32>,
 }
 
 /// A registered non-human principal.

@@ -13,6 +13,7 @@ pub mod names;
 pub mod path;
 pub mod request;
 pub mod route;
+pub mod tokens;
 pub mod vocab;
 
 pub use classify::{Authn, Classification};

@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod jwt;
+
 use std::collections::HashMap;
 
 use base64::Engine as _;
