@@ -328,10 +328,7 @@ impl KeySet {
             let Ok(key) = DecodingKey::from_jwk(&jwk) else {
                 continue;
             };
-            if out
-                .insert(kid.to_owned(), KeyEntry { key, algs })
-                .is_some()
-            {
+            if out.insert(kid.to_owned(), KeyEntry { key, algs }).is_some() {
                 return Err(KeySetError::DuplicateKid(shown(kid)));
             }
         }
@@ -596,7 +593,9 @@ impl Verifier {
             return Err(JwtError::ForbiddenHeader(shown(name)));
         }
         let alg = match header.get("alg") {
-            Some(Value::String(s)) => JwtAlg::parse(s).map_err(|_| JwtError::UnsupportedAlg(shown(s)))?,
+            Some(Value::String(s)) => {
+                JwtAlg::parse(s).map_err(|_| JwtError::UnsupportedAlg(shown(s)))?
+            }
             _ => return Err(JwtError::UnsupportedAlg("(missing)".into())),
         };
         let typ = match header.get("typ") {
@@ -622,9 +621,13 @@ impl Verifier {
                     .ok_or_else(|| JwtError::UnknownIssuer(shown(iss)))?,
             )
         };
-        let (issuer_id, audience, skew, allowed): (&str, &str, u32, &[JwtAlg]) = match (own, ext)
-        {
-            (Some(o), _) => (OWN_ISSUER_ID, &o.audience, o.skew_s, &[JwtAlg::EdDsa, JwtAlg::Es256]),
+        let (issuer_id, audience, skew, allowed): (&str, &str, u32, &[JwtAlg]) = match (own, ext) {
+            (Some(o), _) => (
+                OWN_ISSUER_ID,
+                &o.audience,
+                o.skew_s,
+                &[JwtAlg::EdDsa, JwtAlg::Es256],
+            ),
             (None, Some(e)) => (
                 &e.settings.id,
                 &e.settings.audience,
@@ -639,8 +642,7 @@ impl Verifier {
                 alg,
             });
         }
-        if own.is_some() && !typ.is_some_and(|t| AT_JWT.iter().any(|a| t.eq_ignore_ascii_case(a)))
-        {
+        if own.is_some() && !typ.is_some_and(|t| AT_JWT.iter().any(|a| t.eq_ignore_ascii_case(a))) {
             return Err(JwtError::BadType(shown(typ.unwrap_or("(missing)"))));
         }
         if let Some(t) = typ
@@ -697,13 +699,19 @@ impl Verifier {
             }
         };
         if !auds.iter().any(|a| a == audience) {
-            return Err(JwtError::WrongAudience(shown(auds.first().map_or("", String::as_str))));
+            return Err(JwtError::WrongAudience(shown(
+                auds.first().map_or("", String::as_str),
+            )));
         }
         let actors = actors(&claims)?;
         let scope = match str_claim_long(&claims, "scope")? {
             None => None,
             Some(s) => {
-                let items: Vec<String> = s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned).collect();
+                let items: Vec<String> = s
+                    .split(' ')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 if items.len() > MAX_LIST {
                     return Err(JwtError::BadClaim {
                         claim: "scope".into(),
@@ -738,8 +746,7 @@ impl Verifier {
             Some(e) => {
                 let (subject, kind) = match &e.settings.subjects {
                     Subjects::Identities { claim } => (
-                        str_claim(&claims, claim.as_str())?
-                            .ok_or(JwtError::MissingClaim("sub"))?,
+                        str_claim(&claims, claim.as_str())?.ok_or(JwtError::MissingClaim("sub"))?,
                         SubjectKind::Identity,
                     ),
                     Subjects::Humans { groups_claim, .. } => (

@@ -1,5 +1,5 @@
-//! Credentials: API keys today (stored only as SHA-256 hashes); JWT bearer tokens, mTLS
-//! client certificates and remit-issued tokens plug in here later.
+//! Credentials: API keys (stored only as SHA-256 hashes), JWT bearer tokens from trusted
+//! issuers (`jwt`), and the tokens remit issues (`mint`, `grant`, `scope`, `jti`).
 //!
 //! Authentication never fails open: a credential that is unknown, malformed, expired or
 //! belongs to a suspended identity yields [`Authn::Refused`], which classifies as
@@ -7,7 +7,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod grant;
+pub mod jti;
 pub mod jwt;
+pub mod mint;
+pub mod scope;
 
 use std::collections::HashMap;
 

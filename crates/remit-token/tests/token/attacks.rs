@@ -106,7 +106,12 @@ fn oversized_and_malformed_tokens_are_refused_without_panicking() {
     let v = verifier();
     let now = now();
     let huge = format!("eyJ{}.e30.e30", "A".repeat(9000));
-    assert!(v.verify(&huge, now).unwrap_err().to_string().contains("longer than"));
+    assert!(
+        v.verify(&huge, now)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than")
+    );
     for bad in [
         "",
         ".",
@@ -126,7 +131,12 @@ fn oversized_and_malformed_tokens_are_refused_without_panicking() {
         "y".repeat(2000)
     );
     let t = sign_raw(&long_header, "{}", &keys().rsa, Algorithm::RS256);
-    assert!(v.verify(&t, now).unwrap_err().to_string().contains("longer than"));
+    assert!(
+        v.verify(&t, now)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than")
+    );
 }
 
 #[test]

@@ -5,4 +5,6 @@ mod support;
 
 mod attacks;
 
+mod exchange;
 mod keysets;
+mod properties;
