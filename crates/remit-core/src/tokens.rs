@@ -141,6 +141,8 @@ pub enum Subjects {
 pub enum KeySource {
     /// A JWKS file, relative to the configuration file's directory, read at start-up.
     File(PathBuf),
+    /// A JWKS document written in the configuration itself (`jwks = '''{...}'''`).
+    Inline(String),
     /// A JWKS URL, fetched and refreshed by the gateway.
     Uri(String),
     /// OpenID Connect discovery at `{issuer}/.well-known/openid-configuration`.

@@ -44,6 +44,7 @@ pub(super) struct RawIssuer {
     #[serde(default)]
     disabled_humans: Vec<Spanned<String>>,
     jwks_file: Option<Spanned<String>>,
+    jwks: Option<Spanned<String>>,
     jwks_uri: Option<Spanned<String>>,
     #[serde(default)]
     discovery: bool,
@@ -300,15 +301,21 @@ pub(super) fn parse_tokens(
                 ));
             }
         };
-        let keys = match (&r.jwks_file, &r.jwks_uri, r.discovery) {
-            (Some(f), None, false) => KeySource::File(PathBuf::from(f.get_ref())),
-            (None, Some(u), false) => KeySource::Uri(url(cx, u, &field("jwks_uri"))?),
-            (None, None, true) => KeySource::Discovery,
+        let keys = match (&r.jwks_file, &r.jwks, &r.jwks_uri, r.discovery) {
+            (Some(f), None, None, false) => KeySource::File(PathBuf::from(f.get_ref())),
+            (None, Some(j), None, false) => {
+                if serde_json::from_str::<serde_json::Value>(j.get_ref()).is_err() {
+                    return Err(cx.err(j.span(), field("jwks"), "is not a JSON document"));
+                }
+                KeySource::Inline(j.get_ref().clone())
+            }
+            (None, None, Some(u), false) => KeySource::Uri(url(cx, u, &field("jwks_uri"))?),
+            (None, None, None, true) => KeySource::Discovery,
             _ => {
                 return Err(cx.err(
                     span,
                     field("jwks_uri"),
-                    "give exactly one of `jwks_file`, `jwks_uri` or `discovery = true`",
+                    "give exactly one of `jwks_file`, `jwks`, `jwks_uri` or `discovery = true`",
                 ));
             }
         };
