@@ -257,3 +257,6 @@ mod authz;
 
 #[path = "gateway/nginx.rs"]
 mod nginx;
+
+#[path = "gateway/token.rs"]
+mod token;

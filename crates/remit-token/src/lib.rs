@@ -40,6 +40,24 @@ pub fn fingerprint(key: &str) -> CredentialId {
         .unwrap_or_else(|_| unreachable!("hex is a valid credential id"))
 }
 
+/// Whether `secret` is one of `identity`'s API keys: a client secret at the token endpoint
+/// is the identity's key, stored only as its SHA-256 and compared in constant time.
+pub fn is_identity_secret(identity: &remit_core::Identity, secret: &str) -> bool {
+    let h = hash_key(secret);
+    identity
+        .credentials
+        .iter()
+        .fold(false, |found, c| found | bool::from(c.sha256.ct_eq(&h)))
+}
+
+/// The identity whose API key `secret` is, if any (an actor token of the API-key type).
+pub fn identity_by_secret<'r>(
+    registry: &'r Registry,
+    secret: &str,
+) -> Option<&'r remit_core::Identity> {
+    registry.iter().find(|i| is_identity_secret(i, secret))
+}
+
 /// A freshly generated API key: `rk_` followed by 256 random bits, base64url.
 #[derive(Debug)]
 pub struct NewKey {

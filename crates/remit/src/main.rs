@@ -342,6 +342,14 @@ pub(crate) async fn serve(
     let engine = Arc::new(engine);
     let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
     let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?;
+    // The token endpoint joins the proxy listener when remit issues tokens.
+    let tokens = match engine.config().tokens.issuer {
+        Some(_) => Some(Arc::new(remit_gateway::token::TokenService::open(
+            engine.clone(),
+            &data_dir,
+        )?)),
+        None => None,
+    };
     let authz_state = remit_gateway::authz::AuthzState::new(engine.clone(), sink.clone());
     let admin_state = remit_gateway::AdminState { engine, sink };
     tracing::info!(admin = %admin_addr, proxy = %proxy_addr, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), "remit is serving");
@@ -373,8 +381,24 @@ pub(crate) async fn serve(
     };
     let admin_task =
         remit_gateway::serve_admin(admin, admin_state, async move { a.cancelled().await });
-    let proxy_task =
-        remit_gateway::proxy::serve_proxy(proxy, proxy_state, async move { p.cancelled().await });
+    let proxy_task = async move {
+        match tokens {
+            Some(t) => {
+                remit_gateway::token::serve_proxy_with_tokens(proxy, proxy_state, t, async move {
+                    p.cancelled().await
+                })
+                .await
+            }
+            None => {
+                remit_gateway::proxy::serve_proxy(
+                    proxy,
+                    proxy_state,
+                    async move { p.cancelled().await },
+                )
+                .await
+            }
+        }
+    };
     let signal = async move {
         shutdown_signal().await;
         stop.cancel();
