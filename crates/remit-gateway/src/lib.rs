@@ -9,6 +9,7 @@
 pub mod authz;
 pub mod authz_http;
 pub mod ext_authz;
+pub mod jwks;
 pub mod mcp;
 pub mod metrics;
 pub mod outcome;

@@ -260,3 +260,6 @@ mod nginx;
 
 #[path = "gateway/token.rs"]
 mod token;
+
+#[path = "gateway/oidc_e2e.rs"]
+mod oidc_e2e;

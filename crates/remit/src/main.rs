@@ -342,6 +342,10 @@ pub(crate) async fn serve(
     let engine = Arc::new(engine);
     let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
     let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?;
+    // Issuers whose keys come from the network are refreshed in the background; until a
+    // first fetch succeeds their tokens are refused.
+    let _refreshers =
+        remit_gateway::jwks::spawn_refreshers(&engine, remit_gateway::jwks::REFRESH_EVERY);
     // The token endpoint joins the proxy listener when remit issues tokens.
     let tokens = match engine.config().tokens.issuer {
         Some(_) => Some(Arc::new(remit_gateway::token::TokenService::open(
