@@ -141,3 +141,23 @@ impl KeyRing {
             .map_err(|e| MintError::Sign(e.to_string()))
     }
 }
+
+/// Signs `claims` with an Ed25519 key given as PKCS#8 PEM under `kid` (a `JWT`, not an
+/// `at+jwt`): how the quickstart's demo issuer of humans signs in `remit token demo-login`.
+/// Only for keys that are published on purpose; remit's own keys never leave the ring.
+pub fn sign_with_pem<C: Serialize>(pem: &str, kid: &str, claims: &C) -> Result<String, MintError> {
+    let b64: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| MintError::BadKey)?;
+    Ed25519KeyPair::from_pkcs8(&der).map_err(|_| MintError::BadKey)?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some("JWT".into());
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der))
+        .map_err(|e| MintError::Sign(e.to_string()))
+}

@@ -5,6 +5,7 @@
 mod audit;
 mod demo;
 mod ocsf;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,6 +70,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Inspect and exchange tokens.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
     },
     /// Inspect the identity registry.
     Identity {
@@ -170,6 +176,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => runtime()?.block_on(audit::run(command)),
+        Command::Token { command } => token::run(command),
         Command::Demo { data_dir } => {
             runtime()?.block_on(demo::run(data_dir))?;
             Ok(ExitCode::SUCCESS)
@@ -282,7 +289,7 @@ pub(crate) fn default_data_dir(config: &Path) -> PathBuf {
     config.parent().unwrap_or(Path::new(".")).join("data")
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,11 +10,29 @@ use crate::exchange::world;
 use crate::support::{AUD, ISS, idp_token, now};
 
 const ENTRIES: &[&str] = &[
-    "tickets.read", "tickets.reply", "tickets.delete", "billing.read", "tickets.*", "billing.*",
-    "tickets.re*", "*",
+    "tickets.read",
+    "tickets.reply",
+    "tickets.delete",
+    "billing.read",
+    "tickets.*",
+    "billing.*",
+    "tickets.re*",
+    "*",
 ];
-const ACTIONS: &[&str] = &["tickets.read", "tickets.reply", "tickets.delete", "billing.read", "billing.write", "admin.all"];
-const ACTORS: &[&str] = &["support-assistant", "triage-agent", "sub-agent", "fourth-agent"];
+const ACTIONS: &[&str] = &[
+    "tickets.read",
+    "tickets.reply",
+    "tickets.delete",
+    "billing.read",
+    "billing.write",
+    "admin.all",
+];
+const ACTORS: &[&str] = &[
+    "support-assistant",
+    "triage-agent",
+    "sub-agent",
+    "fourth-agent",
+];
 
 fn scope() -> impl Strategy<Value = String> {
     proptest::sample::subsequence(ENTRIES.to_vec(), 0..=4).prop_map(|v| v.join(" "))
