@@ -332,12 +332,12 @@ pub fn exchange(
             .map_err(|e| GrantError::InvalidGrant(e.to_string()))?;
         scope = scope.intersect(&prior);
     }
-    if let Some(t) = actor_token {
-        if t.issuer_id == OWN_ISSUER_ID {
-            let own = ScopeSet::parse(&t.scope.clone().unwrap_or_default().join(" "))
-                .map_err(|e| GrantError::InvalidGrant(e.to_string()))?;
-            scope = scope.intersect(&own);
-        }
+    if let Some(t) = actor_token
+        && t.issuer_id == OWN_ISSUER_ID
+    {
+        let own = ScopeSet::parse(&t.scope.clone().unwrap_or_default().join(" "))
+            .map_err(|e| GrantError::InvalidGrant(e.to_string()))?;
+        scope = scope.intersect(&own);
     }
     if scope.is_empty() {
         return Err(GrantError::InvalidScope(format!(
