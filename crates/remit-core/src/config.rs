@@ -21,6 +21,8 @@ use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
 use crate::scan::{Oversize, ScanAction, ScanSettings};
 use crate::vocab::{Kind, Rate, Status};
 
+mod tokens;
+
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
 /// Most identities in one registry.
@@ -189,6 +191,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// The proxy's upstreams.
     pub upstreams: Upstreams,
+    /// remit's token service and the JWT issuers it trusts.
+    pub tokens: crate::tokens::TokenSettings,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +212,10 @@ struct RawConfig {
     mcp_servers: Vec<Spanned<RawMcpServer>>,
     #[serde(default, rename = "upstream")]
     upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
+    tokens: Option<tokens::RawTokens>,
+    #[serde(default, rename = "issuer")]
+    issuers: Vec<Spanned<tokens::RawIssuer>>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +320,7 @@ struct RawLimits {
     rate: Option<Spanned<String>>,
     per_purpose: Option<Spanned<String>>,
     per_action: Option<Spanned<String>>,
+    token_ttl_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -431,6 +440,8 @@ impl Config {
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
+        let tokens =
+            tokens::parse_tokens(&cx, raw.tokens, raw.issuers, &routes, &gateway.public_url)?;
         Ok(Config {
             gateway,
             audit,
@@ -438,6 +449,7 @@ impl Config {
             registry,
             routes,
             upstreams,
+            tokens,
         })
     }
 }
@@ -1113,13 +1125,20 @@ fn parse_identities(
                 .map(Some)
                 .map_err(|m| cx.err(s.span(), field(&format!("limits.{name}")), m)),
         };
-        let (rate, per_purpose, per_action) = match r.limits {
-            None => (None, None, None),
+        let (rate, per_purpose, per_action, token_ttl_s) = match r.limits {
+            None => (None, None, None, None),
             Some(l) => (
                 limit(l.rate, "rate")?,
                 limit(l.per_purpose, "per_purpose")?,
                 limit(l.per_action, "per_action")?,
+                l.token_ttl_s,
             ),
+        };
+        let token_ttl_s = match token_ttl_s {
+            None => None,
+            Some(n) => {
+                Some(bounded(cx, Some(n), &field("limits.token_ttl_s"), 0, 10..=86_400)? as u32)
+            }
         };
         let schedule = match &r.schedule {
             None if r.kind == Kind::ScheduledJob => {
@@ -1185,6 +1204,7 @@ fn parse_identities(
                 rate,
                 per_purpose,
                 per_action,
+                token_ttl_s,
             },
             schedule,
             origins,

@@ -115,6 +115,8 @@ pub struct Limits {
     pub per_purpose: Option<Rate>,
     /// A cap for each action (or MCP tool) it performs, apart.
     pub per_action: Option<Rate>,
+    /// The longest lifetime of a token remit issues to it, in seconds.
+    pub token_ttl_s: Option<u32>,
 }
 
 /// A registered non-human principal.

@@ -14,6 +14,7 @@ pub mod path;
 pub mod request;
 pub mod route;
 pub mod scan;
+pub mod tokens;
 pub mod vocab;
 
 pub use classify::{Authn, Classification};

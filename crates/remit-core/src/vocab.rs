@@ -120,6 +120,10 @@ pub struct Authority {
     pub kind: AuthorityKind,
     /// The human a delegated request acts for.
     pub on_behalf_of: Option<String>,
+    /// For delegated authority, the actors between the human and the request, the one
+    /// presenting the token first (the token's `act`, then its nested `act`s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<String>,
 }
 
 impl Authority {
@@ -128,6 +132,7 @@ impl Authority {
         Self {
             kind: AuthorityKind::None,
             on_behalf_of: None,
+            actors: Vec::new(),
         }
     }
 
@@ -136,6 +141,16 @@ impl Authority {
         Self {
             kind: AuthorityKind::Own,
             on_behalf_of: None,
+            actors: Vec::new(),
+        }
+    }
+
+    /// Delegated authority: `actors` act for the human `on_behalf_of`.
+    pub fn delegated(on_behalf_of: String, actors: Vec<String>) -> Self {
+        Self {
+            kind: AuthorityKind::Delegated,
+            on_behalf_of: Some(on_behalf_of),
+            actors,
         }
     }
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bearer;
 pub mod cases;
 pub mod load;
 pub mod rate;
@@ -50,13 +51,19 @@ pub enum BadRequest {
 }
 
 /// Completes a decision with its reasons and what its record needs from the scope.
-fn decided(mut decision: Decision, reasons: Vec<String>, scope: remit_core::Scope) -> Decided {
+fn decided(
+    mut decision: Decision,
+    reasons: Vec<String>,
+    scope: remit_core::Scope,
+    token: Option<bearer::TokenFacts>,
+) -> Decided {
     decision.reasons = reasons;
     Decided {
         decision,
         route: scope.route,
         mcp: scope.mcp,
         rewrite: None,
+        single_use: token.and_then(|t| t.single_use),
     }
 }
 
@@ -71,6 +78,8 @@ pub struct Decided {
     pub mcp: Option<McpMessage>,
     /// For an allow under `redact`: the request as it may be forwarded.
     pub rewrite: Option<secrets::Rewrite>,
+    /// A single-use token's issuer, `jti` and expiry: claimed when an allow is recorded.
+    pub single_use: Option<(String, String, i64)>,
 }
 
 /// The loaded pipeline: configuration, credentials and policies.
@@ -78,6 +87,8 @@ pub struct Decided {
 pub struct Engine {
     config: Config,
     authn: Authenticator,
+    tokens: remit_token::jwt::Verifier,
+    jti: remit_token::jti::JtiLedger,
     policy: PolicyEngine,
     rates: rate::RateCaps,
     secrets: secrets::Secrets,
@@ -100,9 +111,24 @@ impl Engine {
         let authn = Authenticator::new(&config.registry);
         let rates = rate::RateCaps::new(&config.registry);
         let secrets = secrets::Secrets::new(rules, &config.scan, &config.registry);
+        let tokens = remit_token::jwt::Verifier::new(&config.tokens);
+        // Key sets written in the configuration are installed now; a bad one leaves its
+        // issuer without keys, so its tokens are refused (`load` reports it at start-up).
+        for issuer in &config.tokens.issuers {
+            if let remit_core::tokens::KeySource::Inline(text) = &issuer.keys {
+                match remit_token::jwt::KeySet::from_jwks(text.as_bytes(), &issuer.algorithms) {
+                    Ok(keys) => tokens.set_keys(&issuer.id, keys),
+                    Err(e) => {
+                        tracing::error!(issuer = %issuer.id, error = %e, "the issuer's key set is refused")
+                    }
+                }
+            }
+        }
         Ok(Self {
             config,
             authn,
+            tokens,
+            jti: remit_token::jti::JtiLedger::default(),
             policy,
             rates,
             secrets,
@@ -112,6 +138,11 @@ impl Engine {
     /// Secret scanning and the credentials it found exposed.
     pub fn secrets(&self) -> &secrets::Secrets {
         &self.secrets
+    }
+
+    /// The JWT verifier: start-up and the key-set refresher install issuers' keys here.
+    pub fn tokens(&self) -> &remit_token::jwt::Verifier {
+        &self.tokens
     }
 
     /// The configuration.
@@ -144,16 +175,53 @@ impl Engine {
     ) -> Result<Decided, BadRequest> {
         let registry = &self.config.registry;
         let mut unknown: Option<CredentialId> = None;
-        let (authn, note) =
-            self.authn
-                .authenticate(registry, facts.credential.as_ref(), now, &mut unknown);
+        let mut token_facts = None;
+        let (authn, note) = match facts.credential.as_ref() {
+            Some(t)
+                if self.tokens.is_enabled()
+                    && remit_token::jwt::looks_like_jwt(t.expose_secret()) =>
+            {
+                let (a, note, tf) = bearer::authenticate(
+                    &self.tokens,
+                    &self.config.tokens,
+                    registry,
+                    t,
+                    now,
+                    &mut unknown,
+                );
+                token_facts = tf;
+                (a, note)
+            }
+            c => self.authn.authenticate(registry, c, now, &mut unknown),
+        };
         let scope =
             self.config
                 .routes
                 .resolve(&facts.method, &facts.path, facts.body.as_deref())?;
-        let purpose = declared_purpose(facts.purpose.as_ref(), scope.mcp.as_ref())?;
-        let cls = classify(authn.authn, purpose);
+        let declared = declared_purpose(facts.purpose.as_ref(), scope.mcp.as_ref())?;
         let mut reasons: Vec<String> = note.into_iter().collect();
+        // A token issued for a purpose speaks for it; a different declared one is refused.
+        let token_purpose = token_facts.as_ref().and_then(|t| t.purpose.clone());
+        let mut purpose_conflict = false;
+        let purpose = match (declared, token_purpose) {
+            (Some(d), Some(t)) if d != t => {
+                purpose_conflict = true;
+                reasons.push(format!(
+                    "the request declares purpose `{d}` but its token was issued for `{t}`"
+                ));
+                Some(d)
+            }
+            (d, t) => d.or(t),
+        };
+        let mut cls = classify(authn.authn, purpose);
+        if purpose_conflict {
+            cls.purpose_allowed = false;
+        }
+        if let Some(tf) = &token_facts
+            && let (Some(human), Principal::Identity(_)) = (&tf.on_behalf_of, &cls.principal)
+        {
+            cls.authority = remit_core::Authority::delegated(human.clone(), tf.actors.clone());
+        }
         let identity_id = cls.identity.map(|i| i.id.clone());
         let credential = authn.credential.cloned();
         let mut decision = Decision {
@@ -188,7 +256,7 @@ impl Engine {
         {
             reasons.push(format!("identity `{id}` is quarantined: {why}"));
             decision.policies.push(secrets::QUARANTINE_POLICY.into());
-            return Ok(decided(decision, reasons, scope));
+            return Ok(decided(decision, reasons, scope, None));
         }
         if scope.action.is_unmapped() {
             reasons.push(format!(
@@ -206,7 +274,18 @@ impl Engine {
                     scope.action, identity.id
                 ));
                 decision.policies.push(BOUNDARY_POLICY.into());
-                return Ok(decided(decision, reasons, scope));
+                return Ok(decided(decision, reasons, scope, token_facts));
+            }
+            if let Some(tf) = &token_facts
+                && let Some((policy, why)) = tf.refuses(&scope.action, registry)
+            {
+                reasons.push(why);
+                decision.policies.push(policy.into());
+                return Ok(decided(decision, reasons, scope, token_facts));
+            }
+            if purpose_conflict {
+                decision.policies.push(bearer::TOKEN_SCOPE_POLICY.into());
+                return Ok(decided(decision, reasons, scope, token_facts));
             }
             if !identity.origins.is_empty() {
                 let inside = facts
@@ -218,7 +297,7 @@ impl Engine {
                         None => format!("identity `{}` is limited to its origins and the source address is unknown", identity.id),
                     });
                     decision.policies.push(ORIGINS_POLICY.into());
-                    return Ok(decided(decision, reasons, scope));
+                    return Ok(decided(decision, reasons, scope, token_facts));
                 }
             }
         }
@@ -256,7 +335,7 @@ impl Engine {
                 ),
                 _ => 0,
             },
-            chain_depth: 0,
+            chain_depth: cls.authority.actors.len() as i64,
             credential_exposed,
             secrets: &rules,
         };
@@ -325,7 +404,7 @@ impl Engine {
                 || !(decision.class == Class::Unclassified && decision.sensitive),
             "invariant: unclassified traffic never performs a sensitive action"
         );
-        let mut done = decided(decision, reasons, scope);
+        let mut done = decided(decision, reasons, scope, token_facts);
         done.rewrite = rewrite;
         Ok(done)
     }
@@ -479,6 +558,13 @@ impl Engine {
         // Rate caps spend quota, so they apply here (never on a dry run), before the record,
         // which then shows the refusal.
         let d = &mut decided.decision;
+        // A single-use token admits one recorded allow; every other presentation is a replay.
+        if d.verdict == Verdict::Allow
+            && let Some((issuer, jti, exp)) = &decided.single_use
+            && let Err(e) = self.jti.claim(issuer, jti, *exp, now.unix_timestamp())
+        {
+            d.refuse(bearer::TOKEN_SCOPE_POLICY, e.to_string());
+        }
         if d.verdict == Verdict::Allow
             && let Some(limited) = self.rates.check(
                 d.identity.as_ref(),

@@ -112,6 +112,48 @@ pub fn read_rules(config_path: &Path, config: &Config) -> Result<remit_scan::Rul
 pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
     let config = read_config(config_path)?;
     let policies = read_policies(&policy_dir(config_path, &config))?;
+    let key_files = key_files(config_path, &config);
+    for issuer in &config.tokens.issuers {
+        if let remit_core::tokens::KeySource::Inline(text) = &issuer.keys {
+            remit_token::jwt::KeySet::from_jwks(text.as_bytes(), &issuer.algorithms).map_err(
+                |e| LoadError::Io {
+                    path: config_path.display().to_string(),
+                    message: format!("issuer `{}`: field `jwks`: {e}", issuer.id),
+                },
+            )?;
+        }
+    }
     let rules = read_rules(config_path, &config)?;
-    Ok(Engine::with_rules(config, &policies, rules)?)
+    let engine = Engine::with_rules(config, &policies, rules)?;
+    for (issuer, path, algs) in key_files {
+        let text = read_limited(&path, remit_token::jwt::MAX_JWKS_BYTES)?;
+        let keys = remit_token::jwt::KeySet::from_jwks(text.as_bytes(), &algs).map_err(|e| {
+            LoadError::Io {
+                path: path.display().to_string(),
+                message: format!("issuer `{issuer}`: {e}"),
+            }
+        })?;
+        engine.tokens().set_keys(&issuer, keys);
+    }
+    Ok(engine)
+}
+
+/// The issuers whose key sets are files, with each file's path (relative to the
+/// configuration's directory) and the issuer's algorithms.
+fn key_files(
+    config_path: &Path,
+    config: &Config,
+) -> Vec<(String, PathBuf, Vec<remit_core::tokens::JwtAlg>)> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    config
+        .tokens
+        .issuers
+        .iter()
+        .filter_map(|i| match &i.keys {
+            remit_core::tokens::KeySource::File(f) => {
+                Some((i.id.clone(), base.join(f), i.algorithms.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }

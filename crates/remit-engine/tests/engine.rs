@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod delegation;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use remit_engine::load::{LoadError, load_engine};
 use remit_engine::{Engine, cases};
 use remit_policy::PolicyError;
 
-fn quickstart() -> PathBuf {
+pub(crate) fn quickstart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
 }
 
@@ -110,7 +111,7 @@ fn bad_annotations_and_reserved_ids_are_rejected() {
     assert!(d.contains("templates"), "{d}");
 }
 
-fn facts(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestFacts {
+pub(crate) fn facts(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestFacts {
     RequestFacts::parse(
         method,
         path,
@@ -161,7 +162,7 @@ impl RecordSink for FailingSink {
     }
 }
 
-struct CountingSink(std::sync::Mutex<Vec<AuditRecord>>);
+pub(crate) struct CountingSink(pub(crate) std::sync::Mutex<Vec<AuditRecord>>);
 impl RecordSink for CountingSink {
     fn append(&self, r: AuditRecord) -> SinkFuture<'_> {
         self.0.lock().unwrap().push(r);

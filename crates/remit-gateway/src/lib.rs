@@ -1,7 +1,8 @@
 //! The front doors, thin adapters over the same [`remit_engine::Engine`]: the admin listener
 //! with the decision API (`POST /v1/decide`) and `GET /healthz`, the reverse proxy
 //! ([`proxy`]), Envoy ext_authz over gRPC ([`ext_authz`]) and the HTTP authorization
-//! endpoint for Envoy's HTTP ext_authz and nginx `auth_request` ([`authz_http`]).
+//! endpoint for Envoy's HTTP ext_authz and nginx `auth_request` ([`authz_http`]), and the
+//! token endpoint with remit's key set ([`token`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -9,11 +10,13 @@ pub mod authz;
 pub mod authz_http;
 pub mod ext_authz;
 mod inspect;
+pub mod jwks;
 pub mod mcp;
 pub mod metrics;
 pub mod outcome;
 pub mod problem;
 pub mod proxy;
+pub mod token;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -267,3 +267,9 @@ mod authz;
 
 #[path = "gateway/nginx.rs"]
 mod nginx;
+
+#[path = "gateway/token.rs"]
+mod token;
+
+#[path = "gateway/oidc_e2e.rs"]
+mod oidc_e2e;

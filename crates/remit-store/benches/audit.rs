@@ -32,6 +32,7 @@ fn record(i: u64) -> AuditRecord {
             authority: Authority {
                 kind: AuthorityKind::Own,
                 on_behalf_of: None,
+                actors: Vec::new(),
             },
             purpose: Some(Purpose::parse("case-summary").unwrap()),
             action: ActionName::parse("tickets.read").unwrap(),

@@ -1,11 +1,17 @@
-//! Credentials: API keys today (stored only as SHA-256 hashes); JWT bearer tokens, mTLS
-//! client certificates and remit-issued tokens plug in here later.
+//! Credentials: API keys (stored only as SHA-256 hashes), JWT bearer tokens from trusted
+//! issuers (`jwt`), and the tokens remit issues (`mint`, `grant`, `scope`, `jti`).
 //!
 //! Authentication never fails open: a credential that is unknown, malformed, expired or
 //! belongs to a suspended identity yields [`Authn::Refused`], which classifies as
 //! `unclassified` with authority `none`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod grant;
+pub mod jti;
+pub mod jwt;
+pub mod mint;
+pub mod scope;
 
 use std::collections::HashMap;
 
@@ -32,6 +38,24 @@ pub fn fingerprint(key: &str) -> CredentialId {
     let h = hash_key(key);
     CredentialId::parse(&format!("unknown:{}", hex::encode(&h[..8])))
         .unwrap_or_else(|_| unreachable!("hex is a valid credential id"))
+}
+
+/// Whether `secret` is one of `identity`'s API keys: a client secret at the token endpoint
+/// is the identity's key, stored only as its SHA-256 and compared in constant time.
+pub fn is_identity_secret(identity: &remit_core::Identity, secret: &str) -> bool {
+    let h = hash_key(secret);
+    identity
+        .credentials
+        .iter()
+        .fold(false, |found, c| found | bool::from(c.sha256.ct_eq(&h)))
+}
+
+/// The identity whose API key `secret` is, if any (an actor token of the API-key type).
+pub fn identity_by_secret<'r>(
+    registry: &'r Registry,
+    secret: &str,
+) -> Option<&'r remit_core::Identity> {
+    registry.iter().find(|i| is_identity_secret(i, secret))
 }
 
 /// A freshly generated API key: `rk_` followed by 256 random bits, base64url.

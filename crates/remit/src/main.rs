@@ -6,6 +6,7 @@ mod audit;
 mod demo;
 mod ocsf;
 mod simulate;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +71,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Inspect and exchange tokens.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
     },
     /// Inspect the identity registry.
     Identity {
@@ -197,6 +203,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => runtime()?.block_on(audit::run(command)),
+        Command::Token { command } => token::run(command),
         Command::Demo { data_dir } => {
             runtime()?.block_on(demo::run(data_dir))?;
             Ok(ExitCode::SUCCESS)
@@ -318,7 +325,7 @@ pub(crate) fn default_data_dir(config: &Path) -> PathBuf {
     config.parent().unwrap_or(Path::new(".")).join("data")
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -378,6 +385,18 @@ pub(crate) async fn serve(
     let engine = Arc::new(engine);
     let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
     let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?;
+    // Issuers whose keys come from the network are refreshed in the background; until a
+    // first fetch succeeds their tokens are refused.
+    let _refreshers =
+        remit_gateway::jwks::spawn_refreshers(&engine, remit_gateway::jwks::REFRESH_EVERY);
+    // The token endpoint joins the proxy listener when remit issues tokens.
+    let tokens = match engine.config().tokens.issuer {
+        Some(_) => Some(Arc::new(remit_gateway::token::TokenService::open(
+            engine.clone(),
+            &data_dir,
+        )?)),
+        None => None,
+    };
     let authz_state = remit_gateway::authz::AuthzState::new(engine.clone(), sink.clone());
     let admin_state = remit_gateway::AdminState { engine, sink };
     tracing::info!(admin = %admin_addr, proxy = %proxy_addr, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), "remit is serving");
@@ -409,8 +428,24 @@ pub(crate) async fn serve(
     };
     let admin_task =
         remit_gateway::serve_admin(admin, admin_state, async move { a.cancelled().await });
-    let proxy_task =
-        remit_gateway::proxy::serve_proxy(proxy, proxy_state, async move { p.cancelled().await });
+    let proxy_task = async move {
+        match tokens {
+            Some(t) => {
+                remit_gateway::token::serve_proxy_with_tokens(proxy, proxy_state, t, async move {
+                    p.cancelled().await
+                })
+                .await
+            }
+            None => {
+                remit_gateway::proxy::serve_proxy(
+                    proxy,
+                    proxy_state,
+                    async move { p.cancelled().await },
+                )
+                .await
+            }
+        }
+    };
     let signal = async move {
         shutdown_signal().await;
         stop.cancel();

@@ -1,0 +1,605 @@
+//! The token endpoint, served on the proxy listener beside the resource it issues tokens
+//! for: `POST /oauth2/token` (client credentials for identities; RFC 8693 token exchange
+//! for an agent acting for a human) and `GET /.well-known/jwks.json` (remit's public keys).
+//!
+//! What is issued is decided by `remit_token::grant` (pure); this module parses the form,
+//! authenticates the client, signs, and keeps remit's signing keys in the data directory
+//! (`token-keys/`, one PKCS#8 file per key, the newest signing).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use remit_core::{Identity, IdentityId};
+use remit_engine::Engine;
+use remit_token::grant::{self, GrantError, GrantRequest};
+use remit_token::jwt::{SubjectKind, VerifiedToken};
+use remit_token::mint::{KeyRing, MAX_SIGNING_KEYS, MintError, SigningKey};
+use serde_json::json;
+use tower::ServiceBuilder;
+
+/// Largest token request body.
+pub const MAX_TOKEN_REQUEST_BYTES: usize = 16 * 1024;
+/// Most form parameters in one token request.
+pub const MAX_FORM_PARAMS: usize = 16;
+/// Token requests served at once; more are refused with 503.
+pub const MAX_CONCURRENT_TOKEN_REQUESTS: usize = 256;
+/// The grant type of RFC 8693 token exchange.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The token type of an access token (RFC 8693 §3).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The token type of a JWT (RFC 8693 §3).
+pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The token type of an OpenID Connect ID token (RFC 8693 §3).
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// remit's token type for an identity's API key used as an actor token.
+pub const API_KEY_TYPE: &str = "urn:remit:params:oauth:token-type:api_key";
+
+/// Why the token service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenServiceError {
+    /// The key directory could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A stored key is not a key.
+    #[error("{path}: {source}")]
+    Key {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: MintError,
+    },
+    /// remit issues no tokens (`tokens.issuer` is unset).
+    #[error("`tokens.issuer` is not set, so remit issues no tokens")]
+    Disabled,
+}
+
+/// remit's signing keys and the pipeline they serve.
+pub struct TokenService {
+    engine: Arc<Engine>,
+    ring: RwLock<KeyRing>,
+    key_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("key_dir", &self.key_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> TokenServiceError {
+    TokenServiceError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl TokenService {
+    /// Opens the signing keys in `data_dir/token-keys` (making the first one if there is
+    /// none) and hands their public half to the engine's verifier.
+    pub fn open(engine: Arc<Engine>, data_dir: &Path) -> Result<Self, TokenServiceError> {
+        if engine.config().tokens.issuer.is_none() {
+            return Err(TokenServiceError::Disabled);
+        }
+        let dir = data_dir.join("token-keys");
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| io(&dir, e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pk8"))
+            .collect();
+        files.sort();
+        let mut keys = Vec::new();
+        for f in files.iter().rev().take(MAX_SIGNING_KEYS).rev() {
+            let meta = std::fs::metadata(f).map_err(|e| io(f, e))?;
+            if meta.len() > 1024 {
+                return Err(io(f, "larger than a signing key"));
+            }
+            let bytes = std::fs::read(f).map_err(|e| io(f, e))?;
+            keys.push(
+                SigningKey::from_pkcs8(&bytes).map_err(|source| TokenServiceError::Key {
+                    path: f.display().to_string(),
+                    source,
+                })?,
+            );
+        }
+        let svc = Self {
+            engine,
+            ring: RwLock::new(KeyRing::new(keys)),
+            key_dir: Some(dir),
+        };
+        if svc.read_ring().keys().is_empty() {
+            svc.rotate()?;
+        } else {
+            svc.publish();
+        }
+        Ok(svc)
+    }
+
+    /// A service whose keys live only in memory (tests, `remit check`).
+    pub fn ephemeral(engine: Arc<Engine>) -> Result<Self, TokenServiceError> {
+        let svc = Self {
+            engine,
+            ring: RwLock::new(KeyRing::default()),
+            key_dir: None,
+        };
+        svc.rotate()?;
+        Ok(svc)
+    }
+
+    fn read_ring(&self) -> std::sync::RwLockReadGuard<'_, KeyRing> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self) {
+        match self.read_ring().key_set() {
+            Ok(keys) => self
+                .engine
+                .tokens()
+                .set_keys(remit_token::jwt::OWN_ISSUER_ID, keys),
+            Err(e) => {
+                tracing::error!(error = %e, "remit's own key set could not be published");
+                self.engine
+                    .tokens()
+                    .clear_keys(remit_token::jwt::OWN_ISSUER_ID);
+            }
+        }
+    }
+
+    /// Makes a new signing key (stored first, when there is a key directory), keeping the
+    /// previous ones published so tokens they signed still verify until they expire.
+    pub fn rotate(&self) -> Result<(), TokenServiceError> {
+        let key = SigningKey::generate().map_err(|source| TokenServiceError::Key {
+            path: "(new key)".into(),
+            source,
+        })?;
+        if let Some(dir) = &self.key_dir {
+            let name = format!(
+                "{:020}-{}.pk8",
+                time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
+                &key.kid()[..8]
+            );
+            let path = dir.join(name);
+            write_secret(&path, key.pkcs8()).map_err(|e| io(&path, e))?;
+        }
+        self.ring
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .rotate(key);
+        self.publish();
+        Ok(())
+    }
+
+    /// The published key set.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.read_ring().jwks()
+    }
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The token endpoint's routes, to be merged into the proxy listener's router.
+pub fn token_router(svc: Arc<TokenService>) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(svc)
+        .layer(
+            ServiceBuilder::new()
+                // Shed token requests beyond a fixed number in flight (a limit, answered 503).
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async {
+                        crate::Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "remit is overloaded; no token was issued",
+                        )
+                    },
+                ))
+                .load_shed()
+                .concurrency_limit(MAX_CONCURRENT_TOKEN_REQUESTS),
+        )
+        // Bound the form before it is read (a limit, answered 413).
+        .layer(DefaultBodyLimit::max(MAX_TOKEN_REQUEST_BYTES))
+}
+
+/// Serves the proxy with the token endpoint beside it until `shutdown` resolves.
+pub async fn serve_proxy_with_tokens(
+    listener: tokio::net::TcpListener,
+    state: crate::proxy::ProxyState,
+    svc: Arc<TokenService>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = crate::proxy::proxy_router(state)
+        .merge(token_router(svc))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn jwks(State(svc): State<Arc<TokenService>>) -> Response {
+    let mut r = axum::Json(svc.jwks()).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// An OAuth error response (RFC 6749 §5.2).
+fn oauth_error(e: &GrantError) -> Response {
+    let status = match e {
+        GrantError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut r = (
+        status,
+        axum::Json(json!({ "error": e.code(), "error_description": e.to_string() })),
+    )
+        .into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"remit\""),
+        );
+    }
+    r
+}
+
+fn bad(msg: impl Into<String>) -> GrantError {
+    GrantError::InvalidRequest(msg.into())
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component.
+fn form_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = b.get(i + 1).copied().and_then(hex_val)?;
+                let lo = b.get(i + 2).copied().and_then(hex_val)?;
+                out.push(hi << 4 | lo);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The form's parameters. Each may appear once (RFC 6749 §3.2): a repeated one, an empty
+/// name, undecodable text or too many parameters is an `invalid_request`.
+fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, GrantError> {
+    let text = std::str::from_utf8(body).map_err(|_| bad("the form is not UTF-8"))?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        if out.len() >= MAX_FORM_PARAMS {
+            return Err(bad(format!("more than {MAX_FORM_PARAMS} parameters")));
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(k), Some(v)) = (form_decode(k), form_decode(v)) else {
+            return Err(bad("a parameter is not valid form encoding"));
+        };
+        if k.is_empty() {
+            return Err(bad("a parameter has no name"));
+        }
+        if out.iter().any(|(n, _)| *n == k) {
+            return Err(bad(format!(
+                "parameter `{}` is repeated",
+                k.chars().take(32).collect::<String>()
+            )));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The client's id and secret from HTTP Basic (RFC 6749 §2.3.1) or the form; both at once
+/// is refused.
+fn client_credentials(
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Option<(String, String)>, GrantError> {
+    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
+    let basic = match (auth.next(), auth.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(bad("`Authorization` is repeated")),
+        (Some(v), None) => {
+            let v = v
+                .to_str()
+                .map_err(|_| GrantError::InvalidClient("unreadable `Authorization`".into()))?;
+            let (scheme, b64) = v
+                .split_once(' ')
+                .ok_or_else(|| GrantError::InvalidClient("expected `Basic` credentials".into()))?;
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(GrantError::InvalidClient(
+                    "only `Basic` client authentication is accepted here".into(),
+                ));
+            }
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    GrantError::InvalidClient("unreadable `Basic` credentials".into())
+                })?;
+            let (id, secret) = raw.split_once(':').ok_or_else(|| {
+                GrantError::InvalidClient("unreadable `Basic` credentials".into())
+            })?;
+            let (Some(id), Some(secret)) = (form_decode(id), form_decode(secret)) else {
+                return Err(GrantError::InvalidClient(
+                    "unreadable `Basic` credentials".into(),
+                ));
+            };
+            Some((id, secret))
+        }
+    };
+    let posted = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
+        (_, Some(_)) => return Err(bad("`client_secret` without `client_id`")),
+        _ => None,
+    };
+    match (basic, posted) {
+        (Some(_), Some(_)) => Err(bad("use one client authentication method, not two")),
+        (b, p) => Ok(b.or(p)),
+    }
+}
+
+fn authenticate_client<'e>(
+    engine: &'e Engine,
+    id: &str,
+    secret: &str,
+) -> Result<&'e Identity, GrantError> {
+    let refused = || GrantError::InvalidClient("client authentication failed".into());
+    let id = IdentityId::parse(id).map_err(|_| refused())?;
+    let identity = engine.config().registry.get(&id).ok_or_else(refused)?;
+    if !remit_token::is_identity_secret(identity, secret) {
+        return Err(refused());
+    }
+    Ok(identity)
+}
+
+fn verify(engine: &Engine, token: &str, what: &str, now: i64) -> Result<VerifiedToken, GrantError> {
+    engine
+        .tokens()
+        .verify(token, now)
+        .map_err(|e| GrantError::InvalidGrant(format!("the {what} is refused: {e}")))
+}
+
+async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: Bytes) -> Response {
+    match issue(&svc, &headers, &body) {
+        Ok(v) => {
+            let mut r = axum::Json(v).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(e) => {
+            metrics::counter!("remit_token_refusals_total", "error" => e.code()).increment(1);
+            oauth_error(&e)
+        }
+    }
+}
+
+fn issue(
+    svc: &TokenService,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Value, GrantError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype.split(';').next().is_some_and(|m| {
+        m.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    }) {
+        return Err(bad(
+            "the token request must be `application/x-www-form-urlencoded`",
+        ));
+    }
+    let form = Form(parse_form(body)?);
+    let engine = &svc.engine;
+    let settings = &engine.config().tokens;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let req = GrantRequest {
+        scope: form.get("scope"),
+        purpose: form.get("purpose"),
+        resource: form.get("resource"),
+        audience: form.get("audience"),
+    };
+    let jti = uuid::Uuid::now_v7().to_string();
+    let client = client_credentials(headers, &form)?;
+    let grant = match form.get("grant_type") {
+        Some("client_credentials") => {
+            let (id, secret) = client.ok_or_else(|| {
+                GrantError::InvalidClient("client credentials need client authentication".into())
+            })?;
+            let identity = authenticate_client(engine, &id, &secret)?;
+            grant::client_credentials(settings, identity, &req, now, jti)?
+        }
+        Some(TOKEN_EXCHANGE) => {
+            let subject_token = form
+                .get("subject_token")
+                .ok_or_else(|| bad("`subject_token` is required"))?;
+            match form.get("subject_token_type") {
+                Some(ACCESS_TOKEN_TYPE | JWT_TYPE | ID_TOKEN_TYPE) => {}
+                Some(_) => {
+                    return Err(bad(
+                        "`subject_token_type` must be an access token, a JWT or an ID token",
+                    ));
+                }
+                None => return Err(bad("`subject_token_type` is required")),
+            }
+            let subject = verify(engine, subject_token, "subject token", now)?;
+            let client_identity = match &client {
+                Some((id, secret)) => Some(authenticate_client(engine, id, secret)?),
+                None => None,
+            };
+            let (actor, actor_token) = match (form.get("actor_token"), form.get("actor_token_type"))
+            {
+                (Some(t), Some(API_KEY_TYPE)) => (
+                    remit_token::identity_by_secret(&engine.config().registry, t).ok_or_else(
+                        || {
+                            GrantError::InvalidGrant(
+                                "the actor token is not an identity's key".into(),
+                            )
+                        },
+                    )?,
+                    None,
+                ),
+                (Some(t), Some(ACCESS_TOKEN_TYPE | JWT_TYPE)) => {
+                    let v = verify(engine, t, "actor token", now)?;
+                    if v.kind != SubjectKind::Identity || !v.actors.is_empty() {
+                        return Err(GrantError::InvalidGrant(
+                            "the actor token must be an identity's own token".into(),
+                        ));
+                    }
+                    let identity = IdentityId::parse(&v.subject)
+                        .ok()
+                        .and_then(|id| engine.config().registry.get(&id))
+                        .ok_or_else(|| {
+                            GrantError::InvalidGrant(format!(
+                                "actor `{}` is not a registered identity",
+                                v.subject
+                            ))
+                        })?;
+                    (identity, Some(v))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        "`actor_token_type` must be an access token, a JWT or remit's API-key type",
+                    ));
+                }
+                (Some(_), None) => return Err(bad("`actor_token_type` is required")),
+                (None, Some(_)) => return Err(bad("`actor_token_type` without `actor_token`")),
+                (None, None) => (
+                    client_identity.ok_or_else(|| {
+                        GrantError::InvalidRequest(
+                            "name the actor with `actor_token` or client authentication".into(),
+                        )
+                    })?,
+                    None,
+                ),
+            };
+            if let Some(c) = client_identity
+                && c.id != actor.id
+            {
+                return Err(GrantError::InvalidGrant(
+                    "the authenticated client is not the actor".into(),
+                ));
+            }
+            grant::exchange(
+                settings,
+                &engine.config().registry,
+                &subject,
+                actor,
+                actor_token.as_ref(),
+                &req,
+                now,
+                jti,
+            )?
+        }
+        Some(other) => {
+            return Err(GrantError::InvalidRequest(format!(
+                "grant type `{}` is not supported",
+                other.chars().take(64).collect::<String>()
+            )));
+        }
+        None => return Err(bad("`grant_type` is required")),
+    };
+    let token = svc
+        .read_ring()
+        .sign(&grant.claims)
+        .map_err(|e| GrantError::InvalidRequest(format!("no token could be signed: {e}")))?;
+    metrics::counter!("remit_tokens_issued_total").increment(1);
+    let mut out = json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": grant.expires_in,
+        "scope": grant.scope.to_string(),
+    });
+    if grant.claims.act.is_some() {
+        out["issued_token_type"] = json!(ACCESS_TOKEN_TYPE);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_parse_strictly() {
+        let f = parse_form(b"grant_type=client_credentials&scope=a+b%2Ec").unwrap();
+        assert_eq!(f[1], ("scope".into(), "a b.c".into()));
+        for bad in [
+            &b"a=1&a=2"[..],
+            b"=x",
+            b"a=%zz",
+            b"a=%4",
+            b"a=%ff%fe",
+            &b"a=1&".repeat(17),
+        ] {
+            assert!(
+                parse_form(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
