@@ -279,15 +279,14 @@ fn bad(msg: impl Into<String>) -> GrantError {
 }
 
 fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component.
+/// Decodes one `application/x-www-form-urlencoded` component. Written here rather than
+/// with `form_urlencoded`, which passes a malformed `%` escape through as text: the token
+/// endpoint refuses it instead (`invalid_request`).
 fn form_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

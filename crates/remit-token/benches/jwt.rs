@@ -4,6 +4,7 @@
 //! grant and sign it).
 //!
 //!   cargo bench -p remit-token --bench jwt
+#![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
 

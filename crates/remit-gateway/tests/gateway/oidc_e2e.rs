@@ -130,7 +130,7 @@ fn decide(e: &Engine, token: &str) -> remit_core::Decision {
     let facts = RequestFacts::parse(
         "GET",
         "/tickets/1",
-        [("authorization", auth.as_bytes())].into_iter(),
+        [("authorization", auth.as_bytes())],
         None,
         None,
     )

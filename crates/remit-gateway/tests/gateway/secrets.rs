@@ -47,6 +47,15 @@ async fn record(store: &remit_store::SqliteStore, id: &str) -> Value {
     serde_json::from_str(&store.record(id).await.unwrap().unwrap()).unwrap()
 }
 
+async fn get(addr: std::net::SocketAddr, key: &str, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn post(
     addr: std::net::SocketAddr,
     key: &str,
@@ -271,12 +280,7 @@ async fn a_secret_split_across_event_stream_chunks_is_redacted_in_the_stream() {
     );
     let url = serve_upstream(app).await;
     let proxy = crate::start_proxy(&config(&url, ""), POLICY).await;
-    let resp = client()
-        .get(format!("http://{}/items/1", proxy.addr))
-        .header("authorization", "Bearer rk_bot")
-        .send()
-        .await
-        .unwrap();
+    let resp = get(proxy.addr, "rk_bot", "/items/1").await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert_eq!(
@@ -290,12 +294,7 @@ async fn a_secret_split_across_event_stream_chunks_is_redacted_in_the_stream() {
 
     // Under `block`, the stream ends before the event that carries the secret.
     let proxy = crate::start_proxy(&config(&url, "[scan]\nresponse = \"block\""), POLICY).await;
-    let resp = client()
-        .get(format!("http://{}/items/1", proxy.addr))
-        .header("authorization", "Bearer rk_bot")
-        .send()
-        .await
-        .unwrap();
+    let resp = get(proxy.addr, "rk_bot", "/items/1").await;
     let text = resp.text().await.unwrap_or_default();
     assert!(!text.contains(&GH_TOKEN[..17]), "{text}");
     assert!(text.starts_with("event: progress"), "{text}");
@@ -332,12 +331,7 @@ async fn a_leaked_remit_key_is_marked_exposed_and_its_identity_quarantined() {
     );
     assert!(!rec.to_string().contains(OTHER_KEY));
     // From now on `other` is quarantined, even for what it could do before.
-    let resp = client()
-        .get(format!("http://{}/items/3", proxy.addr))
-        .header("authorization", format!("Bearer {OTHER_KEY}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(proxy.addr, OTHER_KEY, "/items/3").await;
     assert_eq!(resp.status(), 403);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(
@@ -368,12 +362,7 @@ async fn without_quarantine_an_exposed_credential_loses_sensitive_actions_only()
         serde_json::json!(["baseline.exposed-credential"]),
         "{v}"
     );
-    let resp = client()
-        .get(format!("http://{}/items/3", proxy.addr))
-        .header("authorization", format!("Bearer {OTHER_KEY}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(proxy.addr, OTHER_KEY, "/items/3").await;
     assert_eq!(resp.status(), 200, "items.read is not sensitive");
 }
 

@@ -178,6 +178,8 @@ async fn hostile_token_requests_are_refused_with_oauth_errors() {
     let r = start().await;
     let alice = human_token("alice", &["support"]);
     let sa = Some(("support-assistant", "rk_demo_support_assistant"));
+    // (form body, basic credentials, status, OAuth error)
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(String, Option<(&str, &str)>, u16, &str)> = vec![
         ("grant_type=client_credentials".into(), Some(("support-assistant", "rk_wrong")), 401, "invalid_client"),
         ("grant_type=client_credentials".into(), Some(("nobody", "rk_demo_support_assistant")), 401, "invalid_client"),
