@@ -256,3 +256,70 @@ async fn signing_keys_persist_and_rotate() {
     .unwrap();
     assert!(TokenService::open(Arc::new(quickstart_engine(|t| t)), dir.path()).is_err());
 }
+
+/// A real OAuth client library (Python `authlib`, pinned in `e2e/requirements.txt`)
+/// performs client credentials and the RFC 8693 exchange against remit, and the proxy
+/// honours what it got: the assistant's own token, and a token acting for alice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authlib_performs_client_credentials_and_token_exchange() {
+    const NEED: &str =
+        "this test needs python3 with `python3 -m pip install -r e2e/requirements.txt`";
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e");
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import authlib, requests"])
+        .output()
+        .unwrap_or_else(|e| panic!("{NEED}: python3 is not runnable ({e})"));
+    assert!(
+        probe.status.success(),
+        "{NEED}: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let r = start().await;
+    let alice = human_token("alice", &["support"]);
+    let mut child = std::process::Command::new("python3")
+        .arg(e2e.join("authlib_client.py"))
+        .arg(format!("{}/oauth2/token", r.url))
+        .arg(&alice)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("authlib_client.py did not finish within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "authlib_client.py failed: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let cc = &v["client_credentials"];
+    assert_eq!(
+        (cc["token_type"].as_str(), cc["scope"].as_str()),
+        (Some("Bearer"), Some("tickets.read")),
+        "{v}"
+    );
+    assert_eq!(
+        read_ticket(&r, cc["access_token"].as_str().unwrap()).await,
+        200
+    );
+    let seen = r.log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.header("remit-identity"), Some("support-assistant"));
+    assert_eq!(seen.header("remit-on-behalf-of"), None);
+    let ex = &v["exchange"];
+    assert_eq!(
+        ex["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token",
+        "{v}"
+    );
+    assert_eq!(
+        read_ticket(&r, ex["access_token"].as_str().unwrap()).await,
+        200
+    );
+    let seen = r.log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.header("remit-on-behalf-of"), Some("alice"));
+    assert_eq!(seen.header("remit-identity"), Some("support-assistant"));
+}
