@@ -180,7 +180,7 @@ fn main() {
     } else {
         4_000
     };
-    for clients in [64u64, 128, 256, 1024] {
+    for clients in [64u64, 128, 192, 256, 1024] {
         let mut group = Vec::new();
         let mut single = Vec::new();
         let mut indexed = Vec::new();
