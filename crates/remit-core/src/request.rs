@@ -131,15 +131,42 @@ pub struct RequestFacts {
 
 /// Header values a secret scan looks at: every header except those that carry credentials
 /// by design (`Authorization`, `Proxy-Authorization`, `Cookie`) and values too short to
-/// hold one. `Debug` shows names only, since a value may be a leaked secret.
+/// hold one, kept as one text (each value followed by a newline) so one scan reads them all.
+/// `Debug` shows names only, since a value may be a leaked secret.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct ScannedHeaders(Vec<(String, Vec<u8>)>);
+pub struct ScannedHeaders {
+    text: Vec<u8>,
+    /// Each header's lowercase name and the span of its value in `text`.
+    spans: Vec<(String, std::ops::Range<usize>)>,
+}
 
 impl std::fmt::Debug for ScannedHeaders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|(k, _)| k))
+            .entries(self.spans.iter().map(|(k, _)| k))
             .finish()
+    }
+}
+
+impl ScannedHeaders {
+    fn push(&mut self, name: String, value: &[u8]) {
+        let start = self.text.len();
+        self.text.extend_from_slice(value);
+        self.spans.push((name, start..self.text.len()));
+        self.text.push(b'\n');
+    }
+
+    /// Every kept value, one per line.
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The name of the header whose value holds offset `at` of [`Self::text`].
+    pub fn name_at(&self, at: usize) -> Option<&str> {
+        self.spans
+            .iter()
+            .find(|(_, r)| r.contains(&at))
+            .map(|(k, _)| k.as_str())
     }
 }
 
@@ -153,9 +180,9 @@ impl RequestFacts {
     /// The headers a secret scan looks at, as lowercase name and value.
     pub fn scanned_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.scanned
-            .0
+            .spans
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .map(|(k, r)| (k.as_str(), &self.scanned.text[r.clone()]))
     }
 }
 
@@ -216,7 +243,7 @@ impl RequestFacts {
         let (mut credential, mut purpose, mut approval) = (None, None, None);
         let mut transfer_encoding = false;
         let mut content_encoding = None;
-        let mut scanned = Vec::new();
+        let mut scanned = ScannedHeaders::default();
         for (count, (name, value)) in headers.into_iter().enumerate() {
             if count >= MAX_HEADERS {
                 return Err(RequestError::TooManyHeaders);
@@ -242,7 +269,7 @@ impl RequestFacts {
                 return Err(RequestError::Duplicate(lower));
             }
             if value.len() >= MIN_SCANNED_HEADER && !CREDENTIAL_HEADERS.contains(&lower.as_str()) {
-                scanned.push((lower.clone(), value.to_vec()));
+                scanned.push(lower.clone(), value);
             }
             match lower.as_str() {
                 "transfer-encoding" => transfer_encoding = true,
@@ -311,7 +338,7 @@ impl RequestFacts {
             source_ip,
             peer_spiffe_id: None,
             content_encoding,
-            scanned: ScannedHeaders(scanned),
+            scanned,
         })
     }
 }

@@ -20,7 +20,7 @@ use remit_core::mcp::McpMessage;
 use remit_core::route::ScopeError;
 use remit_core::{
     ApprovalRequest, AuditRecord, Authn, Class, Config, CredentialId, Decision, DecisionRecord,
-    Obligation, Principal, RecordSink, RequestFacts, Verdict,
+    Obligation, Principal, RecordSink, RequestFacts, ScanReport, Verdict,
 };
 use remit_policy::{PolicyEngine, PolicyError, PolicyInput, PolicySource, PolicyVerdict};
 use remit_token::Authenticator;
@@ -65,6 +65,21 @@ fn decided(
         rewrite: None,
         single_use: token.and_then(|t| t.single_use),
     }
+}
+
+/// Turns an allow into a deny by one of remit's own rules applied after policy (read-only,
+/// secrets), naming the rule as the determining policy. `reasons` become the decision's
+/// when it is complete.
+fn refuse_after_policy(
+    decision: &mut Decision,
+    reasons: &mut Vec<String>,
+    policy: &str,
+    why: String,
+) {
+    decision.verdict = Verdict::Deny;
+    decision.obligations.clear();
+    decision.policies = vec![policy.to_owned()];
+    reasons.push(why);
 }
 
 /// A decision together with what its record needs from the request.
@@ -301,7 +316,10 @@ impl Engine {
                 }
             }
         }
-        let rules: Vec<&str> = scan.rules.iter().map(String::as_str).collect();
+        let rules = scan
+            .report
+            .as_ref()
+            .map_or_else(Vec::new, ScanReport::rule_ids);
         let input = PolicyInput {
             principal: &cls.principal,
             action: &scope.action,
@@ -381,10 +399,7 @@ impl Engine {
                 .identity
                 .is_some_and(|i| i.is_read_only(cls.purpose.as_ref()));
             if by_identity || decision.obligations.contains(&Obligation::ReadOnly) {
-                decision.verdict = Verdict::Deny;
-                decision.obligations.clear();
-                decision.policies = vec![READ_ONLY_POLICY.into()];
-                reasons.push(format!(
+                let why = format!(
                     "`{}` writes, and this request is read-only ({})",
                     scope.action,
                     if by_identity {
@@ -392,7 +407,8 @@ impl Engine {
                     } else {
                         "the permit carries `read_only`"
                     }
-                ));
+                );
+                refuse_after_policy(&mut decision, &mut reasons, READ_ONLY_POLICY, why);
             }
         }
         let mut rewrite = None;
@@ -419,20 +435,12 @@ impl Engine {
         scan: secrets::RequestScan,
         facts: &RequestFacts,
     ) -> Option<secrets::Rewrite> {
-        let mut refuse = |decision: &mut Decision, why: String| {
-            decision.verdict = Verdict::Deny;
-            decision.obligations.clear();
-            decision.policies = vec![secrets::SECRETS_POLICY.into()];
-            reasons.push(why);
-        };
         // A body passed unscanned by `scan.oversize` is not also refused as incomplete.
         let passed_unscanned = scan.too_large.is_some();
         if let Some(why) = scan.too_large {
             if self.secrets.refuses_unscanned(decision.sensitive) {
-                refuse(
-                    decision,
-                    format!("the request body cannot be checked for secrets ({why})"),
-                );
+                let why = format!("the request body cannot be checked for secrets ({why})");
+                refuse_after_policy(decision, reasons, secrets::SECRETS_POLICY, why);
                 return None;
             }
             let report = decision.scan.get_or_insert_with(|| remit_core::ScanReport {
@@ -449,47 +457,42 @@ impl Engine {
             self.secrets.settings().request
         };
         report.action = action;
-        let found = report
-            .findings
-            .iter()
-            .map(|f| format!("`{}` in {}", f.rule, f.location))
-            .collect::<Vec<_>>()
-            .join(", ");
         let incomplete =
             report.incomplete.is_some() && report.findings.is_empty() && !passed_unscanned;
-        if report.findings.is_empty() && !incomplete {
-            return None;
-        }
-        match action {
-            remit_core::ScanAction::Alert => None,
-            remit_core::ScanAction::Block if incomplete => {
-                let why = report.incomplete.clone().unwrap_or_default();
-                refuse(
-                    decision,
-                    format!("the request could not be fully checked for secrets ({why})"),
-                );
+        let found = || {
+            report
+                .findings
+                .iter()
+                .map(|f| format!("`{}` in {}", f.rule, f.location))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // `Ok` passes (with a rewrite under `redact`); `Err` refuses, saying why.
+        let outcome = match action {
+            _ if report.findings.is_empty() && !incomplete => Ok(None),
+            remit_core::ScanAction::Alert => Ok(None),
+            remit_core::ScanAction::Block if incomplete => Err(format!(
+                "the request could not be fully checked for secrets ({})",
+                report.incomplete.as_deref().unwrap_or_default()
+            )),
+            remit_core::ScanAction::Block => Err(format!(
+                "the request carries a secret ({}); remove it and retry",
+                found()
+            )),
+            remit_core::ScanAction::Redact if incomplete => Ok(None),
+            remit_core::ScanAction::Redact => self.secrets.redact_request(facts, report).map(Some).ok_or_else(|| {
+                format!(
+                    "the request carries a secret that cannot be redacted in place ({}); remove it and retry",
+                    found()
+                )
+            }),
+        };
+        match outcome {
+            Ok(rewrite) => rewrite,
+            Err(why) => {
+                refuse_after_policy(decision, reasons, secrets::SECRETS_POLICY, why);
                 None
             }
-            remit_core::ScanAction::Block => {
-                refuse(
-                    decision,
-                    format!("the request carries a secret ({found}); remove it and retry"),
-                );
-                None
-            }
-            remit_core::ScanAction::Redact if incomplete => None,
-            remit_core::ScanAction::Redact => match self.secrets.redact_request(facts) {
-                Some(rewrite) => Some(rewrite),
-                None => {
-                    refuse(
-                        decision,
-                        format!(
-                            "the request carries a secret that cannot be redacted in place ({found}); remove it and retry"
-                        ),
-                    );
-                    None
-                }
-            },
         }
     }
 
@@ -582,7 +585,7 @@ impl Engine {
         if let Some(report) = &decided.decision.scan {
             let d = &decided.decision;
             self.secrets
-                .expose(report, d.identity.as_ref(), &d.decision_id, now);
+                .expose(report, d.identity.as_ref(), &d.decision_id);
         }
         let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let record = self.record(&decided, facts, now, decide_us);

@@ -8,7 +8,7 @@
 //! `scan.quarantine_on_exposure` is set, quarantines the identity it belongs to. Both are
 //! runtime state with fixed bounds; what happens at a bound is stated on the constant.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use remit_core::scan::location;
@@ -16,8 +16,7 @@ use remit_core::{
     CredentialId, IdentityId, Oversize, Registry, RequestFacts, ScanAction, ScanReport,
     ScanSettings, SecretFinding,
 };
-use remit_scan::{ContentEncoding, Findings, KnownSecrets, Limits, RuleSet, ScanError, Scanner};
-use time::OffsetDateTime;
+use remit_scan::{ContentEncoding, Findings, KnownSecrets, Limits, RuleSet, Scanner};
 
 /// The pseudo-policy id reported when a secret in a request refuses it.
 pub const SECRETS_POLICY: &str = "remit.secrets";
@@ -27,25 +26,6 @@ pub const QUARANTINE_POLICY: &str = "remit.quarantine";
 /// Most credentials remembered as exposed. At the bound a new exposure is still alerted
 /// and still quarantines its identity (when configured), but is not remembered.
 pub const MAX_EXPOSED: usize = 100_000;
-
-/// A credential seen in traffic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exposure {
-    /// The credential that leaked.
-    pub credential: CredentialId,
-    /// The identity it belongs to.
-    pub owner: Option<IdentityId>,
-    /// The identity whose traffic carried it (`None`: unauthenticated traffic).
-    pub seen_from: Option<IdentityId>,
-    /// Where: `request.body`, `request.header.<name>` or `response.body`.
-    pub location: String,
-    /// The decision whose traffic carried it.
-    pub decision_id: String,
-    /// When.
-    pub at: OffsetDateTime,
-    /// Whether the owner was quarantined because of it.
-    pub quarantined: bool,
-}
 
 /// What scanning a request asks of the door that forwards it.
 #[derive(Debug, Clone, Default)]
@@ -60,7 +40,6 @@ pub struct Rewrite {
 #[derive(Debug, Default)]
 pub(crate) struct RequestScan {
     pub(crate) report: Option<ScanReport>,
-    pub(crate) rules: Vec<String>,
     pub(crate) too_large: Option<String>,
 }
 
@@ -71,7 +50,7 @@ pub struct Secrets {
     known: KnownSecrets,
     owners: HashMap<CredentialId, IdentityId>,
     settings: ScanSettings,
-    exposed: RwLock<HashMap<CredentialId, Exposure>>,
+    exposed: RwLock<HashSet<CredentialId>>,
     quarantined: RwLock<HashMap<IdentityId, String>>,
 }
 
@@ -157,24 +136,23 @@ impl Secrets {
                     merge(self.report(f, location::REQUEST_BODY, self.settings.request));
                 }
                 Ok(_) => {}
-                Err(e @ ScanError::TooLarge { .. }) => out.too_large = Some(e.to_string()),
-                Err(e) => {
-                    // A body that does not decode as it claims cannot be checked: as over
-                    // the limit, it is a decision, never a silent pass.
-                    out.too_large = Some(e.to_string());
-                }
+                // Over the limit, or not decodable as it claims: it cannot be checked, and
+                // that is a decision (`scan.oversize`), never a silent pass.
+                Err(e) => out.too_large = Some(e.to_string()),
             }
         }
-        for (name, value) in facts.scanned_headers() {
-            if let Ok(f) = self.scanner.scan(value, ContentEncoding::Identity)
-                && !f.is_clean()
-            {
-                let at = format!("{}{name}", location::REQUEST_HEADER);
-                merge(self.report(f, &at, self.settings.request));
+        // Every kept header value in one scan; each finding is placed by its span.
+        let headers = facts.scanned.text();
+        if !headers.is_empty()
+            && let Ok(f) = self.scanner.scan(headers, ContentEncoding::Identity)
+            && !f.is_clean()
+        {
+            let mut r = self.report(f, location::REQUEST_HEADER, self.settings.request);
+            for finding in &mut r.findings {
+                let name = facts.scanned.name_at(finding.span[0]).unwrap_or("");
+                finding.location = format!("{}{name}", location::REQUEST_HEADER);
             }
-        }
-        if let Some(r) = &report {
-            out.rules = r.rule_ids().into_iter().map(str::to_owned).collect();
+            merge(r);
         }
         out.report = report;
         out
@@ -190,33 +168,35 @@ impl Secrets {
         }
     }
 
-    /// Redacts the request in place. `None` when something found cannot be replaced in
-    /// place (inside base64, or a compressed body): the caller blocks instead.
-    pub(crate) fn redact_request(&self, facts: &RequestFacts) -> Option<Rewrite> {
+    /// Redacts what `report` found in the request, in place. `None` when something found
+    /// cannot be replaced in place (inside base64, or in a compressed body): the caller
+    /// refuses instead.
+    pub(crate) fn redact_request(
+        &self,
+        facts: &RequestFacts,
+        report: &ScanReport,
+    ) -> Option<Rewrite> {
+        let found_in = |at: &str| report.findings.iter().any(|f| f.location == at);
         let mut rewrite = Rewrite::default();
-        if let Some(body) = facts.body.as_deref() {
+        if found_in(location::REQUEST_BODY) {
             if facts.content_encoding.is_some() {
-                let f = self.scanner.scan(body, ContentEncoding::Identity).ok()?;
-                if !f.items.is_empty() {
-                    return None;
-                }
+                return None;
             }
-            let r = self.scanner.redact(body).ok()?;
+            let r = self.scanner.redact(facts.body.as_deref()?).ok()?;
             if !r.is_complete() {
                 return None;
             }
-            if !r.findings.items.is_empty() {
-                rewrite.body = Some(r.body);
-            }
+            rewrite.body = Some(r.body);
         }
         for (name, value) in facts.scanned_headers() {
+            if !found_in(&format!("{}{name}", location::REQUEST_HEADER)) {
+                continue;
+            }
             let r = self.scanner.redact(value).ok()?;
             if !r.is_complete() {
                 return None;
             }
-            if !r.findings.items.is_empty() {
-                rewrite.headers.push((name.to_owned(), r.body));
-            }
+            rewrite.headers.push((name.to_owned(), r.body));
         }
         Some(rewrite)
     }
@@ -226,7 +206,7 @@ impl Secrets {
         self.exposed
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(credential)
+            .contains(credential)
     }
 
     /// Why `identity` is quarantined, if it is.
@@ -239,70 +219,51 @@ impl Secrets {
     }
 
     /// Acts on the known credentials in a report: marks each exposed, quarantines its
-    /// identity when configured, raises an alert naming who leaked it where. Returns the
-    /// exposures, newest last.
-    pub fn expose(
-        &self,
-        report: &ScanReport,
-        seen_from: Option<&IdentityId>,
-        decision_id: &str,
-        at: OffsetDateTime,
-    ) -> Vec<Exposure> {
-        let mut out = Vec::new();
+    /// identity when configured, and raises an alert naming who carried it where.
+    pub fn expose(&self, report: &ScanReport, seen_from: Option<&IdentityId>, decision_id: &str) {
         for f in &report.findings {
             let Some(id) = &f.credential else { continue };
             let Ok(credential) = CredentialId::parse(id) else {
                 continue;
             };
-            let owner = self.owners.get(&credential).cloned();
-            let quarantined = self.settings.quarantine_on_exposure && owner.is_some();
-            let exposure = Exposure {
-                credential: credential.clone(),
-                owner: owner.clone(),
-                seen_from: seen_from.cloned(),
-                location: f.location.clone(),
-                decision_id: decision_id.to_owned(),
-                at,
-                quarantined,
-            };
+            let owner = self.owners.get(&credential);
+            let quarantine = self.settings.quarantine_on_exposure && owner.is_some();
             tracing::warn!(
                 target: "remit::alert",
                 alert = "credential_exposed",
                 credential = %credential,
-                owner = owner.as_ref().map_or("", IdentityId::as_str),
+                owner = owner.map_or("", IdentityId::as_str),
                 seen_from = seen_from.map_or("unclassified", IdentityId::as_str),
                 location = %f.location,
                 rule = %f.rule,
                 decision_id,
-                quarantined,
+                quarantined = quarantine,
                 "a known credential was seen in traffic"
             );
             metrics::counter!("remit_credentials_exposed_total").increment(1);
-            {
+            if let (true, Some(owner)) = (quarantine, owner) {
                 let mut map = self
-                    .exposed
+                    .quarantined
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if map.len() < MAX_EXPOSED || map.contains_key(&credential) {
-                    map.entry(credential.clone())
-                        .or_insert_with(|| exposure.clone());
-                }
-            }
-            if quarantined && let Some(owner) = &owner {
-                metrics::counter!("remit_identities_quarantined_total").increment(1);
-                self.quarantined
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(owner.clone())
-                    .or_insert_with(|| {
+                if !map.contains_key(owner) {
+                    metrics::counter!("remit_identities_quarantined_total").increment(1);
+                    map.insert(
+                        owner.clone(),
                         format!(
                             "credential `{credential}` was seen in {} of decision {decision_id}",
                             f.location
-                        )
-                    });
+                        ),
+                    );
+                }
             }
-            out.push(exposure);
+            let mut exposed = self
+                .exposed
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if exposed.len() < MAX_EXPOSED {
+                exposed.insert(credential);
+            }
         }
-        out
     }
 }

@@ -24,6 +24,9 @@ use serde_json::json;
 
 use crate::Problem;
 
+/// The media type of a server-sent-event stream.
+const SSE: &str = "text/event-stream";
+
 /// How a response is to be scanned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -45,11 +48,8 @@ pub(crate) fn mode(engine: &Engine, decision: &Decision, parts: &http::response:
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
+        .and_then(|v| v.trim_start().get(..SSE.len()))
+        .is_some_and(|v| v.eq_ignore_ascii_case(SSE));
     if sse {
         Mode::Stream(action)
     } else {
@@ -117,7 +117,12 @@ pub(crate) async fn whole(
             return Inspected::Pass(Body::from_stream(rest), Some(unscanned(why)));
         }
     }
-    let bytes: Vec<u8> = held.concat();
+    // One chunk (the common case) is used as it is, not copied.
+    let bytes: Bytes = if held.len() == 1 {
+        held.swap_remove(0)
+    } else {
+        Bytes::from(held.concat())
+    };
     let encoding = match encoding_header.as_deref().map(ContentEncoding::parse) {
         None => Ok(ContentEncoding::Identity),
         Some(r) => r,

@@ -204,12 +204,9 @@ impl Observing {
     fn finish(&mut self, complete: bool, error: Option<String>) {
         let Some(o) = self.outcome.take() else { return };
         if let Some(report) = &o.scan {
-            o.engine.secrets().expose(
-                report,
-                o.identity.as_ref(),
-                &o.decision_id,
-                OffsetDateTime::now_utc(),
-            );
+            o.engine
+                .secrets()
+                .expose(report, o.identity.as_ref(), &o.decision_id);
         }
         let hasher = std::mem::take(&mut self.hasher);
         let review = o.review_limit.map(|limit| {

@@ -292,25 +292,12 @@ async fn proxy(
     };
     let outcome = Outcome::new(st.sink.clone(), st.engine.clone(), &decision, started);
     // Under `redact`, what is forwarded is the request with its secrets replaced.
-    let mut client_headers = parts.headers.clone();
-    let mut body = body;
-    if let Some(rw) = rewrite {
-        if let Some(b) = rw.body {
-            body = Bytes::from(b);
-        }
-        for (name, value) in rw.headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(&value),
-            ) {
-                client_headers.insert(n, v);
-            }
-        }
-    }
+    let rewrite = rewrite.unwrap_or_default();
+    let body = rewrite.body.map_or(body, Bytes::from);
     let resp = forward(
         &st,
         upstream,
-        &client_headers,
+        (&parts.headers, &rewrite.headers),
         &facts,
         body,
         &decision,
@@ -344,7 +331,7 @@ async fn proxy(
 async fn forward(
     st: &ProxyState,
     upstream: &Upstream,
-    client_headers: &HeaderMap,
+    (client_headers, redacted): (&HeaderMap, &[(String, Vec<u8>)]),
     facts: &RequestFacts,
     body: Bytes,
     decision: &Decision,
@@ -356,6 +343,16 @@ async fn forward(
         uri.push_str(q);
     }
     let mut headers = client_headers.clone();
+    for (name, value) in redacted {
+        // A redacted value that cannot be a header any more is dropped, never sent as it was.
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        match HeaderValue::from_bytes(value) {
+            Ok(v) => headers.insert(name, v),
+            Err(_) => headers.remove(name),
+        };
+    }
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);

@@ -171,6 +171,32 @@ permit (principal == Identity::"bot", action == Action::"items.write", resource)
         1,
         "the refused one was not forwarded"
     );
+
+    // Regression: a secret inside a compressed body cannot be redacted in place either; it
+    // is refused, never forwarded compressed as it came.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, format!("key {AWS_KEY}").as_bytes()).unwrap();
+    let resp = client()
+        .post(format!("http://{}/items/1", proxy.addr))
+        .header("authorization", "Bearer rk_bot")
+        .header("remit-purpose", "sync")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("cannot be redacted in place")
+    );
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "the compressed one was not forwarded"
+    );
 }
 
 #[tokio::test]
