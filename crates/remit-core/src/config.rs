@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::identity::{ApiKeyCredential, Boundary, Identity, Limits, Registry, Schedule};
 use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
 use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
+use crate::approval::ApprovalSettings;
 use crate::scan::{Oversize, ScanAction, ScanSettings};
 use crate::vocab::{Kind, Rate, Status};
 
@@ -185,6 +186,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Secret scanning.
     pub scan: ScanSettings,
+    /// Approvals.
+    pub approvals: ApprovalSettings,
     /// The identity registry.
     pub registry: Registry,
     /// The route table.
@@ -204,6 +207,8 @@ struct RawConfig {
     audit: Option<RawAudit>,
     #[serde(default)]
     scan: Option<RawScan>,
+    #[serde(default)]
+    approvals: Option<RawApprovals>,
     #[serde(default, rename = "identity")]
     identities: Vec<Spanned<RawIdentity>>,
     #[serde(default, rename = "route")]
@@ -242,6 +247,17 @@ struct RawAudit {
     checkpoint_every: Option<Spanned<u64>>,
     checkpoint_interval_ms: Option<Spanned<u64>>,
     review_limit_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    ttl_s: Option<Spanned<u64>>,
+    max_wait_s: Option<Spanned<u64>>,
+    max_pending_per_identity: Option<Spanned<u64>>,
+    #[serde(default)]
+    default_approvers: Vec<Spanned<String>>,
+    decide_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -437,6 +453,7 @@ impl Config {
         let gateway = parse_gateway(&cx, raw.gateway)?;
         let audit = parse_audit(&cx, raw.audit)?;
         let scan = parse_scan(&cx, raw.scan)?;
+        let approvals = parse_approvals(&cx, raw.approvals)?;
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
@@ -446,6 +463,7 @@ impl Config {
             gateway,
             audit,
             scan,
+            approvals,
             registry,
             routes,
             upstreams,
@@ -499,6 +517,82 @@ fn parse_audit(cx: &Ctx<'_>, raw: Option<RawAudit>) -> Result<AuditSettings, Con
             0..=16 * 1024 * 1024,
         )?,
     })
+}
+
+/// The longest approver group name, and the most default approver groups.
+const MAX_GROUP_BYTES: usize = 128;
+const MAX_DEFAULT_APPROVERS: usize = 32;
+
+fn parse_approvals(
+    cx: &Ctx<'_>,
+    raw: Option<RawApprovals>,
+) -> Result<ApprovalSettings, ConfigError> {
+    let d = ApprovalSettings::default();
+    let Some(raw) = raw else { return Ok(d) };
+    if raw.default_approvers.len() > MAX_DEFAULT_APPROVERS {
+        return Err(cx.err(
+            raw.default_approvers[MAX_DEFAULT_APPROVERS].span(),
+            "approvals.default_approvers",
+            format!("at most {MAX_DEFAULT_APPROVERS} groups"),
+        ));
+    }
+    let mut default_approvers: Vec<String> = Vec::new();
+    for g in raw.default_approvers {
+        let name = g.get_ref();
+        if !is_group_name(name) {
+            return Err(cx.err(
+                g.span(),
+                "approvals.default_approvers",
+                format!("a group is 1 to {MAX_GROUP_BYTES} letters, digits, `-`, `_`, `.` or `:`"),
+            ));
+        }
+        if default_approvers.contains(name) {
+            return Err(cx.err(
+                g.span(),
+                "approvals.default_approvers",
+                format!("group `{name}` is listed twice"),
+            ));
+        }
+        default_approvers.push(g.into_inner());
+    }
+    let decide_url = match raw.decide_url {
+        None => None,
+        Some(u) => {
+            let v = u.get_ref();
+            if !(v.starts_with("http://") || v.starts_with("https://"))
+                || v.len() > 2048
+                || v.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(cx.err(
+                    u.span(),
+                    "approvals.decide_url",
+                    "must be an http(s) URL of at most 2048 bytes without spaces",
+                ));
+            }
+            Some(u.into_inner())
+        }
+    };
+    Ok(ApprovalSettings {
+        ttl_s: bounded(cx, raw.ttl_s, "approvals.ttl_s", d.ttl_s, 1..=7 * 24 * 3600)?,
+        max_wait_s: bounded(cx, raw.max_wait_s, "approvals.max_wait_s", d.max_wait_s, 0..=600)?,
+        max_pending_per_identity: bounded(
+            cx,
+            raw.max_pending_per_identity,
+            "approvals.max_pending_per_identity",
+            u64::from(d.max_pending_per_identity),
+            1..=10_000,
+        )? as u32,
+        default_approvers,
+        decide_url,
+    })
+}
+
+/// Whether `s` can name an approver group: what `@approvers` and tokens' `groups` use.
+pub fn is_group_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_GROUP_BYTES
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn parse_scan(cx: &Ctx<'_>, raw: Option<RawScan>) -> Result<ScanSettings, ConfigError> {
@@ -1318,6 +1412,41 @@ boundary = ["tickets.read"]
             ("colour = \"red\"", 2, "unknown field `colour`"),
         ] {
             let e = scan(bad).unwrap_err();
+            assert_eq!(e.line, line, "{bad}: {e}");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn approval_settings_parse_with_defaults_and_reject_what_they_cannot_read() {
+        let ap = |t: &str| Config::parse(&format!("[approvals]\n{t}\n{BASE}"), "remit.toml");
+        let c = Config::parse(BASE, "remit.toml").unwrap();
+        assert_eq!(c.approvals, ApprovalSettings::default());
+        assert_eq!((c.approvals.ttl_s, c.approvals.max_wait_s), (900, 60));
+        let c = ap("ttl_s = 60\nmax_wait_s = 5\nmax_pending_per_identity = 3\ndefault_approvers = [\"release-managers\", \"sre\"]\ndecide_url = \"https://remit.example/approvals\"").unwrap();
+        assert_eq!(c.approvals.ttl_s, 60);
+        assert_eq!(c.approvals.max_pending_per_identity, 3);
+        assert_eq!(c.approvals.default_approvers, ["release-managers", "sre"]);
+        assert_eq!(c.approvals.decide_url.as_deref(), Some("https://remit.example/approvals"));
+        let many = format!(
+            "default_approvers = [{}]",
+            (0..40).map(|i| format!("\"g{i}\"")).collect::<Vec<_>>().join(", ")
+        );
+        for (bad, line, says) in [
+            ("ttl_s = 0", 2, "must be between"),
+            ("ttl_s = 99999999", 2, "must be between"),
+            ("max_wait_s = 601", 2, "must be between"),
+            ("max_pending_per_identity = 0", 2, "must be between"),
+            ("default_approvers = [\"release managers\"]", 2, "a group is"),
+            ("default_approvers = [\"\"]", 2, "a group is"),
+            ("default_approvers = [\"sre\", \"sre\"]", 2, "listed twice"),
+            (many.as_str(), 2, "at most 32 groups"),
+            ("decide_url = \"ftp://x\"", 2, "http(s) URL"),
+            ("decide_url = \"http://x/a b\"", 2, "http(s) URL"),
+            ("ttl_s = 60\nttl_s = 61", 3, "duplicate key"),
+            ("ttl = 60", 2, "unknown field `ttl`"),
+        ] {
+            let e = ap(bad).unwrap_err();
             assert_eq!(e.line, line, "{bad}: {e}");
             assert!(e.message.contains(says), "{bad}: {e}");
         }

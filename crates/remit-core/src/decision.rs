@@ -16,9 +16,15 @@ use crate::vocab::{Authority, Class, Obligation, Verdict};
 pub struct ApprovalRequest {
     /// The policies whose `@remedy("approval")` an approval would lift.
     pub required_by: Vec<String>,
-    /// A pending approval's id, once approvals are stored.
+    /// The approval's id: opened for this request, or presented with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// When it expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Where an approver decides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decide: Option<String>,
 }
 
 /// The rate cap that refused a request: where it came from and its quota.
@@ -110,6 +116,8 @@ pub enum AuditRecord {
     Decision(DecisionRecord),
     /// What came back for an allowed request, written when the response ends.
     Outcome(OutcomeRecord),
+    /// A person granting or denying an approval, or an attempt refused.
+    Approval(ApprovalRecord),
 }
 
 impl AuditRecord {
@@ -118,8 +126,42 @@ impl AuditRecord {
         match self {
             Self::Decision(d) => &d.decision.decision_id,
             Self::Outcome(o) => &o.decision_id,
+            Self::Approval(a) => &a.decision_id,
         }
     }
+}
+
+/// One step of an approval: a person's grant or denial, accepted (`allow`) or refused
+/// (`deny`, with the reasons — separation of duties, approver groups, expiry).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalRecord {
+    /// Schema version.
+    pub v: u32,
+    /// RFC 3339 time of the step.
+    pub time: String,
+    /// The replica that took it.
+    pub replica: String,
+    /// This step's own id.
+    pub decision_id: String,
+    /// The approval.
+    pub approval_id: String,
+    /// What the person asked: `grant` or `deny`.
+    pub resolution: crate::approval::Resolution,
+    /// Whether the step was accepted (`allow`) or refused (`deny`).
+    pub decision: Verdict,
+    /// Why it was refused, when it was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The person (a human's `sub`), when their token verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// The credential they presented (a public id or fingerprint).
+    pub approver_credential: CredentialId,
+    /// The reason they gave.
+    pub reason: String,
+    /// The request the approval is for, when the approval exists.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub binding: Option<crate::approval::Binding>,
 }
 
 /// What the upstream answered to an allowed request.
@@ -246,4 +288,11 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 pub trait RecordSink: Send + Sync {
     /// Appends a record; resolves when it is durable.
     fn append(&self, record: AuditRecord) -> SinkFuture<'_>;
+
+    /// Where approvals are kept, when the store behind this sink keeps them. A pipeline
+    /// recording into a sink without one opens no approvals and refuses every
+    /// `Remit-Approval`.
+    fn approvals(&self) -> Option<&dyn crate::approval::ApprovalStore> {
+        None
+    }
 }

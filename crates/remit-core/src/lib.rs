@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod approval;
 pub mod classify;
 pub mod config;
 pub mod decision;
@@ -20,7 +21,7 @@ pub mod vocab;
 pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
 pub use decision::{
-    AlertNote, ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord,
+    AlertNote, ApprovalRecord, ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord,
     RateLimitState, RecordSink, ReviewNote, SinkError,
 };
 pub use identity::{Identity, Registry};

@@ -124,6 +124,7 @@ impl PolicyParts {
             chain_depth: 0,
             credential_exposed: false,
             secrets: &[],
+            approved: false,
         }
     }
 }

@@ -208,3 +208,44 @@ pub fn authenticate<'r>(
         Some(facts),
     )
 }
+
+/// Reads the person answering an approval from their token: a human's token from an issuer
+/// of humans, verified like any other, whose human is not disabled. A delegated token (an
+/// agent acting for the human) is returned marked as such, for the approval to refuse.
+/// On refusal, the credential id to record and why.
+pub fn approver(
+    verifier: &Verifier,
+    settings: &TokenSettings,
+    token: &BearerToken,
+    now: OffsetDateTime,
+) -> Result<remit_core::approval::Approver, (CredentialId, String)> {
+    let secret = token.expose_secret();
+    let v = verifier
+        .verify(secret, now.unix_timestamp())
+        .map_err(|e| {
+            (
+                remit_token::fingerprint(secret),
+                format!("the approver's token is refused: {e}"),
+            )
+        })?;
+    let credential = credential_id(&v.issuer_id, v.jti.as_deref(), secret);
+    let SubjectKind::Human { issuer, groups } = v.kind else {
+        return Err((
+            credential,
+            format!(
+                "`{}` is an identity: an approval is given by a person, with a token from an issuer of humans",
+                v.subject
+            ),
+        ));
+    };
+    if let Some(why) = human_refusal(settings, &issuer, &v.subject) {
+        return Err((credential, why));
+    }
+    Ok(remit_core::approval::Approver {
+        human: v.subject,
+        issuer,
+        groups,
+        credential,
+        delegated: !v.actors.is_empty(),
+    })
+}

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod bearer;
 pub mod cases;
 pub mod load;
@@ -64,6 +65,7 @@ fn decided(
         mcp: scope.mcp,
         rewrite: None,
         single_use: token.and_then(|t| t.single_use),
+        risk: 0,
     }
 }
 
@@ -95,6 +97,8 @@ pub struct Decided {
     pub rewrite: Option<secrets::Rewrite>,
     /// A single-use token's issuer, `jti` and expiry: claimed when an allow is recorded.
     pub single_use: Option<(String, String, i64)>,
+    /// The behaviour risk score the policy saw (`context.risk`).
+    pub risk: u8,
 }
 
 /// The loaded pipeline: configuration, credentials and policies.
@@ -187,6 +191,19 @@ impl Engine {
         decision_id: String,
         now: OffsetDateTime,
         risk: &dyn risk::RiskSource,
+    ) -> Result<Decided, BadRequest> {
+        self.decide_inner(facts, decision_id, now, risk, false)
+    }
+
+    /// Decides, with `context.approved` set when a granted approval for exactly this
+    /// request was presented (only [`Engine::finish`] knows, after asking the store).
+    pub(crate) fn decide_inner(
+        &self,
+        facts: &RequestFacts,
+        decision_id: String,
+        now: OffsetDateTime,
+        risk: &dyn risk::RiskSource,
+        approved: bool,
     ) -> Result<Decided, BadRequest> {
         let registry = &self.config.registry;
         let mut unknown: Option<CredentialId> = None;
@@ -320,6 +337,22 @@ impl Engine {
             .report
             .as_ref()
             .map_or_else(Vec::new, ScanReport::rule_ids);
+        let risk_score = match (authn.authn, authn.credential) {
+            (Authn::Identity { identity, .. }, Some(credential)) => risk
+                .risk(&risk::RiskView {
+                    identity,
+                    credential,
+                    class: cls.class,
+                    action: &scope.action,
+                    resource: &scope.resource,
+                    sensitive: scope.sensitive,
+                    tool: scope.mcp.as_ref().and_then(|m| m.tool.as_deref()),
+                    purpose: cls.purpose.as_ref(),
+                    on_behalf_of: cls.authority.on_behalf_of.as_deref(),
+                })
+                .min(100),
+            _ => 0,
+        };
         let input = PolicyInput {
             principal: &cls.principal,
             action: &scope.action,
@@ -336,26 +369,11 @@ impl Engine {
             mcp_method: scope.mcp.as_ref().and_then(|m| m.method.as_deref()),
             mcp_tool: scope.mcp.as_ref().and_then(|m| m.tool.as_deref()),
             mcp_name: scope.mcp.as_ref().and_then(|m| m.name.as_deref()),
-            risk: match (authn.authn, authn.credential) {
-                (Authn::Identity { identity, .. }, Some(credential)) => i64::from(
-                    risk.risk(&risk::RiskView {
-                        identity,
-                        credential,
-                        class: cls.class,
-                        action: &scope.action,
-                        resource: &scope.resource,
-                        sensitive: scope.sensitive,
-                        tool: scope.mcp.as_ref().and_then(|m| m.tool.as_deref()),
-                        purpose: cls.purpose.as_ref(),
-                        on_behalf_of: cls.authority.on_behalf_of.as_deref(),
-                    })
-                    .min(100),
-                ),
-                _ => 0,
-            },
+            risk: i64::from(risk_score),
             chain_depth: cls.authority.actors.len() as i64,
             credential_exposed,
             secrets: &rules,
+            approved,
         };
         let outcome = self.policy.evaluate(&input);
         decision.policies = outcome.policies;
@@ -388,6 +406,8 @@ impl Engine {
                 decision.approval = Some(ApprovalRequest {
                     required_by: decision.policies.clone(),
                     id: None,
+                    expires: None,
+                    decide: None,
                 });
             }
             PolicyVerdict::Deny => {}
@@ -422,6 +442,7 @@ impl Engine {
         );
         let mut done = decided(decision, reasons, scope, token_facts);
         done.rewrite = rewrite;
+        done.risk = risk_score;
         Ok(done)
     }
 
@@ -550,14 +571,21 @@ impl Engine {
             now,
             started,
         } = pending;
+        let approvals::Settled {
+            mut decided,
+            claim,
+            opened,
+        } = self
+            .settle_approval(decided, facts, sink, now, dry_run)
+            .await;
         if dry_run {
             return Finished {
                 decision: decided.decision,
                 mcp: decided.mcp,
                 rewrite: decided.rewrite,
+                opened_approval: None,
             };
         }
-        let mut decided = decided;
         // Rate caps spend quota, so they apply here (never on a dry run), before the record,
         // which then shows the refusal.
         let d = &mut decided.decision;
@@ -582,6 +610,13 @@ impl Engine {
             d.rate_limit = Some(limited.cap);
             d.reasons.push(limited.reason);
         }
+        // Last before the record: a request refused by anything above spends no approval.
+        if decided.decision.verdict == Verdict::Allow
+            && let Some(id) = &claim
+        {
+            self.claim_approval(&mut decided.decision, id, sink, now)
+                .await;
+        }
         if let Some(report) = &decided.decision.scan {
             let d = &decided.decision;
             self.secrets
@@ -605,10 +640,12 @@ impl Engine {
         metrics::counter!("remit_decisions_total", "verdict" => decision.verdict.as_str())
             .increment(1);
         let rewrite = rewrite.filter(|_| decision.verdict == Verdict::Allow);
+        let opened_approval = opened.filter(|_| decision.verdict == Verdict::ApprovalRequired);
         Finished {
             decision,
             mcp,
             rewrite,
+            opened_approval,
         }
     }
 
@@ -660,4 +697,6 @@ pub struct Finished {
     pub mcp: Option<McpMessage>,
     /// For an allow under `redact`: the request as it may be forwarded.
     pub rewrite: Option<secrets::Rewrite>,
+    /// An approval this request opened, for the door to announce.
+    pub opened_approval: Option<remit_core::approval::Approval>,
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod authz;
 pub mod authz_http;
 pub mod ext_authz;
@@ -71,6 +72,7 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/v1/decide", post(decide))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
+        .merge(approvals::router())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -97,7 +99,7 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     match headers.get(header::CONTENT_TYPE) {
         None => true,
         Some(v) => v

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tower::ServiceBuilder;
 
 use crate::outcome::Outcome;
-use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, inspect, mcp};
+use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, approvals, inspect, mcp};
 
 /// Headers that describe one connection, never the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -154,6 +154,76 @@ fn connection_named(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Decides a request once: the engine's decision, this door's MCP ceilings (origin,
+/// routing headers, the session's owner) and the durable record. A refusal this door
+/// answers itself comes back as `Err`; a session refusal is the status to answer with.
+async fn decide(
+    st: &ProxyState,
+    headers: &HeaderMap,
+    facts: &RequestFacts,
+    is_mcp: bool,
+    session: Option<&str>,
+) -> Result<(remit_engine::Finished, Option<StatusCode>), Response> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut pending = match st.engine.begin(facts, id.clone()) {
+        Ok(p) => p,
+        Err(bad) => {
+            return Err(Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response());
+        }
+    };
+    if is_mcp {
+        // DNS rebinding: a browser page from another origin must not reach an MCP server.
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let allowed = &st.engine.config().gateway.allowed_origins;
+            if !origin
+                .to_str()
+                .is_ok_and(|o| mcp::origin_allowed(o, allowed))
+            {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "this `Origin` may not call MCP endpoints",
+                )
+                .into_response());
+            }
+        }
+        if let Err(e) = mcp::check_routing_headers(headers, pending.mcp()) {
+            return Err(Problem::new(StatusCode::BAD_REQUEST, e).into_response());
+        }
+    }
+    // An MCP session belongs to the identity that opened it: a ceiling of this front door,
+    // applied before the record so the record shows it.
+    let owner = mcp::session_owner(pending.decision());
+    let mut session_refused = None;
+    if is_mcp
+        && pending.decision().verdict == Verdict::Allow
+        && let Some(s) = session
+        && let Err(why) = st.sessions.check(s, &owner)
+    {
+        let (status, reason) = match why {
+            mcp::SessionRefusal::Unknown => (
+                StatusCode::NOT_FOUND,
+                "remit does not know this MCP session: initialize a new one",
+            ),
+            mcp::SessionRefusal::Foreign => (
+                StatusCode::FORBIDDEN,
+                "this MCP session belongs to another identity",
+            ),
+        };
+        pending.decision().refuse(mcp::SESSION_POLICY, reason);
+        session_refused = Some(status);
+    }
+    let work = st.engine.finish(pending, facts, st.sink.as_ref(), false);
+    match tokio::time::timeout(DECIDE_TIMEOUT, work).await {
+        Ok(finished) => Ok((finished, session_refused)),
+        Err(_) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the decision timed out; the request was not forwarded",
+        )
+        .with("decision_id", json!(id))
+        .into_response()),
+    }
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in connection_named(headers) {
         headers.remove(name.as_str());
@@ -204,71 +274,52 @@ async fn proxy(
     };
     let upstream = st.engine.config().upstreams.select(facts.path.decoded());
     let is_mcp = upstream.is_some_and(|u| u.kind == UpstreamKind::Mcp);
-    let id = uuid::Uuid::now_v7().to_string();
-    let mut pending = match st.engine.begin(&facts, id.clone()) {
-        Ok(p) => p,
-        Err(bad) => return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
-    };
-    if is_mcp {
-        // DNS rebinding: a browser page from another origin must not reach an MCP server.
-        if let Some(origin) = parts.headers.get(header::ORIGIN) {
-            let allowed = &st.engine.config().gateway.allowed_origins;
-            if !origin
-                .to_str()
-                .is_ok_and(|o| mcp::origin_allowed(o, allowed))
-            {
-                return Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "this `Origin` may not call MCP endpoints",
-                )
-                .into_response();
-            }
-        }
-        if let Err(e) = mcp::check_routing_headers(&parts.headers, pending.mcp()) {
-            return Problem::new(StatusCode::BAD_REQUEST, e).into_response();
-        }
-    }
-    // An MCP session belongs to the identity that opened it: a ceiling of this front door,
-    // applied before the record so the record shows it.
-    let owner = mcp::session_owner(pending.decision());
     let session = parts
         .headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut session_refused = None;
-    if is_mcp
-        && pending.decision().verdict == Verdict::Allow
-        && let Some(s) = &session
-        && let Err(why) = st.sessions.check(s, &owner)
-    {
-        let (status, reason) = match why {
-            mcp::SessionRefusal::Unknown => (
-                StatusCode::NOT_FOUND,
-                "remit does not know this MCP session: initialize a new one",
-            ),
-            mcp::SessionRefusal::Foreign => (
-                StatusCode::FORBIDDEN,
-                "this MCP session belongs to another identity",
-            ),
+    let mut facts = facts;
+    let (mut finished, mut session_refused) =
+        match decide(&st, &parts.headers, &facts, is_mcp, session.as_deref()).await {
+            Ok(d) => d,
+            Err(resp) => return resp,
         };
-        pending.decision().refuse(mcp::SESSION_POLICY, reason);
-        session_refused = Some(status);
+    // `Prefer: wait=N`: hold a request that needs an approval until a person answers it,
+    // then decide it again as if it had come with `Remit-Approval`.
+    let mut waited = None;
+    if finished.decision.verdict == Verdict::ApprovalRequired
+        && let Some(store) = st.sink.approvals()
+        && let Some(wait) = approvals::prefer_wait(
+            &parts.headers,
+            st.engine.config().approvals.max_wait_s,
+        )
+        && let Some(aid) = finished
+            .decision
+            .approval
+            .as_ref()
+            .and_then(|a| a.id.as_deref())
+            .and_then(|a| remit_core::approval::ApprovalId::parse(a).ok())
+    {
+        waited = Some(wait.as_secs());
+        if let Some(a) = approvals::await_answer(store, &aid, wait).await
+            && a.state == remit_core::approval::ApprovalState::Granted
+        {
+            facts.approval = Some(aid.to_string());
+            (finished, session_refused) =
+                match decide(&st, &parts.headers, &facts, is_mcp, session.as_deref()).await {
+                    Ok(d) => d,
+                    Err(resp) => return resp,
+                };
+        }
     }
-    let work = st.engine.finish(pending, &facts, st.sink.as_ref(), false);
-    let Ok(remit_engine::Finished {
+    let remit_engine::Finished {
         decision,
         mcp: msg,
         rewrite,
-    }) = tokio::time::timeout(DECIDE_TIMEOUT, work).await
-    else {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the decision timed out; the request was not forwarded",
-        )
-        .with("decision_id", json!(id))
-        .into_response();
-    };
+        ..
+    } = finished;
+    let owner = mcp::session_owner(&decision);
     if let Some(status) = session_refused {
         return Problem::new(status, decision.reasons.join("; "))
             .with("decision_id", json!(decision.decision_id))
@@ -276,14 +327,19 @@ async fn proxy(
             .into_response();
     }
     if decision.verdict != Verdict::Allow {
-        return refusal_for(
+        let mut refusal = refusal_for(
             &st.engine,
             &decision,
             msg.as_ref(),
             is_mcp,
             facts.path.decoded(),
-        )
-        .into_response();
+        );
+        if let Some(s) = waited
+            && let Ok(v) = HeaderValue::from_str(&format!("wait={s}"))
+        {
+            refusal.headers.insert("preference-applied", v);
+        }
+        return refusal.into_response();
     }
     let Some(upstream) = upstream else {
         return Problem::new(StatusCode::BAD_GATEWAY, "no upstream serves this path")
@@ -535,9 +591,13 @@ pub fn attribution(decision: &Decision) -> Vec<(&'static str, String)> {
 pub fn render_refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Refusal {
     let reasons = decision.reasons.join("; ");
     let sentence = match decision.verdict {
-        Verdict::ApprovalRequired => {
-            format!("remit requires an approval for this request: {reasons}")
-        }
+        Verdict::ApprovalRequired => match decision.approval.as_ref().and_then(|a| a.id.as_deref().zip(a.decide.as_deref())) {
+            // Said in full so that an MCP client shows its user what to do.
+            Some((id, url)) => format!(
+                "remit requires an approval for this request: {reasons}. Approval `{id}` is pending: an approver decides it at {url} (or `remit approval grant {id}`); then send the same request again with `Remit-Approval: {id}`"
+            ),
+            None => format!("remit requires an approval for this request: {reasons}"),
+        },
         Verdict::RateLimited => format!("remit rate-limited this request: {reasons}"),
         _ => format!("remit denied this request: {reasons}"),
     };

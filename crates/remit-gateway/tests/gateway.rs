@@ -273,3 +273,6 @@ mod token;
 
 #[path = "gateway/oidc_e2e.rs"]
 mod oidc_e2e;
+
+#[path = "gateway/approvals.rs"]
+mod approvals;

@@ -76,6 +76,8 @@ struct PolicyMeta {
     reason: Option<String>,
     obligations: Vec<Obligation>,
     remedy_approval: bool,
+    /// Approver groups (`@approvers`), for a forbid lifted by approval.
+    approvers: Option<Vec<String>>,
 }
 
 /// What the policy layer decided.
@@ -143,6 +145,9 @@ pub struct PolicyInput<'a> {
     pub credential_exposed: bool,
     /// The rule ids of secrets found in the request, sorted and distinct.
     pub secrets: &'a [&'a str],
+    /// Whether a granted approval for exactly this request was presented
+    /// (`context.approved`).
+    pub approved: bool,
 }
 
 /// Loaded, validated policies ready to evaluate requests.
@@ -216,6 +221,33 @@ fn read_meta(p: &Policy, file: &str, line: usize) -> Result<PolicyMeta, String> 
     if p.effect() == Effect::Permit && remedy_approval {
         return Err("`@remedy` belongs on a forbid: it names what lifts the refusal".into());
     }
+    let approvers = match p.annotation("approvers") {
+        None => None,
+        Some(_) if !remedy_approval => {
+            return Err(
+                "`@approvers` names who may lift a `@remedy(\"approval\")` forbid; this policy has no such remedy"
+                    .into(),
+            );
+        }
+        Some(list) => {
+            let groups: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if groups.is_empty() || groups.len() > 32 {
+                return Err("`@approvers` lists 1 to 32 groups, separated by commas".into());
+            }
+            if let Some(bad) = groups.iter().find(|g| !remit_core::config::is_group_name(g)) {
+                return Err(format!(
+                    "`@approvers`: `{}` is not a group name (letters, digits, `-`, `_`, `.`, `:`)",
+                    bad.escape_default()
+                ));
+            }
+            Some(groups)
+        }
+    };
     if p.effect() == Effect::Forbid && !obligations.is_empty() {
         return Err("obligations belong on a permit: a forbid has nothing to oblige".into());
     }
@@ -226,6 +258,7 @@ fn read_meta(p: &Policy, file: &str, line: usize) -> Result<PolicyMeta, String> 
         reason: p.annotation("reason").map(str::to_owned),
         obligations,
         remedy_approval,
+        approvers,
     })
 }
 
@@ -504,6 +537,14 @@ impl PolicyEngine {
             .unwrap_or_else(|e| format!("// the schema cannot be printed: {e}"))
     }
 
+    /// The approver groups a `@remedy("approval")` policy names with `@approvers`; `None`
+    /// when it names none (the configuration's default approvers apply).
+    pub fn approvers(&self, id: &str) -> Option<&[String]> {
+        self.meta
+            .get(&PolicyId::new(id))
+            .and_then(|m| m.approvers.as_deref())
+    }
+
     /// Where a policy was defined, as `file:line`.
     pub fn policy_location(&self, id: &str) -> Option<String> {
         self.meta
@@ -640,7 +681,7 @@ impl PolicyEngine {
     }
 
     fn evaluate_in(&self, input: &PolicyInput<'_>, set: &Sliced) -> PolicyOutcome {
-        let first = match self.authorize(input, set, false) {
+        let first = match self.authorize(input, set, input.approved) {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -650,7 +691,8 @@ impl PolicyEngine {
         // Denied. If every forbid that applied is lifted by an approval, ask whether an
         // approval would change the answer: evaluate again as if approved.
         let forbids = first.1;
-        if !forbids.is_empty()
+        if !input.approved
+            && !forbids.is_empty()
             && forbids
                 .iter()
                 .all(|id| self.meta.get(id).is_some_and(|m| m.remedy_approval))

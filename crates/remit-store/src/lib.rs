@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod audit;
 pub mod baselines;
 pub mod index;
@@ -212,6 +213,13 @@ impl SqliteStore {
         audit::record_json(&self.pool, id, "decision").await
     }
 
+    /// The stored record of approval step `id` (a grant or denial, or a refused attempt),
+    /// as JSON text.
+    pub async fn approval_record(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.live.caught_up().await;
+        audit::record_json(&self.pool, id, "approval").await
+    }
+
     /// The stored outcome record of decision `id`, as JSON text.
     pub async fn outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.live.caught_up().await;
@@ -267,7 +275,7 @@ fn prepare(record: AuditRecord) -> Result<(Vec<u8>, Option<Review>), SinkError> 
         )));
     }
     let review = match record {
-        AuditRecord::Decision(_) => None,
+        AuditRecord::Decision(_) | AuditRecord::Approval(_) => None,
         // The copy's bytes are not part of the record: moved, not cloned.
         AuditRecord::Outcome(o) => o.review_body.zip(o.review).map(|(body, n)| Review {
             id: o.decision_id,
@@ -304,5 +312,9 @@ impl RecordSink for SqliteStore {
             })?;
             rx.await.map_err(|_| SinkError::Closed)?
         })
+    }
+
+    fn approvals(&self) -> Option<&dyn remit_core::approval::ApprovalStore> {
+        Some(self)
     }
 }

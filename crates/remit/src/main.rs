@@ -2,6 +2,7 @@
 //! validate and test policies, and mint API keys.
 #![forbid(unsafe_code)]
 
+mod approval;
 mod audit;
 mod demo;
 mod ocsf;
@@ -71,6 +72,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// List, show, grant and deny approvals at a running remit.
+    Approval {
+        #[command(subcommand)]
+        command: approval::ApprovalCommand,
     },
     /// Inspect and exchange tokens.
     Token {
@@ -204,6 +210,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Audit { command } => runtime()?.block_on(audit::run(command)),
         Command::Token { command } => token::run(command),
+        Command::Approval { command } => approval::run(command),
         Command::Demo { data_dir } => {
             runtime()?.block_on(demo::run(data_dir))?;
             Ok(ExitCode::SUCCESS)

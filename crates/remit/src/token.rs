@@ -56,7 +56,7 @@ pub(crate) enum TokenCommand {
     },
 }
 
-fn read_token(t: &str) -> Result<String> {
+pub(crate) fn read_token(t: &str) -> Result<String> {
     let t = if t == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin().take(16 * 1024), &mut s)?;
@@ -74,7 +74,7 @@ fn segment(s: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(&bytes).context("a segment is not JSON")
 }
 
-fn form_escape(s: &str) -> String {
+pub(crate) fn form_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

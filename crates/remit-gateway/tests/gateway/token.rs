@@ -54,7 +54,7 @@ async fn start() -> Remit {
 }
 
 /// A demo human's token, signed with the quickstart's published demo-only key.
-fn human_token(sub: &str, groups: &[&str]) -> String {
+pub(crate) fn human_token(sub: &str, groups: &[&str]) -> String {
     let q = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/demo-issuer");
     let pem = std::fs::read_to_string(q.join("DEMO-ONLY-private-key.pem")).unwrap();
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
