@@ -543,8 +543,13 @@ impl Loader<'_> {
         let secret_is_match = secret_is_match(pattern.get_ref(), secret_group);
         let lead =
             window.and_then(|w| keyword_lead(pattern.get_ref(), &keywords).filter(|l| *l < w));
-        // Only for rules narrowed to windows: the others search whole layers.
-        let anchor = window.and_then(|_| anchor(pattern.get_ref(), &keywords));
+        // Also for rules whose matches have no bound on their length: an anchored search
+        // runs as far as the match does.
+        let anchor = if kw.is_empty() {
+            None
+        } else {
+            anchor(pattern.get_ref(), &keywords)
+        };
         Ok(Rule {
             window,
             secret_is_match,
@@ -694,12 +699,24 @@ fn split(hir: &regex_syntax::hir::Hir, keywords: &[String]) -> Option<Split> {
         HirKind::Concat(parts) => {
             let mut before = 0usize;
             for (i, part) in parts.iter().enumerate() {
-                if holds_keyword(part) {
-                    return Some(Split {
-                        before,
-                        keyed: part.clone(),
-                        rest: parts[i + 1..].to_vec(),
-                    });
+                // The keyed part may be a run of parts: `(?:sk|rk)` then `_live_`.
+                for j in i + 1..=parts.len() {
+                    let run = if j == i + 1 {
+                        part.clone()
+                    } else {
+                        regex_syntax::hir::Hir::concat(parts[i..j].to_vec())
+                    };
+                    if strings(&run).is_none() {
+                        // Longer runs only match more strings.
+                        break;
+                    }
+                    if holds_keyword(&run) {
+                        return Some(Split {
+                            before,
+                            keyed: run,
+                            rest: parts[j..].to_vec(),
+                        });
+                    }
                 }
                 if let Some(mut inner) = split(part, keywords) {
                     inner.before = inner.before.checked_add(before)?;
@@ -1023,14 +1040,14 @@ mod tests {
         assert_eq!((a.offsets, a.before, a.tail.is_none()), (vec![vec![0]], 0, true));
         // Keywords inside longer keyed strings, overlapping ones too; one in none of them.
         let a = anchor(
-            r"(?i)x{0,3}(?:api[_.-]?key|apikey|token)=(\w+)",
+            r"(?i)[a-z]{0,3}(?:api[_.-]?key|apikey|token)=(\w+)",
             &kw(&["key", "token", "secret"]),
         )
         .expect("anchor");
         assert_eq!(a.offsets, vec![vec![3, 4], vec![0], vec![]]);
         assert_eq!(a.before, 3);
         let tail = a.tail.expect("tail");
-        let hay = b"xx api_key=abc";
+        let hay = b"x; api_key=abc";
         let at = |q: usize| {
             tail.is_match(
                 regex_automata::Input::new(&hay[..])
@@ -1045,6 +1062,9 @@ mod tests {
         let set = RuleSet::builtin();
         let rule = |id: &str| set.rules.iter().find(|r| r.id == id).expect("rule");
         assert_eq!(rule("generic-secret").anchor.as_ref().map(|a| a.before), Some(31));
-        assert!(rule("private-key").anchor.is_none(), "unbounded: whole layers");
+        let pem = rule("private-key").anchor.as_ref().expect("PEM anchor");
+        assert_eq!(pem.before, 10 + 40);
+        let stripe = rule("stripe-secret-key").anchor.as_ref().expect("run of parts");
+        assert_eq!((stripe.before, &stripe.offsets[0]), (0, &vec![0]));
     }
 }
