@@ -40,5 +40,8 @@ fn main() {
             findings += f.items.len();
         }
     }
-    println!("{findings} findings in {rounds} rounds of {} bodies", bodies.len());
+    println!(
+        "{findings} findings in {rounds} rounds of {} bodies",
+        bodies.len()
+    );
 }

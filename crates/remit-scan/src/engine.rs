@@ -595,7 +595,9 @@ impl Scanner {
                     starts.clear();
                     for span in spans {
                         for o in self.offsets(r, span.3) {
-                            let Some(q) = span.1.checked_sub(*o) else { continue };
+                            let Some(q) = span.1.checked_sub(*o) else {
+                                continue;
+                            };
                             match &anchor.tail {
                                 // Matches start where their keyed part does.
                                 None => starts.push(q),

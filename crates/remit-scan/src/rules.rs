@@ -496,7 +496,10 @@ impl Loader<'_> {
             Some(g) => {
                 let n = *g.get_ref();
                 // group_len counts group 0.
-                let groups = regex.group_info().group_len(regex_automata::PatternID::ZERO) - 1;
+                let groups = regex
+                    .group_info()
+                    .group_len(regex_automata::PatternID::ZERO)
+                    - 1;
                 if n < 0 || n as usize > groups {
                     return Err(self.rule_err(
                         g.span(),
@@ -661,7 +664,9 @@ fn max_len(pattern: &str) -> Option<usize> {
 fn keyword_lead(pattern: &str, keywords: &[String]) -> Option<usize> {
     let hir = parse(pattern)?;
     let split = split(&hir, keywords)?;
-    split.before.checked_add(split.keyed.properties().maximum_len()?)
+    split
+        .before
+        .checked_add(split.keyed.properties().maximum_len()?)
 }
 
 fn parse(pattern: &str) -> Option<regex_syntax::hir::Hir> {
@@ -1037,7 +1042,10 @@ mod tests {
         let kw = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // `ghp_` starts the match: offset 0, nothing before it, no tail needed.
         let a = anchor(r"\b(ghp_[A-Za-z0-9]{36})\b", &kw(&["ghp_"])).expect("anchor");
-        assert_eq!((a.offsets, a.before, a.tail.is_none()), (vec![vec![0]], 0, true));
+        assert_eq!(
+            (a.offsets, a.before, a.tail.is_none()),
+            (vec![vec![0]], 0, true)
+        );
         // Keywords inside longer keyed strings, overlapping ones too; one in none of them.
         let a = anchor(
             r"(?i)[a-z]{0,3}(?:api[_.-]?key|apikey|token)=(\w+)",
@@ -1061,10 +1069,16 @@ mod tests {
         assert!(anchor(r"(?:key|kex)=\w+", &kw(&["key"])).is_none());
         let set = RuleSet::builtin();
         let rule = |id: &str| set.rules.iter().find(|r| r.id == id).expect("rule");
-        assert_eq!(rule("generic-secret").anchor.as_ref().map(|a| a.before), Some(31));
+        assert_eq!(
+            rule("generic-secret").anchor.as_ref().map(|a| a.before),
+            Some(31)
+        );
         let pem = rule("private-key").anchor.as_ref().expect("PEM anchor");
         assert_eq!(pem.before, 10 + 40);
-        let stripe = rule("stripe-secret-key").anchor.as_ref().expect("run of parts");
+        let stripe = rule("stripe-secret-key")
+            .anchor
+            .as_ref()
+            .expect("run of parts");
         assert_eq!((stripe.before, &stripe.offsets[0]), (0, &vec![0]));
     }
 }
