@@ -14,7 +14,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q detect-secrets
+  "$VENV/bin/pip" install -q detect-secrets==1.5.0
 fi
 cargo build --release --locked -q -p remit-scan --example scan_corpus
 

@@ -168,6 +168,18 @@ impl ByteMap {
         self.changed.get(k).is_none_or(|c| *c as usize >= range.end)
     }
 
+    /// An empty map of a segment of `len` bytes at `base` in the parent, with room for
+    /// `escapes` produced bytes (one an escape; `\u` escapes of more grow it), so that
+    /// decoding a segment full of escapes does not grow the lists again and again.
+    fn sized(base: usize, len: usize, escapes: usize) -> Self {
+        Self {
+            base: base as u32,
+            end: (base + len) as u32,
+            changed: Vec::with_capacity(escapes),
+            source: Vec::with_capacity(escapes),
+        }
+    }
+
     fn produced(&mut self, at: usize, source: std::ops::Range<usize>) {
         self.changed.push(at as u32);
         self.source.push((source.start as u32, source.end as u32));
@@ -289,11 +301,7 @@ fn opening_quote(text: &[u8], range: std::ops::Range<usize>) -> Option<usize> {
 /// text's offset in the parent.
 pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
     let mut out = Vec::with_capacity(text.len());
-    let mut map = ByteMap {
-        base: base as u32,
-        end: (base + text.len()) as u32,
-        ..ByteMap::default()
-    };
+    let mut map = ByteMap::sized(base, text.len(), memchr::memchr_iter(b'\\', text).count());
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\\', &text[i..]) {
         // Bytes up to the backslash are copied as they are.
@@ -351,11 +359,8 @@ pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
 /// literally was already seen as such in the parent layer.
 pub(crate) fn percent_decode(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
     let mut out = Vec::with_capacity(text.len());
-    let mut map = ByteMap {
-        base: base as u32,
-        end: (base + text.len()) as u32,
-        ..ByteMap::default()
-    };
+    let escapes = memchr::memchr2_iter(b'%', b'+', text).count();
+    let mut map = ByteMap::sized(base, text.len(), escapes);
     let mut i = 0;
     while let Some(p) = memchr::memchr2(b'%', b'+', &text[i..]) {
         out.extend_from_slice(&text[i..i + p]);

@@ -16,13 +16,19 @@
 //! of the match — all the built-in ones, and gitleaks' own — behave the same either way.
 //! When the regex shows that every match holds a keyword within a bounded distance of its
 //! start (a bounded sequence, then a part matching only strings that hold a keyword), the
-//! window reaches only that far before an occurrence.
+//! window reaches only that far before an occurrence. When that part matches only a few
+//! strings ([`Anchor`]), the scan knows where a match's keyed part starts from each keyword
+//! occurrence and runs the regex anchored there instead of over a window (searches
+//! anchored at a known start need no reverse pass and keep the lazy DFA small); when
+//! something of bounded length comes before the keyed part (the generic rule's name), an
+//! anchored check of the keyed part and what follows it rules most occurrences out first.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::meta;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
@@ -160,7 +166,9 @@ fn memmem(hay: &[u8], needle: &[u8]) -> bool {
 pub struct Rule {
     pub(crate) id: String,
     pub(crate) description: String,
-    pub(crate) regex: Regex,
+    /// Searched directly (not through `regex`'s wrapper) so that a search can be
+    /// anchored at a position of a larger text.
+    pub(crate) regex: meta::Regex,
     /// `None`: the first non-empty capture group, or the whole match if there is none.
     pub(crate) secret_group: Option<usize>,
     pub(crate) entropy: Option<f64>,
@@ -178,6 +186,8 @@ pub struct Rule {
     /// match's start: how far before an occurrence its window starts (otherwise
     /// `window`, as after it).
     pub(crate) lead: Option<usize>,
+    /// Where matches start relative to keyword occurrences, when the regex shows it.
+    pub(crate) anchor: Option<Anchor>,
 }
 
 impl Rule {
@@ -478,15 +488,18 @@ impl Loader<'_> {
                 "missing `regex` (rules matching only `path` do not apply to traffic)".into(),
             ));
         };
-        let regex = compile(pattern.get_ref()).map_err(|m| {
+        let regex = compile_rule(pattern.get_ref()).map_err(|m| {
             self.rule_err(pattern.span(), Some(id), format!("invalid `regex`: {m}"))
         })?;
         let secret_group = match &raw.secret_group {
             None => None,
             Some(g) => {
                 let n = *g.get_ref();
-                // captures_len counts group 0.
-                let groups = regex.captures_len() - 1;
+                // group_len counts group 0.
+                let groups = regex
+                    .group_info()
+                    .group_len(regex_automata::PatternID::ZERO)
+                    - 1;
                 if n < 0 || n as usize > groups {
                     return Err(self.rule_err(
                         g.span(),
@@ -533,10 +546,18 @@ impl Loader<'_> {
         let secret_is_match = secret_is_match(pattern.get_ref(), secret_group);
         let lead =
             window.and_then(|w| keyword_lead(pattern.get_ref(), &keywords).filter(|l| *l < w));
+        // Also for rules whose matches have no bound on their length: an anchored search
+        // runs as far as the match does.
+        let anchor = if kw.is_empty() {
+            None
+        } else {
+            anchor(pattern.get_ref(), &keywords)
+        };
         Ok(Rule {
             window,
             secret_is_match,
             lead,
+            anchor,
             id: id.to_owned(),
             description: raw.description.clone().unwrap_or_default(),
             regex,
@@ -641,16 +662,32 @@ fn max_len(pattern: &str) -> Option<usize> {
 /// strings, each holding a keyword. (The generic rule: at most 31 bytes of name, then
 /// `api_key`, `secret`, `token` …; its matches otherwise reach ~200 bytes either way.)
 fn keyword_lead(pattern: &str, keywords: &[String]) -> Option<usize> {
-    let hir = regex_syntax::ParserBuilder::new()
+    let hir = parse(pattern)?;
+    let split = split(&hir, keywords)?;
+    split
+        .before
+        .checked_add(split.keyed.properties().maximum_len()?)
+}
+
+fn parse(pattern: &str) -> Option<regex_syntax::hir::Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(pattern)
-        .ok()?;
-    lead(&hir, keywords)
+        .ok()
 }
 
-fn lead(hir: &regex_syntax::hir::Hir, keywords: &[String]) -> Option<usize> {
+/// A regex read as `before · keyed · rest`: `keyed` matches only a few strings, each
+/// holding a keyword, and whatever comes before it is at most `before` bytes long.
+struct Split {
+    before: usize,
+    keyed: regex_syntax::hir::Hir,
+    /// What follows `keyed`, innermost sequence first (capture groups around them left out).
+    rest: Vec<regex_syntax::hir::Hir>,
+}
+
+fn split(hir: &regex_syntax::hir::Hir, keywords: &[String]) -> Option<Split> {
     use regex_syntax::hir::HirKind;
     let holds_keyword = |h: &regex_syntax::hir::Hir| {
         strings(h).is_some_and(|set| {
@@ -663,23 +700,103 @@ fn lead(hir: &regex_syntax::hir::Hir, keywords: &[String]) -> Option<usize> {
         })
     };
     match hir.kind() {
-        HirKind::Capture(c) => lead(&c.sub, keywords),
+        HirKind::Capture(c) => split(&c.sub, keywords),
         HirKind::Concat(parts) => {
             let mut before = 0usize;
-            for part in parts {
-                if holds_keyword(part) {
-                    return Some(before + part.properties().maximum_len()?);
+            for (i, part) in parts.iter().enumerate() {
+                // The keyed part may be a run of parts: `(?:sk|rk)` then `_live_`.
+                for j in i + 1..=parts.len() {
+                    let run = if j == i + 1 {
+                        part.clone()
+                    } else {
+                        regex_syntax::hir::Hir::concat(parts[i..j].to_vec())
+                    };
+                    if strings(&run).is_none() {
+                        // Longer runs only match more strings.
+                        break;
+                    }
+                    if holds_keyword(&run) {
+                        return Some(Split {
+                            before,
+                            keyed: run,
+                            rest: parts[j..].to_vec(),
+                        });
+                    }
                 }
-                if let Some(inner) = lead(part, keywords) {
-                    return Some(before + inner);
+                if let Some(mut inner) = split(part, keywords) {
+                    inner.before = inner.before.checked_add(before)?;
+                    inner.rest.extend(parts[i + 1..].iter().cloned());
+                    return Some(inner);
                 }
                 before = before.checked_add(part.properties().maximum_len()?)?;
             }
             None
         }
-        _ if holds_keyword(hir) => hir.properties().maximum_len(),
+        _ if holds_keyword(hir) => Some(Split {
+            before: 0,
+            keyed: hir.clone(),
+            rest: Vec::new(),
+        }),
         _ => None,
     }
+}
+
+/// Where a rule's matches start relative to its keywords' occurrences, when its regex
+/// shows it: every match is `before · keyed · rest` with `keyed` one of a few strings,
+/// each holding a keyword. A match's `keyed` part then starts `o` bytes before an
+/// occurrence of a keyword, for one of that keyword's `offsets`, so the scan only needs
+/// to try those positions.
+#[derive(Debug, Clone)]
+pub(crate) struct Anchor {
+    /// Per keyword of the rule (in `keywords` order): where it occurs in the strings
+    /// `keyed` matches, sorted. A keyword that is in none of them has none: a match is
+    /// found through the keyword its `keyed` part does hold.
+    pub(crate) offsets: Vec<Vec<u32>>,
+    /// The longest the part before `keyed` can be: a match starts at most this far
+    /// before its `keyed` part.
+    pub(crate) before: u32,
+    /// `keyed · rest`, to be run anchored, when `before` is not 0: a position where it
+    /// does not match starts no match's `keyed` part, so a keyword occurrence none of
+    /// whose positions match it needs no search at all. With `before` 0 (nothing but
+    /// zero-width assertions before `keyed`) a match starts where `keyed` does and the
+    /// rule's own regex is run anchored there instead.
+    pub(crate) tail: Option<meta::Regex>,
+}
+
+/// The rule's [`Anchor`], if its regex has one.
+fn anchor(pattern: &str, keywords: &[String]) -> Option<Anchor> {
+    let hir = parse(pattern)?;
+    let split = split(&hir, keywords)?;
+    let strings = strings(&split.keyed)?;
+    let mut offsets = vec![Vec::new(); keywords.len()];
+    for s in &strings {
+        for (k, kw) in keywords.iter().enumerate() {
+            let kw = kw.as_bytes();
+            // Every occurrence, overlapping ones too.
+            let mut from = 0;
+            while let Some(p) = memchr::memmem::find(&s[from..], kw) {
+                offsets[k].push(u32::try_from(from + p).ok()?);
+                from += p + 1;
+            }
+        }
+    }
+    for o in &mut offsets {
+        o.sort_unstable();
+        o.dedup();
+    }
+    let before = split.before;
+    let tail = if before == 0 {
+        None
+    } else {
+        let mut parts = vec![split.keyed];
+        parts.extend(split.rest);
+        Some(build_meta(&regex_syntax::hir::Hir::concat(parts))?)
+    };
+    Some(Anchor {
+        offsets,
+        before: u32::try_from(before).ok()?,
+        tail,
+    })
 }
 
 /// Every string a pattern matches, ASCII lower-cased, when there are at most 256.
@@ -803,6 +920,56 @@ fn secret_is_match(pattern: &str, secret_group: Option<usize>) -> bool {
     }
 }
 
+/// The syntax of rule regexes: bytes, ASCII classes (as `compile` has them).
+fn syntax() -> regex_automata::util::syntax::Config {
+    regex_automata::util::syntax::Config::new()
+        .unicode(false)
+        .utf8(false)
+        .nest_limit(64)
+}
+
+/// How rule regexes search: as [`compile`]'s regexes do (leftmost first, empty matches
+/// anywhere, the same size limits).
+fn meta_config() -> meta::Config {
+    meta::Config::new()
+        .match_kind(regex_automata::MatchKind::LeftmostFirst)
+        .utf8_empty(false)
+        .nfa_size_limit(Some(MAX_REGEX_SIZE))
+        .onepass_size_limit(Some(MAX_REGEX_SIZE))
+        .hybrid_cache_capacity(MAX_REGEX_DFA_SIZE)
+}
+
+/// Compiles a rule's regex (RE2 syntax) for byte haystacks, ASCII classes, with limits.
+fn compile_rule(pattern: &str) -> Result<meta::Regex, String> {
+    meta::Builder::new()
+        .syntax(syntax())
+        .configure(meta_config())
+        .build(pattern)
+        .map_err(|e| match (e.size_limit(), e.syntax_error()) {
+            (Some(limit), _) => format!("compiled regex exceeds size limit of {limit} bytes"),
+            (None, Some(syntax)) => first_error_line(&syntax.to_string()),
+            (None, None) => first_error_line(&e.to_string()),
+        })
+}
+
+/// Compiles a pattern already parsed (part of a rule's regex whose whole compiled).
+fn build_meta(hir: &regex_syntax::hir::Hir) -> Option<meta::Regex> {
+    meta::Builder::new()
+        .configure(meta_config())
+        .build_from_hir(hir)
+        .ok()
+}
+
+/// regex's messages are multi-line with a caret diagram: keep the line saying what is wrong.
+fn first_error_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(s.lines().next().unwrap_or(""))
+        .trim()
+        .to_owned()
+}
+
 /// Compiles a gitleaks (RE2-syntax) regex for byte haystacks, ASCII classes, with limits.
 fn compile(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
@@ -811,16 +978,7 @@ fn compile(pattern: &str) -> Result<Regex, String> {
         .dfa_size_limit(MAX_REGEX_DFA_SIZE)
         .nest_limit(64)
         .build()
-        .map_err(|e| {
-            // Keep the first line: regex's messages are multi-line with a caret diagram.
-            let s = e.to_string();
-            s.lines()
-                .rev()
-                .find(|l| l.starts_with("error:"))
-                .unwrap_or(s.lines().next().unwrap_or(""))
-                .trim()
-                .to_owned()
-        })
+        .map_err(|e| first_error_line(&e.to_string()))
 }
 
 #[cfg(test)]
@@ -877,5 +1035,50 @@ mod tests {
         assert_eq!(rule("aws-access-key-id").lead, Some(4));
         let generic = rule("generic-secret");
         assert!(generic.lead < generic.window);
+    }
+
+    #[test]
+    fn an_anchor_places_matches_relative_to_keyword_occurrences() {
+        let kw = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // `ghp_` starts the match: offset 0, nothing before it, no tail needed.
+        let a = anchor(r"\b(ghp_[A-Za-z0-9]{36})\b", &kw(&["ghp_"])).expect("anchor");
+        assert_eq!(
+            (a.offsets, a.before, a.tail.is_none()),
+            (vec![vec![0]], 0, true)
+        );
+        // Keywords inside longer keyed strings, overlapping ones too; one in none of them.
+        let a = anchor(
+            r"(?i)[a-z]{0,3}(?:api[_.-]?key|apikey|token)=(\w+)",
+            &kw(&["key", "token", "secret"]),
+        )
+        .expect("anchor");
+        assert_eq!(a.offsets, vec![vec![3, 4], vec![0], vec![]]);
+        assert_eq!(a.before, 3);
+        let tail = a.tail.expect("tail");
+        let hay = b"x; api_key=abc";
+        let at = |q: usize| {
+            tail.is_match(
+                regex_automata::Input::new(&hay[..])
+                    .range(q..)
+                    .anchored(regex_automata::Anchored::Yes),
+            )
+        };
+        assert!(at(3) && !at(2) && !at(4));
+        // Unbounded before the keyed part, or a keyed part that is not a few strings: none.
+        assert!(anchor(r"\w+key=\w+", &kw(&["key"])).is_none());
+        assert!(anchor(r"(?:key|kex)=\w+", &kw(&["key"])).is_none());
+        let set = RuleSet::builtin();
+        let rule = |id: &str| set.rules.iter().find(|r| r.id == id).expect("rule");
+        assert_eq!(
+            rule("generic-secret").anchor.as_ref().map(|a| a.before),
+            Some(31)
+        );
+        let pem = rule("private-key").anchor.as_ref().expect("PEM anchor");
+        assert_eq!(pem.before, 10 + 40);
+        let stripe = rule("stripe-secret-key")
+            .anchor
+            .as_ref()
+            .expect("run of parts");
+        assert_eq!((stripe.before, &stripe.offsets[0]), (0, &vec![0]));
     }
 }
