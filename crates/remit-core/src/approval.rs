@@ -38,7 +38,11 @@ impl ApprovalId {
             Ok(Self(s.to_owned()))
         } else {
             Err(ApprovalError::BadId(
-                s.chars().take(64).collect::<String>().escape_default().to_string(),
+                s.chars()
+                    .take(64)
+                    .collect::<String>()
+                    .escape_default()
+                    .to_string(),
             ))
         }
     }
@@ -267,9 +271,9 @@ impl Approval {
                     "approval `{id}` was given for another request (its {what} differs); an approval admits only the exact request it was given for"
                 )),
             },
-            ApprovalState::Pending if self.is_expired(now) => {
-                Err(format!("approval `{id}` expired before anyone decided it; ask again"))
-            }
+            ApprovalState::Pending if self.is_expired(now) => Err(format!(
+                "approval `{id}` expired before anyone decided it; ask again"
+            )),
             ApprovalState::Pending => Err(format!("approval `{id}` is still pending")),
             ApprovalState::Denied => Err(format!(
                 "approval `{id}` was denied by `{}`",
@@ -291,7 +295,9 @@ impl Approval {
         let id = &self.id;
         match self.state {
             ApprovalState::Pending if self.is_expired(now) => {
-                return Err(format!("approval `{id}` has expired; the request must be made again"));
+                return Err(format!(
+                    "approval `{id}` has expired; the request must be made again"
+                ));
             }
             ApprovalState::Pending => {}
             s => return Err(format!("approval `{id}` is already {}", s.as_str())),
@@ -303,7 +309,10 @@ impl Approval {
             ));
         }
         if who.human == self.binding.identity.as_str() {
-            return Err(format!("`{}` made the request and cannot approve it", who.human));
+            return Err(format!(
+                "`{}` made the request and cannot approve it",
+                who.human
+            ));
         }
         if self.binding.on_behalf_of.as_deref() == Some(who.human.as_str()) {
             return Err(format!(
@@ -371,7 +380,8 @@ pub enum ApprovalError {
 }
 
 /// A boxed future returned by [`ApprovalStore`] methods.
-pub type ApprovalFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApprovalError>> + Send + 'a>>;
+pub type ApprovalFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, ApprovalError>> + Send + 'a>>;
 
 /// Where approvals are kept. Every change is conditional on the state it expects, so
 /// concurrent grants, denials and claims resolve to exactly one winner.
@@ -510,11 +520,17 @@ mod tests {
     #[test]
     fn an_approver_must_be_a_person_in_the_group_and_not_the_requester() {
         let a = approval(ApprovalState::Pending);
-        assert_eq!(a.check_approver(&person("bob", &["release-managers"]), 1100), Ok(()));
+        assert_eq!(
+            a.check_approver(&person("bob", &["release-managers"]), 1100),
+            Ok(())
+        );
         let cases = [
             (person("carol", &["support"]), "not in an approver group"),
             (person("alice", &["release-managers"]), "acts for `alice`"),
-            (person("codegen-workflow", &["release-managers"]), "made the request"),
+            (
+                person("codegen-workflow", &["release-managers"]),
+                "made the request",
+            ),
             (
                 Approver {
                     delegated: true,
@@ -535,13 +551,31 @@ mod tests {
             assert!(e.contains(why), "{}: {e}", who.human);
         }
         let bob = person("bob", &["release-managers"]);
-        assert!(a.check_approver(&bob, 1900).unwrap_err().contains("expired"));
-        for s in [ApprovalState::Granted, ApprovalState::Denied, ApprovalState::Used] {
-            assert!(approval(s).check_approver(&bob, 1100).unwrap_err().contains(s.as_str()));
+        assert!(
+            a.check_approver(&bob, 1900)
+                .unwrap_err()
+                .contains("expired")
+        );
+        for s in [
+            ApprovalState::Granted,
+            ApprovalState::Denied,
+            ApprovalState::Used,
+        ] {
+            assert!(
+                approval(s)
+                    .check_approver(&bob, 1100)
+                    .unwrap_err()
+                    .contains(s.as_str())
+            );
         }
         let mut nobody = approval(ApprovalState::Pending);
         nobody.approvers[0].groups.clear();
-        assert!(nobody.check_approver(&bob, 1100).unwrap_err().contains("names no approvers"));
+        assert!(
+            nobody
+                .check_approver(&bob, 1100)
+                .unwrap_err()
+                .contains("names no approvers")
+        );
     }
 
     #[test]
@@ -554,7 +588,11 @@ mod tests {
         assert!(a.admits(&other, 1100).unwrap_err().contains("body differs"));
         let mut other = binding();
         other.resource.id = "api".into();
-        assert!(a.admits(&other, 1100).unwrap_err().contains("resource differs"));
+        assert!(
+            a.admits(&other, 1100)
+                .unwrap_err()
+                .contains("resource differs")
+        );
         let mut other = binding();
         other.on_behalf_of = None;
         assert!(a.admits(&other, 1100).unwrap_err().contains("on-behalf-of"));
@@ -563,9 +601,17 @@ mod tests {
             (ApprovalState::Denied, "denied"),
             (ApprovalState::Used, "already used"),
         ] {
-            assert!(approval(s).admits(&binding(), 1100).unwrap_err().contains(why));
+            assert!(
+                approval(s)
+                    .admits(&binding(), 1100)
+                    .unwrap_err()
+                    .contains(why)
+            );
         }
-        assert_eq!(approval(ApprovalState::Pending).effective_state(2000), "expired");
+        assert_eq!(
+            approval(ApprovalState::Pending).effective_state(2000),
+            "expired"
+        );
         assert_eq!(approval(ApprovalState::Used).effective_state(2000), "used");
     }
 }

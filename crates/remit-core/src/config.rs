@@ -15,10 +15,10 @@ use serde_spanned::Spanned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::approval::ApprovalSettings;
 use crate::identity::{ApiKeyCredential, Boundary, Identity, Limits, Registry, Schedule};
 use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
 use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
-use crate::approval::ApprovalSettings;
 use crate::scan::{Oversize, ScanAction, ScanSettings};
 use crate::vocab::{Kind, Rate, Status};
 
@@ -574,7 +574,13 @@ fn parse_approvals(
     };
     Ok(ApprovalSettings {
         ttl_s: bounded(cx, raw.ttl_s, "approvals.ttl_s", d.ttl_s, 1..=7 * 24 * 3600)?,
-        max_wait_s: bounded(cx, raw.max_wait_s, "approvals.max_wait_s", d.max_wait_s, 0..=600)?,
+        max_wait_s: bounded(
+            cx,
+            raw.max_wait_s,
+            "approvals.max_wait_s",
+            d.max_wait_s,
+            0..=600,
+        )?,
         max_pending_per_identity: bounded(
             cx,
             raw.max_pending_per_identity,
@@ -1427,17 +1433,27 @@ boundary = ["tickets.read"]
         assert_eq!(c.approvals.ttl_s, 60);
         assert_eq!(c.approvals.max_pending_per_identity, 3);
         assert_eq!(c.approvals.default_approvers, ["release-managers", "sre"]);
-        assert_eq!(c.approvals.decide_url.as_deref(), Some("https://remit.example/approvals"));
+        assert_eq!(
+            c.approvals.decide_url.as_deref(),
+            Some("https://remit.example/approvals")
+        );
         let many = format!(
             "default_approvers = [{}]",
-            (0..40).map(|i| format!("\"g{i}\"")).collect::<Vec<_>>().join(", ")
+            (0..40)
+                .map(|i| format!("\"g{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for (bad, line, says) in [
             ("ttl_s = 0", 2, "must be between"),
             ("ttl_s = 99999999", 2, "must be between"),
             ("max_wait_s = 601", 2, "must be between"),
             ("max_pending_per_identity = 0", 2, "must be between"),
-            ("default_approvers = [\"release managers\"]", 2, "a group is"),
+            (
+                "default_approvers = [\"release managers\"]",
+                2,
+                "a group is",
+            ),
             ("default_approvers = [\"\"]", 2, "a group is"),
             ("default_approvers = [\"sre\", \"sre\"]", 2, "listed twice"),
             (many.as_str(), 2, "at most 32 groups"),

@@ -21,8 +21,8 @@ pub mod vocab;
 pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
 pub use decision::{
-    AlertNote, ApprovalRecord, ApprovalRequest, AuditRecord, Decision, DecisionRecord, OutcomeRecord,
-    RateLimitState, RecordSink, ReviewNote, SinkError,
+    AlertNote, ApprovalRecord, ApprovalRequest, AuditRecord, Decision, DecisionRecord,
+    OutcomeRecord, RateLimitState, RecordSink, ReviewNote, SinkError,
 };
 pub use identity::{Identity, Registry};
 pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};

@@ -10,12 +10,12 @@
 //! (single use) last, just before its record is written.
 
 use remit_core::approval::{
-    Approval, ApprovalError, ApprovalId, ApprovalState, ApproverRule, Binding, Resolution,
-    MAX_REASON_BYTES,
+    Approval, ApprovalError, ApprovalId, ApprovalState, ApproverRule, Binding, MAX_REASON_BYTES,
+    Resolution,
 };
 use remit_core::{
-    ApprovalRecord, ApprovalRequest, AuditRecord, BearerToken, Decision, RecordSink,
-    RequestFacts, Verdict,
+    ApprovalRecord, ApprovalRequest, AuditRecord, BearerToken, Decision, RecordSink, RequestFacts,
+    Verdict,
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -220,7 +220,10 @@ impl Engine {
         let Some(store) = sink.approvals() else {
             return decision.refuse(APPROVAL_POLICY, "approvals are not kept here");
         };
-        match store.claim(id, &decision.decision_id, now.unix_timestamp()).await {
+        match store
+            .claim(id, &decision.decision_id, now.unix_timestamp())
+            .await
+        {
             Ok(true) => {
                 metrics::counter!("remit_approvals_total", "event" => "used").increment(1);
             }
@@ -261,7 +264,9 @@ impl Engine {
             )));
         }
         let Some(store) = sink.approvals() else {
-            return Err(AnswerError::Unavailable("this deployment keeps no approvals".into()));
+            return Err(AnswerError::Unavailable(
+                "this deployment keeps no approvals".into(),
+            ));
         };
         let Some(token) = token else {
             return Err(AnswerError::Unauthenticated(
@@ -297,7 +302,9 @@ impl Engine {
                 .get(&id)
                 .await
                 .map_err(|e| AnswerError::Unavailable(e.to_string()))?
-                .ok_or_else(|| AnswerError::NotFound(ApprovalError::NotFound(id.clone()).to_string()))?;
+                .ok_or_else(|| {
+                    AnswerError::NotFound(ApprovalError::NotFound(id.clone()).to_string())
+                })?;
             step.binding = Some(approval.binding.clone());
             if approval.state != ApprovalState::Pending || approval.is_expired(unix) {
                 return Err(AnswerError::Conflict(format!(
@@ -337,7 +344,10 @@ impl Engine {
             (Ok(a), Err(e)) => {
                 // The answer has no record, so it does not stand.
                 metrics::counter!("remit_audit_write_failures_total").increment(1);
-                if let Err(w) = store.withdraw(&a.id, resolution, &a.decided_by.clone().unwrap_or_default()).await {
+                if let Err(w) = store
+                    .withdraw(&a.id, resolution, &a.decided_by.clone().unwrap_or_default())
+                    .await
+                {
                     tracing::error!(approval = %a.id, error = %w, "an unrecorded answer could not be withdrawn");
                 }
                 Err(AnswerError::Unavailable(format!(

@@ -220,14 +220,12 @@ pub fn approver(
     now: OffsetDateTime,
 ) -> Result<remit_core::approval::Approver, (CredentialId, String)> {
     let secret = token.expose_secret();
-    let v = verifier
-        .verify(secret, now.unix_timestamp())
-        .map_err(|e| {
-            (
-                remit_token::fingerprint(secret),
-                format!("the approver's token is refused: {e}"),
-            )
-        })?;
+    let v = verifier.verify(secret, now.unix_timestamp()).map_err(|e| {
+        (
+            remit_token::fingerprint(secret),
+            format!("the approver's token is refused: {e}"),
+        )
+    })?;
     let credential = credential_id(&v.issuer_id, v.jti.as_deref(), secret);
     let SubjectKind::Human { issuer, groups } = v.kind else {
         return Err((

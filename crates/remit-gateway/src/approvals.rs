@@ -60,8 +60,11 @@ pub fn view(a: &Approval, decide: String) -> Value {
 
 fn store(st: &AdminState) -> Result<&dyn ApprovalStore, Response> {
     st.sink.approvals().ok_or_else(|| {
-        Problem::new(StatusCode::NOT_IMPLEMENTED, "this deployment keeps no approvals")
-            .into_response()
+        Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this deployment keeps no approvals",
+        )
+        .into_response()
     })
 }
 
@@ -90,7 +93,10 @@ async fn list(
         Some(Err(s)) => {
             return Problem::new(
                 StatusCode::BAD_REQUEST,
-                format!("`state={}` is not one of pending, granted, denied, used", s.escape_default()),
+                format!(
+                    "`state={}` is not one of pending, granted, denied, used",
+                    s.escape_default()
+                ),
             )
             .into_response();
         }
@@ -98,7 +104,9 @@ async fn list(
     let identity = match q.identity.as_deref().map(IdentityId::parse) {
         None => None,
         Some(Ok(i)) => Some(i),
-        Some(Err(e)) => return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Some(Err(e)) => {
+            return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIST).contains(&limit) {
@@ -108,10 +116,17 @@ async fn list(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let filter = ApprovalFilter { state, identity, limit };
+    let filter = ApprovalFilter {
+        state,
+        identity,
+        limit,
+    };
     match store.list(&filter).await {
         Ok(all) => {
-            let items: Vec<Value> = all.iter().map(|a| view(a, st.engine.decide_url(&a.id))).collect();
+            let items: Vec<Value> = all
+                .iter()
+                .map(|a| view(a, st.engine.decide_url(&a.id)))
+                .collect();
             axum::Json(json!({ "approvals": items })).into_response()
         }
         Err(e) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
@@ -129,7 +144,9 @@ async fn show(State(st): State<AdminState>, Path(id): Path<String>) -> Response 
     };
     match store.get(&id).await {
         Ok(Some(a)) => axum::Json(view(&a, st.engine.decide_url(&a.id))).into_response(),
-        Ok(None) => Problem::new(StatusCode::NOT_FOUND, format!("no approval `{id}`")).into_response(),
+        Ok(None) => {
+            Problem::new(StatusCode::NOT_FOUND, format!("no approval `{id}`")).into_response()
+        }
         Err(e) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
@@ -140,7 +157,12 @@ struct Answer {
     reason: String,
 }
 
-async fn grant(st: State<AdminState>, id: Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn grant(
+    st: State<AdminState>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     answer(st, id, headers, body, Resolution::Grant).await
 }
 
@@ -156,25 +178,37 @@ async fn answer(
     resolution: Resolution,
 ) -> Response {
     if !is_json(&headers) {
-        return Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send `{\"reason\": \"...\"}` as `application/json`")
-            .into_response();
+        return Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send `{\"reason\": \"...\"}` as `application/json`",
+        )
+        .into_response();
     }
     let mut auth = headers.get_all(header::AUTHORIZATION).iter();
     let token = match (auth.next(), auth.next()) {
         (None, _) => None,
         (Some(_), Some(_)) => {
-            return Problem::new(StatusCode::BAD_REQUEST, "send one `Authorization` header").into_response();
+            return Problem::new(StatusCode::BAD_REQUEST, "send one `Authorization` header")
+                .into_response();
         }
-        (Some(v), None) => match v.to_str().map_err(|_| "not text".to_owned()).and_then(BearerToken::from_authorization) {
+        (Some(v), None) => match v
+            .to_str()
+            .map_err(|_| "not text".to_owned())
+            .and_then(BearerToken::from_authorization)
+        {
             Ok(t) => Some(t),
             Err(e) => {
-                return Problem::new(StatusCode::BAD_REQUEST, format!("`Authorization`: {e}")).into_response();
+                return Problem::new(StatusCode::BAD_REQUEST, format!("`Authorization`: {e}"))
+                    .into_response();
             }
         },
     };
     let Ok(bytes) = axum::body::to_bytes(body, MAX_ANSWER_BYTES).await else {
-        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"))
-            .into_response();
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+        )
+        .into_response();
     };
     // An object, and only `reason` in it (serde would also read a struct from an array).
     let parsed = serde_json::from_slice::<Value>(&bytes)
@@ -182,13 +216,21 @@ async fn answer(
         .filter(Value::is_object)
         .and_then(|v| serde_json::from_value::<Answer>(v).ok());
     let Some(Answer { reason }) = parsed else {
-        return Problem::new(StatusCode::BAD_REQUEST, "the answer is `{\"reason\": \"...\"}` and nothing else")
-            .into_response();
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "the answer is `{\"reason\": \"...\"}` and nothing else",
+        )
+        .into_response();
     };
     let step = uuid::Uuid::now_v7().to_string();
-    let work = st
-        .engine
-        .answer_approval(&id, token.as_ref(), resolution, &reason, st.sink.as_ref(), step.clone());
+    let work = st.engine.answer_approval(
+        &id,
+        token.as_ref(),
+        resolution,
+        &reason,
+        st.sink.as_ref(),
+        step.clone(),
+    );
     match work.await {
         Ok(a) => {
             let mut v = view(&a, st.engine.decide_url(&a.id));
@@ -206,7 +248,9 @@ async fn answer(
                 AnswerError::Conflict(_) => StatusCode::CONFLICT,
                 AnswerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
-            Problem::new(status, e.to_string()).with("decision_id", json!(step)).into_response()
+            Problem::new(status, e.to_string())
+                .with("decision_id", json!(step))
+                .into_response()
         }
     }
 }
@@ -220,7 +264,9 @@ pub fn prefer_wait(headers: &HeaderMap, max_s: u64) -> Option<Duration> {
         let Ok(v) = v.to_str() else { continue };
         for pref in v.split(',') {
             let token = pref.split(';').next().unwrap_or("").trim();
-            let Some((name, value)) = token.split_once('=') else { continue };
+            let Some((name, value)) = token.split_once('=') else {
+                continue;
+            };
             if !name.trim().eq_ignore_ascii_case("wait") {
                 continue;
             }
@@ -234,12 +280,17 @@ pub fn prefer_wait(headers: &HeaderMap, max_s: u64) -> Option<Duration> {
             }
         }
     }
-    wait.filter(|s| *s > 0).map(|s| Duration::from_secs(s.min(max_s)))
+    wait.filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s.min(max_s)))
 }
 
 /// Waits until approval `id` is answered (or has expired), at most `wait`; the approval as
 /// it then stands.
-pub async fn await_answer(store: &dyn ApprovalStore, id: &ApprovalId, wait: Duration) -> Option<Approval> {
+pub async fn await_answer(
+    store: &dyn ApprovalStore,
+    id: &ApprovalId,
+    wait: Duration,
+) -> Option<Approval> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -271,12 +322,19 @@ mod tests {
         };
         assert_eq!(h(&[]), None);
         assert_eq!(h(&["wait=5"]), Some(Duration::from_secs(5)));
-        assert_eq!(h(&["respond-async, WAIT = 7"]), Some(Duration::from_secs(7)));
+        assert_eq!(
+            h(&["respond-async, WAIT = 7"]),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(h(&["wait=\"3\"; foo=bar"]), Some(Duration::from_secs(3)));
         assert_eq!(h(&["wait=3600"]), Some(Duration::from_secs(60)), "bounded");
         assert_eq!(h(&["wait=99999999999"]), None, "too long to read");
         assert_eq!(h(&["wait=-1", "wait=abc", "wait="]), None);
         assert_eq!(h(&["wait=0"]), None);
-        assert_eq!(h(&["wait=2", "wait=9"]), Some(Duration::from_secs(2)), "the first counts");
+        assert_eq!(
+            h(&["wait=2", "wait=9"]),
+            Some(Duration::from_secs(2)),
+            "the first counts"
+        );
     }
 }

@@ -290,10 +290,8 @@ async fn proxy(
     let mut waited = None;
     if finished.decision.verdict == Verdict::ApprovalRequired
         && let Some(store) = st.sink.approvals()
-        && let Some(wait) = approvals::prefer_wait(
-            &parts.headers,
-            st.engine.config().approvals.max_wait_s,
-        )
+        && let Some(wait) =
+            approvals::prefer_wait(&parts.headers, st.engine.config().approvals.max_wait_s)
         && let Some(aid) = finished
             .decision
             .approval
@@ -591,7 +589,11 @@ pub fn attribution(decision: &Decision) -> Vec<(&'static str, String)> {
 pub fn render_refusal(decision: &Decision, mcp: Option<&McpMessage>) -> Refusal {
     let reasons = decision.reasons.join("; ");
     let sentence = match decision.verdict {
-        Verdict::ApprovalRequired => match decision.approval.as_ref().and_then(|a| a.id.as_deref().zip(a.decide.as_deref())) {
+        Verdict::ApprovalRequired => match decision
+            .approval
+            .as_ref()
+            .and_then(|a| a.id.as_deref().zip(a.decide.as_deref()))
+        {
             // Said in full so that an MCP client shows its user what to do.
             Some((id, url)) => format!(
                 "remit requires an approval for this request: {reasons}. Approval `{id}` is pending: an approver decides it at {url} (or `remit approval grant {id}`); then send the same request again with `Remit-Approval: {id}`"

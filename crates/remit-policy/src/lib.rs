@@ -239,7 +239,10 @@ fn read_meta(p: &Policy, file: &str, line: usize) -> Result<PolicyMeta, String> 
             if groups.is_empty() || groups.len() > 32 {
                 return Err("`@approvers` lists 1 to 32 groups, separated by commas".into());
             }
-            if let Some(bad) = groups.iter().find(|g| !remit_core::config::is_group_name(g)) {
+            if let Some(bad) = groups
+                .iter()
+                .find(|g| !remit_core::config::is_group_name(g))
+            {
                 return Err(format!(
                     "`@approvers`: `{}` is not a group name (letters, digits, `-`, `_`, `.`, `:`)",
                     bad.escape_default()

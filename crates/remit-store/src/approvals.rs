@@ -34,11 +34,19 @@ fn digest(b: &Binding) -> Result<String, ApprovalError> {
 /// never half-read.
 fn from_row(row: &SqliteRow) -> Result<Approval, ApprovalError> {
     let id: String = row.try_get("id").map_err(store_err)?;
-    let damaged = |what: &str| ApprovalError::Store(format!("approval row `{}` has a bad {what}", id.escape_default()));
+    let damaged = |what: &str| {
+        ApprovalError::Store(format!(
+            "approval row `{}` has a bad {what}",
+            id.escape_default()
+        ))
+    };
     let text = |col: &str| -> Result<String, ApprovalError> { row.try_get(col).map_err(store_err) };
-    let opt = |col: &str| -> Result<Option<String>, ApprovalError> { row.try_get(col).map_err(store_err) };
+    let opt = |col: &str| -> Result<Option<String>, ApprovalError> {
+        row.try_get(col).map_err(store_err)
+    };
     let int = |col: &str| -> Result<i64, ApprovalError> { row.try_get(col).map_err(store_err) };
-    let opt_int = |col: &str| -> Result<Option<i64>, ApprovalError> { row.try_get(col).map_err(store_err) };
+    let opt_int =
+        |col: &str| -> Result<Option<i64>, ApprovalError> { row.try_get(col).map_err(store_err) };
     let approvers: Vec<ApproverRule> =
         serde_json::from_str(&text("approvers")?).map_err(|_| damaged("approver list"))?;
     Ok(Approval {
@@ -87,7 +95,11 @@ impl SqliteStore {
         row.as_ref().map(from_row).transpose()
     }
 
-    async fn open_approval(&self, mut a: Approval, max_pending: u32) -> Result<Approval, ApprovalError> {
+    async fn open_approval(
+        &self,
+        mut a: Approval,
+        max_pending: u32,
+    ) -> Result<Approval, ApprovalError> {
         a.id = ApprovalId::from_random(rand::random());
         a.state = ApprovalState::Pending;
         let bound = digest(&a.binding)?;
@@ -164,7 +176,10 @@ impl SqliteStore {
         .await
         .map_err(store_err)?
         .rows_affected();
-        let current = self.fetch(id).await?.ok_or_else(|| ApprovalError::NotFound(id.clone()))?;
+        let current = self
+            .fetch(id)
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.clone()))?;
         if changed == 1 {
             Ok(current)
         } else {
@@ -196,7 +211,12 @@ impl ApprovalStore for SqliteStore {
         Box::pin(self.resolve_approval(id, resolution, by, reason, now))
     }
 
-    fn claim<'a>(&'a self, id: &'a ApprovalId, decision_id: &'a str, now: i64) -> ApprovalFuture<'a, bool> {
+    fn claim<'a>(
+        &'a self,
+        id: &'a ApprovalId,
+        decision_id: &'a str,
+        now: i64,
+    ) -> ApprovalFuture<'a, bool> {
         Box::pin(async move {
             let changed = sqlx::query(
                 "UPDATE approvals SET state = 'used', used_by = ?, used_at = ? \
@@ -214,7 +234,12 @@ impl ApprovalStore for SqliteStore {
         })
     }
 
-    fn withdraw<'a>(&'a self, id: &'a ApprovalId, resolution: Resolution, by: &'a str) -> ApprovalFuture<'a, ()> {
+    fn withdraw<'a>(
+        &'a self,
+        id: &'a ApprovalId,
+        resolution: Resolution,
+        by: &'a str,
+    ) -> ApprovalFuture<'a, ()> {
         Box::pin(async move {
             sqlx::query(
                 "UPDATE approvals SET state = 'pending', decided_by = NULL, decided_at = NULL, reason = NULL \
@@ -301,14 +326,21 @@ mod tests {
         assert_eq!(again.id, a.id);
         let b = store.open(asked("codegen", "v2", 1010), 2).await.unwrap();
         assert_ne!(b.id, a.id);
-        let e = store.open(asked("codegen", "v3", 1010), 2).await.unwrap_err();
+        let e = store
+            .open(asked("codegen", "v3", 1010), 2)
+            .await
+            .unwrap_err();
         assert!(matches!(e, ApprovalError::TooMany(_, 2)), "{e}");
         // Another identity has its own limit; an expired approval no longer counts.
         store.open(asked("other", "v3", 1010), 2).await.unwrap();
         let c = store.open(asked("codegen", "v3", 1070), 2).await.unwrap();
         assert_ne!(c.id, a.id);
         let listed = store
-            .list(&ApprovalFilter { state: Some(ApprovalState::Pending), identity: Some(IdentityId::parse("codegen").unwrap()), limit: 10 })
+            .list(&ApprovalFilter {
+                state: Some(ApprovalState::Pending),
+                identity: Some(IdentityId::parse("codegen").unwrap()),
+                limit: 10,
+            })
             .await
             .unwrap();
         assert_eq!(listed.len(), 3);
@@ -320,11 +352,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
         let a = store.open(asked("codegen", "v1", 1000), 8).await.unwrap();
-        assert!(!store.claim(&a.id, "early", 1001).await.unwrap(), "a pending approval cannot be used");
-        let granted = store.resolve(&a.id, Resolution::Grant, "bob", "looks right", 1002).await.unwrap();
-        assert_eq!((granted.state, granted.decided_by.as_deref()), (ApprovalState::Granted, Some("bob")));
-        let e = store.resolve(&a.id, Resolution::Deny, "carol", "no", 1003).await.unwrap_err();
-        assert!(matches!(&e, ApprovalError::Conflict { state, .. } if state == "granted"), "{e}");
+        assert!(
+            !store.claim(&a.id, "early", 1001).await.unwrap(),
+            "a pending approval cannot be used"
+        );
+        let granted = store
+            .resolve(&a.id, Resolution::Grant, "bob", "looks right", 1002)
+            .await
+            .unwrap();
+        assert_eq!(
+            (granted.state, granted.decided_by.as_deref()),
+            (ApprovalState::Granted, Some("bob"))
+        );
+        let e = store
+            .resolve(&a.id, Resolution::Deny, "carol", "no", 1003)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ApprovalError::Conflict { state, .. } if state == "granted"),
+            "{e}"
+        );
         let claims = (0..100).map(|i| {
             let store = Arc::clone(&store);
             let id = a.id.clone();
@@ -341,16 +388,40 @@ mod tests {
         assert!(used.used_by_decision.unwrap().starts_with('d'));
         // Expiry: neither answered nor used after it.
         let b = store.open(asked("codegen", "v2", 1000), 8).await.unwrap();
-        let e = store.resolve(&b.id, Resolution::Grant, "bob", "late", 1060).await.unwrap_err();
-        assert!(matches!(&e, ApprovalError::Conflict { state, .. } if state == "expired"), "{e}");
+        let e = store
+            .resolve(&b.id, Resolution::Grant, "bob", "late", 1060)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ApprovalError::Conflict { state, .. } if state == "expired"),
+            "{e}"
+        );
         let c = store.open(asked("codegen", "v3", 1000), 8).await.unwrap();
-        store.resolve(&c.id, Resolution::Grant, "bob", "ok", 1001).await.unwrap();
+        store
+            .resolve(&c.id, Resolution::Grant, "bob", "ok", 1001)
+            .await
+            .unwrap();
         assert!(!store.claim(&c.id, "late", 1060).await.unwrap());
         // An answer that could not be recorded is withdrawn: pending again.
         let d = store.open(asked("codegen", "v4", 1000), 8).await.unwrap();
-        store.resolve(&d.id, Resolution::Deny, "bob", "no", 1001).await.unwrap();
-        store.withdraw(&d.id, Resolution::Deny, "bob").await.unwrap();
-        assert_eq!(store.get(&d.id).await.unwrap().unwrap().state, ApprovalState::Pending);
-        assert!(store.get(&ApprovalId::from_random([9; 16])).await.unwrap().is_none());
+        store
+            .resolve(&d.id, Resolution::Deny, "bob", "no", 1001)
+            .await
+            .unwrap();
+        store
+            .withdraw(&d.id, Resolution::Deny, "bob")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(&d.id).await.unwrap().unwrap().state,
+            ApprovalState::Pending
+        );
+        assert!(
+            store
+                .get(&ApprovalId::from_random([9; 16]))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

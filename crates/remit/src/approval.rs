@@ -84,7 +84,10 @@ fn parse_id(id: &str) -> Result<ApprovalId> {
 fn send(req: reqwest::RequestBuilder, shown: impl FnOnce(&Value) -> String) -> Result<ExitCode> {
     let rt = crate::runtime()?;
     let (status, text) = rt.block_on(async {
-        let r = req.send().await.context("reaching remit's admin listener")?;
+        let r = req
+            .send()
+            .await
+            .context("reaching remit's admin listener")?;
         let status = r.status();
         anyhow::Ok((status, r.text().await?))
     })?;
@@ -93,7 +96,10 @@ fn send(req: reqwest::RequestBuilder, shown: impl FnOnce(&Value) -> String) -> R
         println!("{}", shown(&body));
         Ok(ExitCode::SUCCESS)
     } else {
-        let detail = body.get("detail").and_then(Value::as_str).unwrap_or("(no detail)");
+        let detail = body
+            .get("detail")
+            .and_then(Value::as_str)
+            .unwrap_or("(no detail)");
         eprintln!("refused ({}): {detail}", status.as_u16());
         Ok(ExitCode::from(1))
     }
@@ -101,7 +107,11 @@ fn send(req: reqwest::RequestBuilder, shown: impl FnOnce(&Value) -> String) -> R
 
 fn row(a: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let b = |k: &str| a.get("binding").and_then(|b| b.get(k)).map_or("-".to_owned(), s);
+    let b = |k: &str| {
+        a.get("binding")
+            .and_then(|b| b.get(k))
+            .map_or("-".to_owned(), s)
+    };
     let resource = a
         .pointer("/binding/resource")
         .map(|r| format!("{}::{}", s(&r["type"]), s(&r["id"])))
@@ -123,11 +133,19 @@ pub(crate) fn run(cmd: ApprovalCommand) -> Result<ExitCode> {
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
     match cmd {
-        ApprovalCommand::List { url, state, identity, limit } => {
+        ApprovalCommand::List {
+            url,
+            state,
+            identity,
+            limit,
+        } => {
             if let Some(s) = &state
                 && ApprovalState::parse(s).is_none()
             {
-                bail!("--state `{}` is not one of pending, granted, denied, used", s.escape_default());
+                bail!(
+                    "--state `{}` is not one of pending, granted, denied, used",
+                    s.escape_default()
+                );
             }
             if !(1..=MAX_LIST).contains(&limit) {
                 bail!("--limit is 1 to {MAX_LIST}");
@@ -157,12 +175,29 @@ pub(crate) fn run(cmd: ApprovalCommand) -> Result<ExitCode> {
             let req = client.get(format!("{}/v1/approvals/{id}", base(&url)?));
             send(req, |v| serde_json::to_string_pretty(v).unwrap_or_default())
         }
-        ApprovalCommand::Grant { id, reason, token, url } => answer(&client, "grant", &id, &reason, &token, &url),
-        ApprovalCommand::Deny { id, reason, token, url } => answer(&client, "deny", &id, &reason, &token, &url),
+        ApprovalCommand::Grant {
+            id,
+            reason,
+            token,
+            url,
+        } => answer(&client, "grant", &id, &reason, &token, &url),
+        ApprovalCommand::Deny {
+            id,
+            reason,
+            token,
+            url,
+        } => answer(&client, "deny", &id, &reason, &token, &url),
     }
 }
 
-fn answer(client: &reqwest::Client, verb: &str, id: &str, reason: &str, token: &str, url: &str) -> Result<ExitCode> {
+fn answer(
+    client: &reqwest::Client,
+    verb: &str,
+    id: &str,
+    reason: &str,
+    token: &str,
+    url: &str,
+) -> Result<ExitCode> {
     let id = parse_id(id)?;
     let reason = reason.trim();
     if reason.is_empty() || reason.len() > MAX_REASON_BYTES {
@@ -170,7 +205,9 @@ fn answer(client: &reqwest::Client, verb: &str, id: &str, reason: &str, token: &
     }
     let token = crate::token::read_token(token)?;
     if token.is_empty() {
-        bail!("--token is empty: give your own token (`remit token demo-login NAME` in the quickstart)");
+        bail!(
+            "--token is empty: give your own token (`remit token demo-login NAME` in the quickstart)"
+        );
     }
     let req = client
         .post(format!("{}/v1/approvals/{id}/{verb}", base(url)?))

@@ -43,7 +43,12 @@ async fn start(extra: &'static str) -> Remit {
     let svc = Arc::new(TokenService::open(engine.clone(), &dir.path().join("data")).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve_proxy_with_tokens(listener, state, svc, std::future::pending()));
+    tokio::spawn(serve_proxy_with_tokens(
+        listener,
+        state,
+        svc,
+        std::future::pending(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = format!("http://{}", listener.local_addr().unwrap());
     let app = admin_router(AdminState { engine, sink });
@@ -60,7 +65,10 @@ async fn start(extra: &'static str) -> Remit {
 async fn json_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// The code-generation workflow asks to deploy `body`, with `approval` if given.
@@ -88,11 +96,19 @@ async fn answer(r: &Remit, id: &str, verb: &str, token: Option<&str>, body: Valu
 }
 
 fn deploys_seen(r: &Remit) -> usize {
-    r.log.lock().unwrap().iter().filter(|s| s.target == DEPLOY).count()
+    r.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.target == DEPLOY)
+        .count()
 }
 
 fn approval_id(refusal: &Value) -> String {
-    refusal["approval"]["id"].as_str().expect("an approval id").to_owned()
+    refusal["approval"]["id"]
+        .as_str()
+        .expect("an approval id")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -104,18 +120,36 @@ async fn the_deploy_scenario_grant_once_then_refused_and_never_by_the_requester(
     assert_eq!(status, 403, "{refusal}");
     assert_eq!(refusal["decision"], "approval_required");
     let id = approval_id(&refusal);
-    assert!(refusal["approval"]["decide"].as_str().unwrap().ends_with(&format!("/v1/approvals/{id}")));
-    assert!(refusal["detail"].as_str().unwrap().contains(&format!("Remit-Approval: {id}")));
+    assert!(
+        refusal["approval"]["decide"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/approvals/{id}"))
+    );
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Remit-Approval: {id}"))
+    );
     // The identical request asks for the same approval, not a second one.
     let (_, again) = deploy(&r, CODEGEN_KEY, body, None).await;
     assert_eq!(approval_id(&again), id);
-    let (_, listed) = json_of(reqwest::get(format!("{}/v1/approvals?state=pending", r.admin)).await.unwrap()).await;
+    let (_, listed) = json_of(
+        reqwest::get(format!("{}/v1/approvals?state=pending", r.admin))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(listed["approvals"].as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed["approvals"][0]["binding"]["action"], "repos.deploy");
     // Presenting it before anyone answered is refused.
     let (status, early) = deploy(&r, CODEGEN_KEY, body, Some(&id)).await;
     assert_eq!(status, 403);
-    assert!(early["detail"].as_str().unwrap().contains("still pending"), "{early}");
+    assert!(
+        early["detail"].as_str().unwrap().contains("still pending"),
+        "{early}"
+    );
 
     // 2. Who may not answer: nobody without a token, an agent's key, a person outside the
     // approver group.
@@ -127,8 +161,21 @@ async fn the_deploy_scenario_grant_once_then_refused_and_never_by_the_requester(
     let alice = human_token("alice", &["support"]);
     let (s, p) = answer(&r, &id, "grant", Some(&alice), reason.clone()).await;
     assert_eq!(s, 403, "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("not in an approver group"), "{p}");
-    let (s, p) = answer(&r, &id, "grant", Some(&human_token("mallory", &["release-managers"])), reason.clone()).await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not in an approver group"),
+        "{p}"
+    );
+    let (s, p) = answer(
+        &r,
+        &id,
+        "grant",
+        Some(&human_token("mallory", &["release-managers"])),
+        reason.clone(),
+    )
+    .await;
     assert_eq!(s, 401, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("disabled"), "{p}");
 
@@ -136,17 +183,44 @@ async fn the_deploy_scenario_grant_once_then_refused_and_never_by_the_requester(
     let bob = human_token("bob", &["release-managers"]);
     let (s, granted) = answer(&r, &id, "grant", Some(&bob), reason.clone()).await;
     assert_eq!(s, 200, "{granted}");
-    assert_eq!((granted["status"].as_str(), granted["decided_by"].as_str()), (Some("granted"), Some("bob")));
-    let step = r.store.approval_record(granted["decision_id"].as_str().unwrap()).await.unwrap().unwrap();
-    assert!(step.contains("\"kind\":\"approval\"") && step.contains("\"approver\":\"bob\""), "{step}");
+    assert_eq!(
+        (granted["status"].as_str(), granted["decided_by"].as_str()),
+        (Some("granted"), Some("bob"))
+    );
+    let step = r
+        .store
+        .approval_record(granted["decision_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        step.contains("\"kind\":\"approval\"") && step.contains("\"approver\":\"bob\""),
+        "{step}"
+    );
     assert!(step.contains("CHG-1") && !step.contains(&bob), "{step}");
-    let (s, _) = answer(&r, &id, "deny", Some(&human_token("carol", &["release-managers"])), reason.clone()).await;
+    let (s, _) = answer(
+        &r,
+        &id,
+        "deny",
+        Some(&human_token("carol", &["release-managers"])),
+        reason.clone(),
+    )
+    .await;
     assert_eq!(s, 409, "an answered approval is not answered again");
 
     // 4. Another request with the grant is refused and does not use it up.
-    let (status, other) = deploy(&r, CODEGEN_KEY, r#"{"ref":"v9.9.9","env":"production"}"#, Some(&id)).await;
+    let (status, other) = deploy(
+        &r,
+        CODEGEN_KEY,
+        r#"{"ref":"v9.9.9","env":"production"}"#,
+        Some(&id),
+    )
+    .await;
     assert_eq!(status, 403);
-    assert!(other["detail"].as_str().unwrap().contains("body differs"), "{other}");
+    assert!(
+        other["detail"].as_str().unwrap().contains("body differs"),
+        "{other}"
+    );
     assert_eq!(deploys_seen(&r), 0, "nothing reached the upstream yet");
 
     // 5. The identical request with the grant is forwarded, once.
@@ -155,13 +229,24 @@ async fn the_deploy_scenario_grant_once_then_refused_and_never_by_the_requester(
     assert_eq!(deploys_seen(&r), 1);
     let (status, replay) = deploy(&r, CODEGEN_KEY, body, Some(&id)).await;
     assert_eq!(status, 403);
-    assert!(replay["detail"].as_str().unwrap().contains("already used"), "{replay}");
+    assert!(
+        replay["detail"].as_str().unwrap().contains("already used"),
+        "{replay}"
+    );
     assert_eq!(deploys_seen(&r), 1);
-    let (_, shown) = json_of(reqwest::get(format!("{}/v1/approvals/{id}", r.admin)).await.unwrap()).await;
+    let (_, shown) = json_of(
+        reqwest::get(format!("{}/v1/approvals/{id}", r.admin))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(shown["status"], "used");
     let used_by = shown["used_by_decision"].as_str().unwrap();
     let record = r.store.record(used_by).await.unwrap().unwrap();
-    assert!(record.contains(&format!("\"id\":\"{id}\"")) && record.contains("\"decision\":\"allow\""), "{record}");
+    assert!(
+        record.contains(&format!("\"id\":\"{id}\"")) && record.contains("\"decision\":\"allow\""),
+        "{record}"
+    );
 
     // 6. Separation of duties: when the workflow acts for bob, bob cannot approve; carol can.
     let form = format!(
@@ -187,14 +272,33 @@ async fn the_deploy_scenario_grant_once_then_refused_and_never_by_the_requester(
     assert_ne!(id2, id);
     let (s, p) = answer(&r, &id2, "grant", Some(&bob), reason.clone()).await;
     assert_eq!(s, 403, "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("acts for `bob`"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("acts for `bob`"),
+        "{p}"
+    );
     let (s, p) = answer(&r, &id2, "grant", Some(for_bob), reason.clone()).await;
-    assert!(s == 401 || s == 403, "the request's own token cannot approve: {s} {p}");
-    let (s, p) = answer(&r, &id2, "deny", Some(&human_token("carol", &["release-managers"])), json!({"reason": "not during the freeze"})).await;
+    assert!(
+        s == 401 || s == 403,
+        "the request's own token cannot approve: {s} {p}"
+    );
+    let (s, p) = answer(
+        &r,
+        &id2,
+        "deny",
+        Some(&human_token("carol", &["release-managers"])),
+        json!({"reason": "not during the freeze"}),
+    )
+    .await;
     assert_eq!(s, 200, "{p}");
     let (status, denied) = deploy(&r, for_bob, body, Some(&id2)).await;
     assert_eq!(status, 403);
-    assert!(denied["detail"].as_str().unwrap().contains("denied by `carol`"), "{denied}");
+    assert!(
+        denied["detail"]
+            .as_str()
+            .unwrap()
+            .contains("denied by `carol`"),
+        "{denied}"
+    );
     assert_eq!(deploys_seen(&r), 1);
 }
 
@@ -209,7 +313,14 @@ async fn an_expired_approval_is_refused_whether_pending_or_granted() {
     let (s, p) = answer(&r, &granted, "grant", Some(&bob), json!({"reason": "ok"})).await;
     assert_eq!(s, 200, "{p}");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (s, p) = answer(&r, &late, "grant", Some(&bob), json!({"reason": "too late"})).await;
+    let (s, p) = answer(
+        &r,
+        &late,
+        "grant",
+        Some(&bob),
+        json!({"reason": "too late"}),
+    )
+    .await;
     assert_eq!(s, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("expired"), "{p}");
     let (status, p) = deploy(&r, CODEGEN_KEY, "{\"ref\":\"b\"}", Some(&granted)).await;
@@ -224,7 +335,14 @@ async fn a_hundred_parallel_presentations_of_one_grant_forward_exactly_one() {
     let body = "{\"ref\":\"v2\"}";
     let (_, refusal) = deploy(&r, CODEGEN_KEY, body, None).await;
     let id = approval_id(&refusal);
-    let (s, _) = answer(&r, &id, "grant", Some(&human_token("bob", &["release-managers"])), json!({"reason": "go"})).await;
+    let (s, _) = answer(
+        &r,
+        &id,
+        "grant",
+        Some(&human_token("bob", &["release-managers"])),
+        json!({"reason": "go"}),
+    )
+    .await;
     assert_eq!(s, 200);
     let tries = (0..100).map(|_| {
         let r = Arc::clone(&r);
@@ -236,8 +354,16 @@ async fn a_hundred_parallel_presentations_of_one_grant_forward_exactly_one() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 99, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        99,
+        "{statuses:?}"
+    );
     assert_eq!(deploys_seen(&r), 1);
 }
 
@@ -261,7 +387,12 @@ async fn prefer_wait_holds_the_request_until_it_is_granted() {
     };
     let mut id = None;
     for _ in 0..100 {
-        let (_, listed) = json_of(reqwest::get(format!("{}/v1/approvals?state=pending", r.admin)).await.unwrap()).await;
+        let (_, listed) = json_of(
+            reqwest::get(format!("{}/v1/approvals?state=pending", r.admin))
+                .await
+                .unwrap(),
+        )
+        .await;
         if let Some(a) = listed["approvals"][0]["id"].as_str() {
             id = Some(a.to_owned());
             break;
@@ -269,8 +400,18 @@ async fn prefer_wait_holds_the_request_until_it_is_granted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let id = id.expect("the held request opened an approval");
-    assert!(!held.is_finished(), "the request is held while the approval is pending");
-    let (s, _) = answer(&r, &id, "grant", Some(&human_token("bob", &["release-managers"])), json!({"reason": "go"})).await;
+    assert!(
+        !held.is_finished(),
+        "the request is held while the approval is pending"
+    );
+    let (s, _) = answer(
+        &r,
+        &id,
+        "grant",
+        Some(&human_token("bob", &["release-managers"])),
+        json!({"reason": "go"}),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(held.await.unwrap(), 200);
     assert_eq!(deploys_seen(&r), 1);
@@ -324,13 +465,34 @@ async fn the_approval_routes_refuse_hostile_input_clearly() {
         let (s, p) = answer(&r, &id, "grant", Some(&bob), body.clone()).await;
         assert_eq!(s, want, "{body}: {p}");
     }
-    let (s, _) = answer(&r, &format!("apr_{}", "0".repeat(32)), "grant", Some(&bob), json!({"reason": "ok"})).await;
+    let (s, _) = answer(
+        &r,
+        &format!("apr_{}", "0".repeat(32)),
+        "grant",
+        Some(&bob),
+        json!({"reason": "ok"}),
+    )
+    .await;
     assert_eq!(s, 404);
     let c = reqwest::Client::new();
     let url = format!("{}/v1/approvals/{id}/grant", r.admin);
-    let big = c.post(&url).bearer_auth(&bob).header("content-type", "application/json").body(vec![b' '; 20_000]).send().await.unwrap();
+    let big = c
+        .post(&url)
+        .bearer_auth(&bob)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 20_000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(big.status().as_u16(), 413);
-    let text = c.post(&url).bearer_auth(&bob).header("content-type", "text/plain").body("{\"reason\":\"ok\"}").send().await.unwrap();
+    let text = c
+        .post(&url)
+        .bearer_auth(&bob)
+        .header("content-type", "text/plain")
+        .body("{\"reason\":\"ok\"}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(text.status().as_u16(), 415);
     let two = c
         .post(&url)
@@ -341,7 +503,13 @@ async fn the_approval_routes_refuse_hostile_input_clearly() {
         .await
         .unwrap();
     assert_eq!(two.status().as_u16(), 400);
-    let garbage = c.post(&url).header("authorization", "Basic Ym9iOmJvYg==").json(&json!({"reason": "ok"})).send().await.unwrap();
+    let garbage = c
+        .post(&url)
+        .header("authorization", "Basic Ym9iOmJvYg==")
+        .json(&json!({"reason": "ok"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(garbage.status().as_u16(), 400);
     // None of it changed the approval.
     let (_, shown) = get(format!("{}/v1/approvals/{id}", r.admin)).await;
