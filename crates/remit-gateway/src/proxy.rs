@@ -69,6 +69,7 @@ pub struct ProxyState {
     client: Client<HttpConnector, Full<Bytes>>,
     credentials: Arc<HashMap<String, (HeaderName, HeaderValue)>>,
     sessions: Arc<mcp::Sessions>,
+    watch: Option<Arc<crate::watch::Watch>>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -108,7 +109,15 @@ impl ProxyState {
             client,
             credentials: Arc::new(credentials),
             sessions: Arc::default(),
+            watch: None,
         })
+    }
+
+    /// Decides with the behaviour watch: risk scores, learning and alerts.
+    #[must_use]
+    pub fn with_watch(mut self, watch: Arc<crate::watch::Watch>) -> Self {
+        self.watch = Some(watch);
+        self
     }
 }
 
@@ -205,10 +214,13 @@ async fn proxy(
     let upstream = st.engine.config().upstreams.select(facts.path.decoded());
     let is_mcp = upstream.is_some_and(|u| u.kind == UpstreamKind::Mcp);
     let id = uuid::Uuid::now_v7().to_string();
-    let mut pending = match st.engine.begin(&facts, id.clone()) {
-        Ok(p) => p,
-        Err(bad) => return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
-    };
+    let (mut pending, watching) =
+        match crate::watch::begin(&st.engine, st.watch.as_ref(), &facts, id.clone()) {
+            Ok(p) => p,
+            Err(bad) => {
+                return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response();
+            }
+        };
     if is_mcp {
         // DNS rebinding: a browser page from another origin must not reach an MCP server.
         if let Some(origin) = parts.headers.get(header::ORIGIN) {
@@ -255,7 +267,14 @@ async fn proxy(
         pending.decision().refuse(mcp::SESSION_POLICY, reason);
         session_refused = Some(status);
     }
-    let work = st.engine.finish(pending, &facts, st.sink.as_ref(), false);
+    let work = crate::watch::finish(
+        &st.engine,
+        pending,
+        watching,
+        &facts,
+        st.sink.as_ref(),
+        false,
+    );
     let Ok(remit_engine::Finished {
         decision,
         mcp: msg,
