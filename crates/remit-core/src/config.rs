@@ -1378,7 +1378,7 @@ boundary = ["tickets.read"]
             ("alerts", "format = \"xml\"", 2, "unknown variant `xml`"),
             ("alerts", "queue = 0", 2, "must be between"),
             ("alerts", "timeout_ms = 10", 2, "must be between"),
-            ("alerts", "quarantine = \"yes\"", 2, "wanted bool"),
+            ("alerts", "quarantine = \"yes\"", 2, "expected a boolean"),
             (
                 "alerts",
                 "quarantine_confidence = 101",

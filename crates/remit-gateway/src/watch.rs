@@ -125,9 +125,11 @@ impl Watch {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .to_rows()?;
-        let n = store
-            .save_baselines(rows.iter().map(|(a, b)| (a.as_str(), b.as_str())))
-            .await?;
+        // Collected first: a closure held across the store's awaits would tie the future
+        // to one lifetime and keep it from being spawned.
+        let borrowed: Vec<(&str, &str)> =
+            rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let n = store.save_baselines(borrowed).await?;
         Ok(n)
     }
 

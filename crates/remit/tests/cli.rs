@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "cli/alerts.rs"]
+mod alerts;
 #[path = "cli/audit.rs"]
 mod audit;
 #[path = "cli/simulate.rs"]
