@@ -23,7 +23,7 @@ use remit_anomaly::{
 };
 use remit_core::config::{AlertSettings, AnomalySettings};
 use remit_core::mcp::McpMessage;
-use remit_core::{AlertNote, Decision, RecordSink, RequestFacts, Verdict};
+use remit_core::{AlertNote, Decision, IdentityId, RecordSink, RequestFacts, Verdict};
 use remit_engine::risk::Observer;
 use remit_engine::{BadRequest, Engine, Finished, Pending};
 use remit_store::SqliteStore;
@@ -32,6 +32,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::webhook;
+
+/// Identities copied per read lock when the baselines are saved.
+pub const SAVE_CHUNK: usize = 1024;
 
 /// Why the watch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +120,49 @@ impl Watch {
         &self.book
     }
 
-    /// Saves every identity's baseline to `store` (one transaction). Serialised under a
-    /// read lock, written without one.
+    /// Saves every identity's baseline to `store` (one transaction). The baselines are
+    /// copied [`SAVE_CHUNK`] identities at a time under the read lock and serialised
+    /// without it, so learning (the write lock, on the request path) never waits for more
+    /// than one chunk's copy, however many identities there are.
     pub async fn save(&self, store: &SqliteStore) -> Result<usize, WatchError> {
-        let rows = self
+        let ids: Vec<IdentityId> = self
             .baselines
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .to_rows()?;
+            .identities
+            .keys()
+            .cloned()
+            .collect();
+        let mut rows: Vec<(String, String)> = Vec::with_capacity(ids.len() + 1);
+        for (n, chunk) in ids.chunks(SAVE_CHUNK).enumerate() {
+            let part = {
+                let state = self
+                    .baselines
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                Baselines {
+                    identities: chunk
+                        .iter()
+                        .filter_map(|id| Some((id.clone(), state.identities.get(id)?.clone())))
+                        .collect(),
+                    untracked: state.untracked,
+                    alerts_issued: state.alerts_issued,
+                }
+            };
+            // Each part carries the counters' row; the first one is kept.
+            rows.extend(
+                part.to_rows()?
+                    .into_iter()
+                    .filter(|(id, _)| n == 0 || id != remit_anomaly::baseline::COUNTERS_ROW),
+            );
+        }
+        if ids.is_empty() {
+            rows = self
+                .baselines
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .to_rows()?;
+        }
         // Collected first: a closure held across the store's awaits would tie the future
         // to one lifetime and keep it from being spawned.
         let borrowed: Vec<(&str, &str)> =

@@ -619,3 +619,56 @@ async fn the_alert_endpoints_refuse_bad_input_clearly() {
             .contains("does not keep behaviour alerts")
     );
 }
+
+struct AckSink;
+
+impl remit_core::RecordSink for AckSink {
+    fn append(&self, _: remit_core::AuditRecord) -> remit_core::decision::SinkFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn baselines_are_saved_in_chunks_and_every_identity_is_kept() {
+    // More identities than one save chunk, each with one request.
+    let n = remit_gateway::watch::SAVE_CHUNK + 100;
+    let mut config = proxy_config("http://127.0.0.1:9", "");
+    for i in 0..n {
+        config.push_str(&format!(
+            "\n[[identity]]\nid = \"svc-{i}\"\nkind = \"service_account\"\nowner = \"team\"\npurposes = [\"sync\"]\nboundary = [\"items.read\"]\n\n[[identity.credential]]\ntype = \"api_key\"\nid = \"svc-{i}-key\"\nsha256 = \"{}\"\n",
+            crate::key_sha256(&format!("rk_svc_{i}"))
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(&config, POLICY, dir.path()).await;
+    let engine = {
+        let c = remit_core::Config::parse(&config, "test.toml").unwrap();
+        let p = [remit_policy::PolicySource {
+            file: "test.cedar".into(),
+            text: POLICY.into(),
+        }];
+        remit_engine::Engine::new(c, &p).unwrap()
+    };
+    for i in 0..n {
+        let auth = format!("Bearer rk_svc_{i}");
+        let headers: Vec<(&str, &[u8])> = vec![("authorization", auth.as_bytes())];
+        let facts =
+            remit_core::RequestFacts::parse("GET", "/items/1", headers, None, Some("10.0.0.1"))
+                .unwrap();
+        let (p, w) =
+            remit_gateway::watch::begin(&engine, Some(&g.watch), &facts, format!("d-{i}")).unwrap();
+        // Recorded (dry runs learn nothing), into a sink that acknowledges at once.
+        remit_gateway::watch::finish(&engine, p, w, &facts, &AckSink, false).await;
+    }
+    assert_eq!(g.watch.tracked(), n);
+    let saved = g.watch.save(&g.store).await.unwrap();
+    assert_eq!(saved, n + 1, "every identity and one counters row");
+    let rows = g.store.load_baselines().await.unwrap();
+    assert_eq!(rows.len(), n + 1);
+    assert_eq!(
+        rows.iter()
+            .filter(|(id, _)| id == remit_anomaly::baseline::COUNTERS_ROW)
+            .count(),
+        1
+    );
+}
