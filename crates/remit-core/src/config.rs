@@ -22,7 +22,10 @@ use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
 use crate::scan::{Oversize, ScanAction, ScanSettings};
 use crate::vocab::{Kind, Rate, Status};
 
+mod alerts;
 mod tokens;
+
+pub use alerts::{AlertSettings, AnomalySettings, MAX_WEBHOOK_URL, WebhookFormat, WebhookUrl};
 
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
@@ -196,6 +199,10 @@ pub struct Config {
     pub upstreams: Upstreams,
     /// remit's token service and the JWT issuers it trusts.
     pub tokens: crate::tokens::TokenSettings,
+    /// The behaviour detectors.
+    pub anomaly: AnomalySettings,
+    /// What happens to alerts: the webhook and automatic quarantine.
+    pub alerts: AlertSettings,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +216,10 @@ struct RawConfig {
     scan: Option<RawScan>,
     #[serde(default)]
     approvals: Option<RawApprovals>,
+    #[serde(default)]
+    anomaly: Option<alerts::RawAnomaly>,
+    #[serde(default)]
+    alerts: Option<alerts::RawAlerts>,
     #[serde(default, rename = "identity")]
     identities: Vec<Spanned<RawIdentity>>,
     #[serde(default, rename = "route")]
@@ -454,6 +465,8 @@ impl Config {
         let audit = parse_audit(&cx, raw.audit)?;
         let scan = parse_scan(&cx, raw.scan)?;
         let approvals = parse_approvals(&cx, raw.approvals)?;
+        let anomaly = alerts::parse_anomaly(&cx, raw.anomaly)?;
+        let alerts = alerts::parse_alerts(&cx, raw.alerts)?;
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
@@ -468,6 +481,8 @@ impl Config {
             routes,
             upstreams,
             tokens,
+            anomaly,
+            alerts,
         })
     }
 }
@@ -1466,6 +1481,80 @@ boundary = ["tickets.read"]
             assert_eq!(e.line, line, "{bad}: {e}");
             assert!(e.message.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn anomaly_and_alert_settings_parse_and_refuse_what_they_cannot_read() {
+        let c = Config::parse(BASE, "remit.toml").unwrap();
+        assert_eq!(c.anomaly, AnomalySettings::default());
+        assert_eq!(c.alerts, AlertSettings::default());
+        let c = Config::parse(
+            &format!(
+                "[anomaly]\nlearning_requests = 5\nlearning_duration_s = 0\nsave_interval_s = 2\n\
+                 [alerts]\nwebhook = \"http://127.0.0.1:9/hook\"\nformat = \"slack\"\nquarantine = true\n{BASE}"
+            ),
+            "remit.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.anomaly.learning_requests,
+                c.anomaly.learning_duration_s,
+                c.anomaly.save_interval_s
+            ),
+            (5, 0, 2)
+        );
+        assert_eq!(
+            c.alerts.webhook.as_ref().map(WebhookUrl::as_str),
+            Some("http://127.0.0.1:9/hook")
+        );
+        assert_eq!(c.alerts.format, WebhookFormat::Slack);
+        assert!(c.alerts.quarantine);
+        for (table, bad, line, says) in [
+            (
+                "alerts",
+                "webhook = \"ftp://x/\"",
+                2,
+                "`http://` or `https://`",
+            ),
+            ("alerts", "webhook = \"http://\"", 2, "must name a host"),
+            ("alerts", "webhook = \"http://u:p@h/\"", 2, "credentials"),
+            ("alerts", "webhook = \"http://h/a b\"", 2, "whitespace"),
+            ("alerts", "format = \"xml\"", 2, "unknown variant `xml`"),
+            ("alerts", "queue = 0", 2, "must be between"),
+            ("alerts", "timeout_ms = 10", 2, "must be between"),
+            ("alerts", "quarantine = \"yes\"", 2, "expected a boolean"),
+            (
+                "alerts",
+                "quarantine_confidence = 101",
+                2,
+                "must be between",
+            ),
+            (
+                "alerts",
+                "quarantine = true\nquarantine = false",
+                3,
+                "duplicate key",
+            ),
+            ("alerts", "hook = \"http://h/\"", 2, "unknown field `hook`"),
+            ("anomaly", "alert_threshold = 0", 2, "must be between"),
+            ("anomaly", "learning_requests = -1", 2, "invalid value"),
+            ("anomaly", "save_interval_s = 0", 2, "must be between"),
+            (
+                "anomaly",
+                "max_identities = 99999999999",
+                2,
+                "must be between",
+            ),
+        ] {
+            let e = Config::parse(&format!("[{table}]\n{bad}\n{BASE}"), "remit.toml").unwrap_err();
+            assert_eq!(e.line, line, "{bad}: {e}");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+        let long = format!("webhook = \"http://h/{}\"", "a".repeat(MAX_WEBHOOK_URL));
+        let e = Config::parse(&format!("[alerts]\n{long}\n{BASE}"), "remit.toml").unwrap_err();
+        assert!(e.message.contains("longer than"), "{e}");
+        assert_eq!(e.field, "alerts.webhook");
     }
 
     #[test]

@@ -127,6 +127,9 @@ pub struct RequestFacts {
     pub content_encoding: Option<String>,
     /// The headers that should not carry secrets, kept for the secret scan.
     pub scanned: ScannedHeaders,
+    /// The first `User-Agent` value (lossy UTF-8, at most [`MAX_USER_AGENT`] bytes of it),
+    /// for the behaviour baselines' client software.
+    pub user_agent: Option<String>,
 }
 
 /// Header values a secret scan looks at: every header except those that carry credentials
@@ -175,6 +178,8 @@ const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "c
 
 /// Header values shorter than this are not kept for scanning: no secret is that short.
 pub const MIN_SCANNED_HEADER: usize = 16;
+/// Bytes of a `User-Agent` value kept.
+pub const MAX_USER_AGENT: usize = 256;
 
 impl RequestFacts {
     /// The headers a secret scan looks at, as lowercase name and value.
@@ -244,6 +249,7 @@ impl RequestFacts {
         let mut transfer_encoding = false;
         let mut content_encoding = None;
         let mut scanned = ScannedHeaders::default();
+        let mut user_agent = None;
         for (count, (name, value)) in headers.into_iter().enumerate() {
             if count >= MAX_HEADERS {
                 return Err(RequestError::TooManyHeaders);
@@ -272,6 +278,10 @@ impl RequestFacts {
                 scanned.push(lower.clone(), value);
             }
             match lower.as_str() {
+                "user-agent" if user_agent.is_none() => {
+                    let kept = &value[..value.len().min(MAX_USER_AGENT)];
+                    user_agent = Some(String::from_utf8_lossy(kept).into_owned());
+                }
                 "transfer-encoding" => transfer_encoding = true,
                 "content-encoding" => {
                     let v = utf8(&lower, value)?.trim().to_ascii_lowercase();
@@ -339,6 +349,7 @@ impl RequestFacts {
             peer_spiffe_id: None,
             content_encoding,
             scanned,
+            user_agent,
         })
     }
 }

@@ -546,9 +546,19 @@ impl Engine {
     /// Decides now and returns the decision before it is recorded, so a front door can
     /// apply its own ceilings (with [`Decision::refuse`]) before [`Engine::finish`].
     pub fn begin(&self, facts: &RequestFacts, decision_id: String) -> Result<Pending, BadRequest> {
-        let now = OffsetDateTime::now_utc();
+        self.begin_with_risk(facts, decision_id, OffsetDateTime::now_utc(), &risk::NoRisk)
+    }
+
+    /// [`Engine::begin`] at `now` with a behaviour risk score from `risk` in `context.risk`.
+    pub fn begin_with_risk(
+        &self,
+        facts: &RequestFacts,
+        decision_id: String,
+        now: OffsetDateTime,
+        risk: &dyn risk::RiskSource,
+    ) -> Result<Pending, BadRequest> {
         let started = std::time::Instant::now();
-        let decided = self.decide(facts, decision_id, now)?;
+        let decided = self.decide_with_risk(facts, decision_id, now, risk)?;
         Ok(Pending {
             decided,
             now,
@@ -565,6 +575,20 @@ impl Engine {
         facts: &RequestFacts,
         sink: &dyn RecordSink,
         dry_run: bool,
+    ) -> Finished {
+        self.finish_observed(pending, facts, sink, dry_run, None)
+            .await
+    }
+
+    /// [`Engine::finish`], telling `observer` the final verdict before the record is
+    /// written so the record carries the alerts it raised (not on a dry run).
+    pub async fn finish_observed(
+        &self,
+        pending: Pending,
+        facts: &RequestFacts,
+        sink: &dyn RecordSink,
+        dry_run: bool,
+        observer: Option<&mut (dyn risk::Observer + Send)>,
     ) -> Finished {
         let Pending {
             decided,
@@ -622,8 +646,13 @@ impl Engine {
             self.secrets
                 .expose(report, d.identity.as_ref(), &d.decision_id);
         }
+        let alerts = match observer {
+            Some(o) => o.observe(&mut decided.decision, decided.mcp.as_ref()),
+            None => Vec::new(),
+        };
         let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let record = self.record(&decided, facts, now, decide_us);
+        let mut record = self.record(&decided, facts, now, decide_us);
+        record.alerts = alerts;
         let Decided {
             mut decision,
             mcp,

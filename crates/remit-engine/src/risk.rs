@@ -1,9 +1,14 @@
 //! The seam through which a behaviour risk score (0–100) reaches the policy context as
 //! `context.risk`. The engine knows nothing of baselines: a [`RiskSource`] (remit-anomaly's
 //! scorer) is asked once per authenticated request, after the scope is resolved and
-//! before Cedar; unauthenticated requests have risk 0.
+//! before Cedar; unauthenticated requests have risk 0. And the seam back: an [`Observer`]
+//! learns from each decided request once its verdict is final, before its record is made
+//! durable, so the record carries the alerts it raised.
 
-use remit_core::{ActionName, Class, CredentialId, Identity, Purpose, ResourceRef};
+use remit_core::mcp::McpMessage;
+use remit_core::{
+    ActionName, AlertNote, Class, CredentialId, Decision, Identity, Purpose, ResourceRef,
+};
 
 /// What a risk source may see of a request before its decision.
 #[derive(Debug, Clone, Copy)]
@@ -42,4 +47,14 @@ impl RiskSource for NoRisk {
     fn risk(&self, _: &RiskView<'_>) -> u8 {
         0
     }
+}
+
+/// Learns from a decided request. Called by `Engine::finish` once the verdict is final
+/// (rate caps applied) and before the record is written; never on a dry run. Must be quick
+/// and do no IO: it runs on the request path.
+pub trait Observer {
+    /// Observes `decision`; returns the alert notes its record carries. It may refuse the
+    /// request (with [`Decision::refuse`]), for example when an alert quarantines the
+    /// identity; the record then shows the refusal.
+    fn observe(&mut self, decision: &mut Decision, mcp: Option<&McpMessage>) -> Vec<AlertNote>;
 }

@@ -218,6 +218,22 @@ impl Secrets {
             .cloned()
     }
 
+    /// Quarantines `identity` (refused as `remit.quarantine` from the next request on) for
+    /// `reason`. Returns false when it already was, or when [`MAX_EXPOSED`] identities are
+    /// quarantined (the caller still alerts).
+    pub fn quarantine(&self, identity: &IdentityId, reason: String) -> bool {
+        let mut map = self
+            .quarantined
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.contains_key(identity) || map.len() >= MAX_EXPOSED {
+            return false;
+        }
+        metrics::counter!("remit_identities_quarantined_total").increment(1);
+        map.insert(identity.clone(), reason);
+        true
+    }
+
     /// Acts on the known credentials in a report: marks each exposed, quarantines its
     /// identity when configured, and raises an alert naming who carried it where.
     pub fn expose(&self, report: &ScanReport, seen_from: Option<&IdentityId>, decision_id: &str) {

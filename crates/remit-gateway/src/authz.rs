@@ -30,6 +30,7 @@ pub struct AuthzState {
     pub(crate) engine: Arc<Engine>,
     pub(crate) sink: Arc<dyn RecordSink>,
     trusted: Arc<[IpNet]>,
+    watch: Option<Arc<crate::watch::Watch>>,
 }
 
 impl std::fmt::Debug for AuthzState {
@@ -48,7 +49,15 @@ impl AuthzState {
             engine,
             sink,
             trusted,
+            watch: None,
         }
+    }
+
+    /// Decides with the behaviour watch: risk scores, learning and alerts.
+    #[must_use]
+    pub fn with_watch(mut self, watch: Arc<crate::watch::Watch>) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// Whether `ip` is one of the configured proxies.
@@ -140,12 +149,13 @@ pub async fn authorize(st: &AuthzState, req: Described<'_>, door: Door) -> Answe
     facts.peer_spiffe_id = req.peer_spiffe_id;
     let config = st.engine.config();
     let id = uuid::Uuid::now_v7().to_string();
-    let mut pending = match st.engine.begin(&facts, id.clone()) {
-        Ok(p) => p,
-        Err(bad) => {
-            return Answer::problem(Problem::new(StatusCode::BAD_REQUEST, bad.to_string()));
-        }
-    };
+    let (mut pending, watching) =
+        match crate::watch::begin(&st.engine, st.watch.as_ref(), &facts, id.clone()) {
+            Ok(p) => p,
+            Err(bad) => {
+                return Answer::problem(Problem::new(StatusCode::BAD_REQUEST, bad.to_string()));
+            }
+        };
     // A proxy asking remit cannot have the request rewritten: under `redact`, a secret in
     // it is refused instead (the record says so).
     if pending.rewrite().is_some() {
@@ -183,7 +193,14 @@ pub async fn authorize(st: &AuthzState, req: Described<'_>, door: Door) -> Answe
             return Answer::problem(Problem::new(StatusCode::BAD_REQUEST, e));
         }
     }
-    let work = st.engine.finish(pending, &facts, st.sink.as_ref(), false);
+    let work = crate::watch::finish(
+        &st.engine,
+        pending,
+        watching,
+        &facts,
+        st.sink.as_ref(),
+        false,
+    );
     let Ok(finished) = tokio::time::timeout(DECIDE_TIMEOUT, work).await else {
         return Answer::problem(
             Problem::new(

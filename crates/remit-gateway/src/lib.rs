@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alerts_api;
 pub mod approvals;
 pub mod authz;
 pub mod authz_http;
@@ -18,6 +19,8 @@ pub mod outcome;
 pub mod problem;
 pub mod proxy;
 pub mod token;
+pub mod watch;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,6 +54,9 @@ pub struct AdminState {
     pub engine: Arc<Engine>,
     /// Where decision records go.
     pub sink: Arc<dyn RecordSink>,
+    /// The behaviour watch: risk scores, learning and alerts (`GET /v1/alerts`). Without
+    /// one, decisions carry risk 0 and the alert endpoints answer 404.
+    pub watch: Option<Arc<watch::Watch>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -70,6 +76,8 @@ struct DecideQuery {
 pub fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
+        .route("/v1/alerts", get(alerts_api::list))
+        .route("/v1/alerts/{id}/{verb}", post(alerts_api::change))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
         .merge(approvals::router())
@@ -148,13 +156,23 @@ async fn decide(
         Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e).into_response(),
     };
     let id = uuid::Uuid::now_v7().to_string();
-    let work =
-        state
-            .engine
-            .decide_and_record(&facts, id.clone(), state.sink.as_ref(), query.dry_run);
+    let (pending, watching) =
+        match watch::begin(&state.engine, state.watch.as_ref(), &facts, id.clone()) {
+            Ok(p) => p,
+            Err(bad) => {
+                return Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response();
+            }
+        };
+    let work = watch::finish(
+        &state.engine,
+        pending,
+        watching,
+        &facts,
+        state.sink.as_ref(),
+        query.dry_run,
+    );
     match tokio::time::timeout(DECIDE_TIMEOUT, work).await {
-        Ok(Ok(decision)) => axum::Json(decision).into_response(),
-        Ok(Err(bad)) => Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response(),
+        Ok(finished) => axum::Json(finished.decision).into_response(),
         Err(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the decision timed out; treat this as a deny",

@@ -69,6 +69,7 @@ pub struct ProxyState {
     client: Client<HttpConnector, Full<Bytes>>,
     credentials: Arc<HashMap<String, (HeaderName, HeaderValue)>>,
     sessions: Arc<mcp::Sessions>,
+    watch: Option<Arc<crate::watch::Watch>>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -108,7 +109,15 @@ impl ProxyState {
             client,
             credentials: Arc::new(credentials),
             sessions: Arc::default(),
+            watch: None,
         })
+    }
+
+    /// Decides with the behaviour watch: risk scores, learning and alerts.
+    #[must_use]
+    pub fn with_watch(mut self, watch: Arc<crate::watch::Watch>) -> Self {
+        self.watch = Some(watch);
+        self
     }
 }
 
@@ -165,12 +174,13 @@ async fn decide(
     session: Option<&str>,
 ) -> Result<(remit_engine::Finished, Option<StatusCode>), Response> {
     let id = uuid::Uuid::now_v7().to_string();
-    let mut pending = match st.engine.begin(facts, id.clone()) {
-        Ok(p) => p,
-        Err(bad) => {
-            return Err(Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response());
-        }
-    };
+    let (mut pending, watching) =
+        match crate::watch::begin(&st.engine, st.watch.as_ref(), facts, id.clone()) {
+            Ok(p) => p,
+            Err(bad) => {
+                return Err(Problem::new(StatusCode::BAD_REQUEST, bad.to_string()).into_response());
+            }
+        };
     if is_mcp {
         // DNS rebinding: a browser page from another origin must not reach an MCP server.
         if let Some(origin) = headers.get(header::ORIGIN) {
@@ -212,7 +222,14 @@ async fn decide(
         pending.decision().refuse(mcp::SESSION_POLICY, reason);
         session_refused = Some(status);
     }
-    let work = st.engine.finish(pending, facts, st.sink.as_ref(), false);
+    let work = crate::watch::finish(
+        &st.engine,
+        pending,
+        watching,
+        facts,
+        st.sink.as_ref(),
+        false,
+    );
     match tokio::time::timeout(DECIDE_TIMEOUT, work).await {
         Ok(finished) => Ok((finished, session_refused)),
         Err(_) => Err(Problem::new(

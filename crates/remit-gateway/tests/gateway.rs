@@ -69,6 +69,7 @@ async fn start() -> Server {
     let state = AdminState {
         engine: Arc::new(engine),
         sink: Arc::new(store.clone()),
+        watch: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -274,5 +275,7 @@ mod token;
 #[path = "gateway/oidc_e2e.rs"]
 mod oidc_e2e;
 
+#[path = "gateway/alerts.rs"]
+mod alerts;
 #[path = "gateway/approvals.rs"]
 mod approvals;

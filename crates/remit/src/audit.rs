@@ -23,11 +23,13 @@ pub struct Place {
 }
 
 impl Place {
-    fn data_dir(&self) -> Result<PathBuf> {
+    pub(crate) fn data_dir(&self) -> Result<PathBuf> {
         match (&self.data_dir, &self.config) {
             (Some(d), _) => Ok(d.clone()),
             (None, Some(c)) => Ok(crate::default_data_dir(c)),
-            (None, None) => bail!("say where the log is: --data-dir DIR or --config FILE"),
+            (None, None) => {
+                bail!("say where the data directory is: --data-dir DIR or --config FILE")
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! validate and test policies, and mint API keys.
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod approval;
 mod audit;
 mod demo;
@@ -77,6 +78,11 @@ enum Command {
     Approval {
         #[command(subcommand)]
         command: approval::ApprovalCommand,
+    },
+    /// List behaviour alerts; acknowledge or resolve them with who and why.
+    Alerts {
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
     },
     /// Inspect and exchange tokens.
     Token {
@@ -209,6 +215,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => runtime()?.block_on(audit::run(command)),
+        Command::Alerts { command } => runtime()?.block_on(alerts::run(command)),
         Command::Token { command } => token::run(command),
         Command::Approval { command } => approval::run(command),
         Command::Demo { data_dir } => {
@@ -391,7 +398,10 @@ pub(crate) async fn serve(
     let (grpc_shown, authz_shown) = (shown(&grpc), shown(&authz));
     let engine = Arc::new(engine);
     let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
-    let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?;
+    // Behaviour baselines pick up where the last run left them; alerts go to the store.
+    let watch = remit_gateway::watch::Watch::start(engine.clone(), &store).await?;
+    let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?
+        .with_watch(watch.clone());
     // Issuers whose keys come from the network are refreshed in the background; until a
     // first fetch succeeds their tokens are refused.
     let _refreshers =
@@ -404,14 +414,39 @@ pub(crate) async fn serve(
         )?)),
         None => None,
     };
-    let authz_state = remit_gateway::authz::AuthzState::new(engine.clone(), sink.clone());
-    let admin_state = remit_gateway::AdminState { engine, sink };
+    let authz_state = remit_gateway::authz::AuthzState::new(engine.clone(), sink.clone())
+        .with_watch(watch.clone());
+    let save_every = std::time::Duration::from_secs(engine.config().anomaly.save_interval_s);
+    let admin_state = remit_gateway::AdminState {
+        engine,
+        sink,
+        watch: Some(watch.clone()),
+    };
     tracing::info!(admin = %admin_addr, proxy = %proxy_addr, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), "remit is serving");
     if let Some(tx) = ready {
         let _ = tx.send((admin_addr, proxy_addr));
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let (a, p, g, z) = (stop.clone(), stop.clone(), stop.clone(), stop.clone());
+    // Baselines are saved every `anomaly.save_interval_s` and once more at a graceful stop.
+    let saver = {
+        let (watch, store, stop) = (watch.clone(), store.clone(), stop.clone());
+        async move {
+            let mut tick = tokio::time::interval(save_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = watch.save(&store).await {
+                            tracing::error!(error = %e, "behaviour baselines not saved");
+                        }
+                    }
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    };
     let grpc_state = authz_state.clone();
     let grpc_task = async move {
         match grpc {
@@ -457,7 +492,12 @@ pub(crate) async fn serve(
         shutdown_signal().await;
         stop.cancel();
     };
-    let (r1, r2, r3, r4, ()) = tokio::join!(admin_task, proxy_task, grpc_task, authz_task, signal);
+    let (r1, r2, r3, r4, (), ()) =
+        tokio::join!(admin_task, proxy_task, grpc_task, authz_task, signal, saver);
+    match watch.save(&store).await {
+        Ok(n) => tracing::info!(rows = n, "behaviour baselines saved"),
+        Err(e) => tracing::error!(error = %e, "behaviour baselines not saved at stop"),
+    }
     // Sign a last checkpoint so every record written is under a signature.
     if let Err(e) = store.shutdown().await {
         tracing::error!(error = %e, "the final audit checkpoint was not written");

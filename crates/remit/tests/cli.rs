@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "cli/alerts.rs"]
+mod alerts;
 #[path = "cli/approval.rs"]
 mod approval;
 #[path = "cli/audit.rs"]

@@ -51,7 +51,11 @@ async fn start(extra: &'static str) -> Remit {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = format!("http://{}", listener.local_addr().unwrap());
-    let app = admin_router(AdminState { engine, sink });
+    let app = admin_router(AdminState {
+        engine,
+        sink,
+        watch: None,
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Remit {
         proxy,
