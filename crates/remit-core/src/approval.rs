@@ -435,6 +435,10 @@ pub struct ApprovalSettings {
     /// Where approvers decide, shown to clients (default: the admin listener's
     /// `/v1/approvals/<id>`).
     pub decide_url: Option<String>,
+    /// Where new approvals are announced, if anywhere.
+    pub webhook: Option<crate::config::WebhookUrl>,
+    /// The announcement's shape.
+    pub format: crate::config::WebhookFormat,
 }
 
 impl Default for ApprovalSettings {
@@ -445,6 +449,8 @@ impl Default for ApprovalSettings {
             max_pending_per_identity: 64,
             default_approvers: Vec::new(),
             decide_url: None,
+            webhook: None,
+            format: crate::config::WebhookFormat::Json,
         }
     }
 }

@@ -269,6 +269,8 @@ struct RawApprovals {
     #[serde(default)]
     default_approvers: Vec<Spanned<String>>,
     decide_url: Option<Spanned<String>>,
+    webhook: Option<Spanned<String>>,
+    format: Option<WebhookFormat>,
 }
 
 #[derive(Deserialize)]
@@ -587,7 +589,16 @@ fn parse_approvals(
             Some(u.into_inner())
         }
     };
+    let webhook = match raw.webhook {
+        None => None,
+        Some(w) => Some(
+            WebhookUrl::parse(w.get_ref())
+                .map_err(|why| cx.err(w.span(), "approvals.webhook", why))?,
+        ),
+    };
     Ok(ApprovalSettings {
+        webhook,
+        format: raw.format.unwrap_or(d.format),
         ttl_s: bounded(cx, raw.ttl_s, "approvals.ttl_s", d.ttl_s, 1..=7 * 24 * 3600)?,
         max_wait_s: bounded(
             cx,
@@ -1476,6 +1487,13 @@ boundary = ["tickets.read"]
             ("decide_url = \"http://x/a b\"", 2, "http(s) URL"),
             ("ttl_s = 60\nttl_s = 61", 3, "duplicate key"),
             ("ttl = 60", 2, "unknown field `ttl`"),
+            (
+                "webhook = \"http://user:pw@hooks.example/x\"",
+                2,
+                "credentials",
+            ),
+            ("webhook = \"file:///etc/passwd\"", 2, "http"),
+            ("format = \"xml\"", 2, "unknown variant"),
         ] {
             let e = ap(bad).unwrap_err();
             assert_eq!(e.line, line, "{bad}: {e}");

@@ -57,6 +57,19 @@ impl risk::RiskSource for Fixed {
     }
 }
 
+/// Told of every approval a request opens, once its refusal is recorded: the door's hook
+/// (a webhook queue). It must not block: it runs on the request path.
+pub type Announce = Box<dyn Fn(&Approval) + Send + Sync>;
+
+/// The engine's slot for the hook.
+pub(crate) struct Hook(Announce);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
 /// What settling an `approval_required` decision produced.
 pub(crate) struct Settled {
     /// The decision as it now stands.
@@ -68,6 +81,19 @@ pub(crate) struct Settled {
 }
 
 impl Engine {
+    /// Sets the hook told of each approval a request opens (once; later calls are
+    /// ignored and return `false`).
+    pub fn on_approval_opened(&self, announce: Announce) -> bool {
+        self.announce.set(Hook(announce)).is_ok()
+    }
+
+    /// Tells the hook, if any, of an opened approval.
+    pub(crate) fn announce(&self, approval: &Approval) {
+        if let Some(Hook(a)) = self.announce.get() {
+            a(approval);
+        }
+    }
+
     /// Where an approver decides `id`.
     pub fn decide_url(&self, id: &ApprovalId) -> String {
         match &self.config.approvals.decide_url {

@@ -111,6 +111,7 @@ pub struct Engine {
     policy: PolicyEngine,
     rates: rate::RateCaps,
     secrets: secrets::Secrets,
+    announce: std::sync::OnceLock<approvals::Hook>,
 }
 
 impl Engine {
@@ -151,6 +152,7 @@ impl Engine {
             policy,
             rates,
             secrets,
+            announce: std::sync::OnceLock::new(),
         })
     }
 
@@ -670,6 +672,9 @@ impl Engine {
             .increment(1);
         let rewrite = rewrite.filter(|_| decision.verdict == Verdict::Allow);
         let opened_approval = opened.filter(|_| decision.verdict == Verdict::ApprovalRequired);
+        if let Some(a) = &opened_approval {
+            self.announce(a);
+        }
         Finished {
             decision,
             mcp,

@@ -397,6 +397,8 @@ pub(crate) async fn serve(
     };
     let (grpc_shown, authz_shown) = (shown(&grpc), shown(&authz));
     let engine = Arc::new(engine);
+    // New approvals are announced to `approvals.webhook`, off the request path.
+    remit_gateway::webhook::announce_approvals(&engine)?;
     let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
     // Behaviour baselines pick up where the last run left them; alerts go to the store.
     let watch = remit_gateway::watch::Watch::start(engine.clone(), &store).await?;

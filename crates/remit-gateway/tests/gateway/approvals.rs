@@ -27,15 +27,17 @@ struct Remit {
     _dir: tempfile::TempDir,
 }
 
-async fn start(extra: &'static str) -> Remit {
+async fn start(extra: &str) -> Remit {
+    let extra = extra.to_owned();
     let (upstream, log) = recording_upstream().await;
     let engine = Arc::new(quickstart_engine(move |t| {
         t.replace(
             "url = \"http://127.0.0.1:8450\"",
             &format!("url = \"{upstream}\""),
         )
-        .replace("ttl_s = 900", extra)
+        .replace("ttl_s = 900", &extra)
     }));
+    remit_gateway::webhook::announce_approvals(&engine).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let sink: Arc<dyn remit_core::RecordSink> = Arc::new(store.clone());
@@ -521,4 +523,49 @@ async fn the_approval_routes_refuse_hostile_input_clearly() {
     // A malformed `Remit-Approval` is a bad request at the proxy.
     let (s, _) = deploy(&r, CODEGEN_KEY, "{}", Some("apr_../../x")).await;
     assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn new_approvals_are_announced_to_the_webhook_once() {
+    let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let app = {
+        let seen = Arc::clone(&seen);
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push(v);
+                    "ok"
+                }
+            }),
+        )
+    };
+    let hook = crate::proxy::serve_upstream(app).await;
+    let r = start(&format!(
+        "ttl_s = 900\nwebhook = \"{hook}/hook\"\nformat = \"slack\""
+    ))
+    .await;
+    let (_, refusal) = deploy(&r, CODEGEN_KEY, "{\"ref\":\"w\"}", None).await;
+    let id = approval_id(&refusal);
+    // The identical request finds the same approval: announced once.
+    deploy(&r, CODEGEN_KEY, "{\"ref\":\"w\"}", None).await;
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let text = seen[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains(&id) && text.contains("codegen-workflow") && text.contains("repos.deploy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("release-managers") && text.contains(&format!("/v1/approvals/{id}")),
+        "{text}"
+    );
 }
