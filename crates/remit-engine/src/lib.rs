@@ -731,6 +731,6 @@ pub struct Finished {
     pub mcp: Option<McpMessage>,
     /// For an allow under `redact`: the request as it may be forwarded.
     pub rewrite: Option<secrets::Rewrite>,
-    /// An approval this request opened, for the door to announce.
+    /// An approval this request opened (already handed to the announcement hook).
     pub opened_approval: Option<remit_core::approval::Approval>,
 }
