@@ -31,19 +31,21 @@ pub struct ApprovalId(String);
 impl ApprovalId {
     /// Parses an id as clients send it in `Remit-Approval` or on the command line.
     pub fn parse(s: &str) -> Result<Self, ApprovalError> {
-        let hex = s
-            .strip_prefix(APPROVAL_ID_PREFIX)
-            .ok_or_else(|| ApprovalError::BadId(s.escape_default().to_string()))?;
-        if hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(ApprovalError::BadId(
+        match s.strip_prefix(APPROVAL_ID_PREFIX) {
+            Some(hex)
+                if hex.len() == 32
+                    && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
+                Ok(Self(s.to_owned()))
+            }
+            // Shown shortened: the input may be anything a client sent.
+            _ => Err(ApprovalError::BadId(
                 s.chars()
                     .take(64)
                     .collect::<String>()
                     .escape_default()
                     .to_string(),
-            ))
+            )),
         }
     }
 

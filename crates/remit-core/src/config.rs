@@ -572,30 +572,15 @@ fn parse_approvals(
         }
         default_approvers.push(g.into_inner());
     }
-    let decide_url = match raw.decide_url {
-        None => None,
-        Some(u) => {
-            let v = u.get_ref();
-            if !(v.starts_with("http://") || v.starts_with("https://"))
-                || v.len() > 2048
-                || v.chars().any(|c| c.is_control() || c.is_whitespace())
-            {
-                return Err(cx.err(
-                    u.span(),
-                    "approvals.decide_url",
-                    "must be an http(s) URL of at most 2048 bytes without spaces",
-                ));
-            }
-            Some(u.into_inner())
-        }
+    // Both URLs follow a webhook's rules: http(s), a host, no credentials, no spaces.
+    let url = |v: Option<Spanned<String>>, field: &str| match v {
+        None => Ok(None),
+        Some(u) => WebhookUrl::parse(u.get_ref())
+            .map(Some)
+            .map_err(|why| cx.err(u.span(), field, format!("must be an http(s) URL ({why})"))),
     };
-    let webhook = match raw.webhook {
-        None => None,
-        Some(w) => Some(
-            WebhookUrl::parse(w.get_ref())
-                .map_err(|why| cx.err(w.span(), "approvals.webhook", why))?,
-        ),
-    };
+    let decide_url = url(raw.decide_url, "approvals.decide_url")?.map(|u| u.as_str().to_owned());
+    let webhook = url(raw.webhook, "approvals.webhook")?;
     Ok(ApprovalSettings {
         webhook,
         format: raw.format.unwrap_or(d.format),

@@ -57,9 +57,10 @@ impl risk::RiskSource for Fixed {
     }
 }
 
-/// Told of every approval a request opens, once its refusal is recorded: the door's hook
-/// (a webhook queue). It must not block: it runs on the request path.
-pub type Announce = Box<dyn Fn(&Approval) + Send + Sync>;
+/// Told of every approval a request opens, once its refusal is recorded, with where to
+/// decide it: the door's hook (a webhook queue). It must not block: it runs on the
+/// request path.
+pub type Announce = Box<dyn Fn(&Approval, &str) + Send + Sync>;
 
 /// The engine's slot for the hook.
 pub(crate) struct Hook(Announce);
@@ -90,7 +91,7 @@ impl Engine {
     /// Tells the hook, if any, of an opened approval.
     pub(crate) fn announce(&self, approval: &Approval) {
         if let Some(Hook(a)) = self.announce.get() {
-            a(approval);
+            a(approval, &self.decide_url(&approval.id));
         }
     }
 

@@ -609,7 +609,6 @@ impl Engine {
                 decision: decided.decision,
                 mcp: decided.mcp,
                 rewrite: decided.rewrite,
-                opened_approval: None,
             };
         }
         // Rate caps spend quota, so they apply here (never on a dry run), before the record,
@@ -671,15 +670,14 @@ impl Engine {
         metrics::counter!("remit_decisions_total", "verdict" => decision.verdict.as_str())
             .increment(1);
         let rewrite = rewrite.filter(|_| decision.verdict == Verdict::Allow);
-        let opened_approval = opened.filter(|_| decision.verdict == Verdict::ApprovalRequired);
-        if let Some(a) = &opened_approval {
-            self.announce(a);
+        // A new approval is announced once its refusal is recorded.
+        if let Some(a) = opened.filter(|_| decision.verdict == Verdict::ApprovalRequired) {
+            self.announce(&a);
         }
         Finished {
             decision,
             mcp,
             rewrite,
-            opened_approval,
         }
     }
 
@@ -731,6 +729,4 @@ pub struct Finished {
     pub mcp: Option<McpMessage>,
     /// For an allow under `redact`: the request as it may be forwarded.
     pub rewrite: Option<secrets::Rewrite>,
-    /// An approval this request opened (already handed to the announcement hook).
-    pub opened_approval: Option<remit_core::approval::Approval>,
 }

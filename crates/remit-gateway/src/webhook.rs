@@ -213,9 +213,7 @@ pub fn approval_payload(a: &Approval, decide: &str, replica: &str, format: Webho
 }
 
 /// Announces every approval the engine opens to `approvals.webhook`, when set.
-pub fn announce_approvals(
-    engine: &std::sync::Arc<remit_engine::Engine>,
-) -> Result<(), WebhookError> {
+pub fn announce_approvals(engine: &remit_engine::Engine) -> Result<(), WebhookError> {
     let settings = &engine.config().approvals;
     let Some(url) = &settings.webhook else {
         return Ok(());
@@ -223,10 +221,8 @@ pub fn announce_approvals(
     let tx = spawn_sender(url.as_str().to_owned(), 5_000, 1024, APPROVAL_HOOK)?;
     let format = settings.format;
     let replica = engine.config().gateway.replica_id.clone();
-    let weak = std::sync::Arc::downgrade(engine);
-    engine.on_approval_opened(Box::new(move |a: &Approval| {
-        let decide = weak.upgrade().map(|e| e.decide_url(&a.id)).unwrap_or_default();
-        let body = approval_payload(a, &decide, &replica, format);
+    engine.on_approval_opened(Box::new(move |a: &Approval, decide: &str| {
+        let body = approval_payload(a, decide, &replica, format);
         if tx.try_send((a.id.to_string(), body)).is_err() {
             metrics::counter!("remit_approval_webhook_dropped_total").increment(1);
             tracing::warn!(approval = %a.id, "the approval webhook queue is full; an approval was not announced");

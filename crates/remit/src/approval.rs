@@ -70,10 +70,10 @@ pub(crate) enum ApprovalCommand {
 
 fn base(url: &str) -> Result<String> {
     let u = url.trim_end_matches('/');
-    if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 2048 {
-        bail!("--url must be remit's admin listener as an http(s) URL, e.g. {DEFAULT_URL}");
+    match remit_core::config::WebhookUrl::parse(u) {
+        Ok(_) => Ok(u.to_owned()),
+        Err(why) => bail!("--url {why}: give remit's admin listener, e.g. {DEFAULT_URL}"),
     }
-    Ok(u.to_owned())
 }
 
 fn parse_id(id: &str) -> Result<ApprovalId> {
