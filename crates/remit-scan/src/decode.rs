@@ -442,20 +442,23 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
     let n = text.len();
     let mut i = 0;
     // `i` is always where a run could start. A window of `min` bytes is checked from its
-    // end, so a non-base64 byte lets the search jump past it (most text is skipped).
+    // end, so a non-base64 byte lets the search jump past it (most text is skipped). A
+    // window with none is the start of a run: its bytes' kinds are gathered on the way, and
+    // the run is followed from the window's end (each byte is read once).
     'outer: while i + min <= n {
-        let mut j = i + min;
-        while j > i {
-            j -= 1;
-            if B64_CLASS[text[j] as usize] == 0 {
-                i = j + 1;
+        let mut kinds = 0u8;
+        for (k, b) in text[i..i + min].iter().enumerate().rev() {
+            let c = B64_CLASS[usize::from(*b)];
+            if c == 0 {
+                i += k + 1;
                 continue 'outer;
             }
+            kinds |= c;
         }
         let start = i;
-        let mut kinds = 0u8;
-        while i < n {
-            let c = B64_CLASS[text[i] as usize];
+        i += min;
+        for b in &text[i..] {
+            let c = B64_CLASS[usize::from(*b)];
             if c == 0 {
                 break;
             }
@@ -532,8 +535,16 @@ pub(crate) fn changed_runs(
 /// text or gzip (most runs in traffic are identifiers and hashes).
 pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
     let engine = if url_safe { &URL } else { &STD };
-    let mut head = [0u8; 12];
-    if run.len() >= 16 && engine.decode_slice(&run[..16], &mut head).is_ok() {
+    let head = match run.first_chunk::<16>() {
+        // Padding inside the first characters (a short run): the crate's reading.
+        Some(chars) if chars.contains(&b'=') => {
+            let mut head = [0u8; 12];
+            engine.decode_slice(chars, &mut head).ok().map(|_| head)
+        }
+        Some(chars) => decode_head(chars, url_safe),
+        None => None,
+    };
+    if let Some(head) = head {
         let printable = head
             .iter()
             .filter(|b| matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r'))
@@ -551,6 +562,52 @@ pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
         return engine.decode(&trimmed[..trimmed.len() - 1]).ok();
     }
     engine.decode(trimmed).ok()
+}
+
+/// The value of each character of the standard (or URL-safe) base64 alphabet, or `0xff`.
+const fn b64_values(url_safe: bool) -> [u8; 256] {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        if i < 10 {
+            t[b'0' as usize + i] = 52 + i as u8;
+        }
+        i += 1;
+    }
+    if url_safe {
+        t[b'-' as usize] = 62;
+        t[b'_' as usize] = 63;
+    } else {
+        t[b'+' as usize] = 62;
+        t[b'/' as usize] = 63;
+    }
+    t
+}
+
+static B64_STD_VALUE: [u8; 256] = b64_values(false);
+static B64_URL_VALUE: [u8; 256] = b64_values(true);
+
+/// The 12 bytes 16 base64 characters decode to, as the `base64` crate decodes them, or
+/// `None` where it fails (a character outside the alphabet, or padding). Written here rather than asking the `base64` crate: this is run on
+/// every base64-shaped run of every body (ids, digests …) only to turn most of them down,
+/// and the crate's general decoder cost several times more (callgrind; BENCHMARKS.md).
+fn decode_head(chars: &[u8; 16], url_safe: bool) -> Option<[u8; 12]> {
+    let value = if url_safe { &B64_URL_VALUE } else { &B64_STD_VALUE };
+    let mut head = [0u8; 12];
+    for (quad, out) in chars.chunks_exact(4).zip(head.chunks_exact_mut(3)) {
+        let mut v = 0u32;
+        for c in quad {
+            let x = value[usize::from(*c)];
+            if x == 0xff {
+                return None;
+            }
+            v = v << 6 | u32::from(x);
+        }
+        out.copy_from_slice(&v.to_be_bytes()[1..]);
+    }
+    Some(head)
 }
 
 /// Whether decoded bytes look like text worth scanning (≥ 90 % printable ASCII or
@@ -617,6 +674,87 @@ mod tests {
         assert_eq!(map.changed, vec![1, 2]);
         assert_eq!(dense(&text, &map), vec![10, 11, 14, 15, 16, 17, 18, 19]);
         assert_eq!(map.text_offset(16), Some(4));
+    }
+
+    #[test]
+    fn the_head_of_a_run_decodes_as_the_crate_decodes_it() {
+        let mut seed = 0x9e37_79b9_u64;
+        let alphabet = b"ABCXYZabcxyz0189+/-_=.";
+        for _ in 0..20_000 {
+            let mut chars = [0u8; 16];
+            for c in &mut chars {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                // Mostly valid characters, now and then one that is not.
+                let k = (seed >> 33) as usize;
+                *c = if k % 8 == 0 {
+                    alphabet[k / 8 % alphabet.len()]
+                } else {
+                    b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmM0NTY3"[k / 8 % 44]
+                };
+            }
+            if chars.contains(&b'=') {
+                continue;
+            }
+            for (url_safe, engine) in [(false, &STD), (true, &URL)] {
+                let mut want = [0u8; 12];
+                let want = engine.decode_slice(chars, &mut want).ok().map(|_| want);
+                assert_eq!(decode_head(&chars, url_safe), want, "{chars:?} {url_safe}");
+            }
+        }
+    }
+
+    #[test]
+    fn base64_runs_are_the_maximal_runs_a_naive_search_finds() {
+        let naive = |text: &[u8], min: usize| {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < text.len() {
+                if !is_b64(text[i]) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < text.len() && is_b64(text[i]) {
+                    i += 1;
+                }
+                if i - start < min {
+                    continue;
+                }
+                let mut end = i;
+                while end < text.len() && end - i < 2 && text[end] == b'=' {
+                    end += 1;
+                }
+                let run = &text[start..i];
+                let std = run.iter().any(|b| matches!(b, b'+' | b'/'));
+                let url = run.iter().any(|b| matches!(b, b'-' | b'_'));
+                let hex = run.iter().all(u8::is_ascii_hexdigit) && end == i;
+                if !(std && url) {
+                    out.push((start, end, url, hex));
+                }
+                i = end + 1;
+            }
+            out
+        };
+        let alphabet = b"abcdef0123GHxyz+/-_=  .\"";
+        let mut seed = 0x2545_f491_u64;
+        for len in [0, 1, 5, 23, 24, 25, 100, 1000, 4000] {
+            for min in [1, 4, 24] {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        // Long stretches of one kind, as ids and digests are.
+                        let k = (seed >> 33) as usize;
+                        if k % 16 == 0 { alphabet[k / 16 % alphabet.len()] } else { alphabet[k / 16 % 10] }
+                    })
+                    .collect();
+                let mut got = Vec::new();
+                base64_runs(&text, min, |r| {
+                    got.push((r.start, r.end, r.url_safe, r.hex));
+                    true
+                });
+                assert_eq!(got, naive(&text, min), "length {len}, min {min}");
+            }
+        }
     }
 
     #[test]
