@@ -535,15 +535,14 @@ pub(crate) fn changed_runs(
 /// text or gzip (most runs in traffic are identifiers and hashes).
 pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
     let engine = if url_safe { &URL } else { &STD };
-    let head = match run.first_chunk::<16>() {
-        // Padding inside the first characters (a short run): the crate's reading.
-        Some(chars) if chars.contains(&b'=') => {
+    let head = run.first_chunk::<16>().and_then(|chars| {
+        // Where ours fails (padding inside a short run, a byte outside the alphabet), the
+        // crate's reading.
+        decode_head(chars, url_safe).or_else(|| {
             let mut head = [0u8; 12];
             engine.decode_slice(chars, &mut head).ok().map(|_| head)
-        }
-        Some(chars) => decode_head(chars, url_safe),
-        None => None,
-    };
+        })
+    });
     if let Some(head) = head {
         let printable = head
             .iter()
@@ -590,7 +589,7 @@ static B64_STD_VALUE: [u8; 256] = b64_values(false);
 static B64_URL_VALUE: [u8; 256] = b64_values(true);
 
 /// The 12 bytes 16 base64 characters decode to, as the `base64` crate decodes them, or
-/// `None` where it fails (a character outside the alphabet, or padding). Written here rather than asking the `base64` crate: this is run on
+/// `None` for a character outside the alphabet (padding included). Written here rather than asking the `base64` crate: this is run on
 /// every base64-shaped run of every body (ids, digests …) only to turn most of them down,
 /// and the crate's general decoder cost several times more (callgrind; BENCHMARKS.md).
 fn decode_head(chars: &[u8; 16], url_safe: bool) -> Option<[u8; 12]> {
