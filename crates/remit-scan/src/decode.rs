@@ -168,16 +168,17 @@ impl ByteMap {
         self.changed.get(k).is_none_or(|c| *c as usize >= range.end)
     }
 
-    /// An empty map of a segment of `len` bytes at `base` in the parent, with room for
-    /// `escapes` produced bytes (one an escape; `\u` escapes of more grow it), so that
-    /// decoding a segment full of escapes does not grow the lists again and again.
-    fn sized(base: usize, len: usize, escapes: usize) -> Self {
-        Self {
-            base: base as u32,
-            end: (base + len) as u32,
-            changed: Vec::with_capacity(escapes),
-            source: Vec::with_capacity(escapes),
-        }
+    /// Makes this the empty map of a segment of `len` bytes at `base` in the parent, with
+    /// room for `escapes` produced bytes (one an escape; `\u` escapes of more grow it), so
+    /// that decoding a segment full of escapes does not grow the lists again and again. The
+    /// lists keep their buffers.
+    fn reset(&mut self, base: usize, len: usize, escapes: usize) {
+        self.base = base as u32;
+        self.end = (base + len) as u32;
+        self.changed.clear();
+        self.source.clear();
+        self.changed.reserve(escapes);
+        self.source.reserve(escapes);
     }
 
     fn produced(&mut self, at: usize, source: std::ops::Range<usize>) {
@@ -232,13 +233,26 @@ pub(crate) fn percent_escape_at(text: &[u8], i: usize) -> bool {
 /// the string literal holding the escape and [`JSON_CONTEXT`] either side, at most [`ESCAPE_WINDOW`] either side of it; for
 /// percent-encoding, [`ESCAPE_WINDOW`] either side. A few bytes more at the end so no
 /// escape is cut in two.
+#[cfg(test)]
 pub(crate) fn escape_windows(
     text: &[u8],
     needle: u8,
     at: fn(&[u8], usize) -> bool,
 ) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    escape_windows_into(text, needle, at, &mut out);
+    out
+}
+
+/// [`escape_windows`] into `out` (cleared first), so that a scan reuses its buffer.
+pub(crate) fn escape_windows_into(
+    text: &[u8],
+    needle: u8,
+    at: fn(&[u8], usize) -> bool,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
     let json = needle == b'\\';
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    out.clear();
     let mut from = 0;
     while let Some(p) = memchr::memchr(needle, &text[from..]) {
         let i = from + p;
@@ -269,7 +283,6 @@ pub(crate) fn escape_windows(
             _ => out.push(a..b),
         }
     }
-    out
 }
 
 /// The first `"` in `from..to` that is not escaped, reading escapes from `from` on
@@ -299,9 +312,18 @@ fn opening_quote(text: &[u8], range: std::ops::Range<usize>) -> Option<usize> {
 /// Undoes JSON string escapes across the whole text (quotes and structure stay as they are),
 /// so a secret inside an escaped JSON string reads as it was written. `base` is the
 /// text's offset in the parent.
+#[cfg(test)]
 pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
-    let mut out = Vec::with_capacity(text.len());
-    let mut map = ByteMap::sized(base, text.len(), memchr::memchr_iter(b'\\', text).count());
+    let (mut out, mut map) = (Vec::new(), ByteMap::default());
+    json_unescape_into(text, base, &mut out, &mut map);
+    (out, map)
+}
+
+/// [`json_unescape`] into `out` and `map` (emptied first), so that a scan reuses buffers.
+pub(crate) fn json_unescape_into(text: &[u8], base: usize, out: &mut Vec<u8>, map: &mut ByteMap) {
+    out.clear();
+    out.reserve(text.len());
+    map.reset(base, text.len(), memchr::memchr_iter(b'\\', text).count());
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\\', &text[i..]) {
         // Bytes up to the backslash are copied as they are.
@@ -352,15 +374,23 @@ pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
         i += 1;
     }
     out.extend_from_slice(&text[i..]);
-    (out, map)
 }
 
 /// Undoes percent-encoding, and `+` as a space (form encoding). A `+` that was meant
 /// literally was already seen as such in the parent layer.
+#[cfg(test)]
 pub(crate) fn percent_decode(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
-    let mut out = Vec::with_capacity(text.len());
+    let (mut out, mut map) = (Vec::new(), ByteMap::default());
+    percent_decode_into(text, base, &mut out, &mut map);
+    (out, map)
+}
+
+/// [`percent_decode`] into `out` and `map` (emptied first), so that a scan reuses buffers.
+pub(crate) fn percent_decode_into(text: &[u8], base: usize, out: &mut Vec<u8>, map: &mut ByteMap) {
+    out.clear();
+    out.reserve(text.len());
     let escapes = memchr::memchr2_iter(b'%', b'+', text).count();
-    let mut map = ByteMap::sized(base, text.len(), escapes);
+    map.reset(base, text.len(), escapes);
     let mut i = 0;
     while let Some(p) = memchr::memchr2(b'%', b'+', &text[i..]) {
         out.extend_from_slice(&text[i..i + p]);
@@ -383,7 +413,6 @@ pub(crate) fn percent_decode(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
         i += 1;
     }
     out.extend_from_slice(&text[i..]);
-    (out, map)
 }
 
 const B64: u8 = 1;
@@ -489,11 +518,24 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
 /// and those next to one whose source continued the extent in the parent (as the `n` of
 /// `\n` or a `+` turned into a space do). Every other extent is one of the parent's
 /// runs as it was. In order.
+#[cfg(test)]
 pub(crate) fn changed_runs(
     text: &[u8],
     parent: &[u8],
     map: &ByteMap,
 ) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    changed_runs_into(text, parent, map, &mut out);
+    out
+}
+
+/// [`changed_runs`] into `out` (cleared first), so that a scan reuses its buffer.
+pub(crate) fn changed_runs_into(
+    text: &[u8],
+    parent: &[u8],
+    map: &ByteMap,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
     let extent = |p: usize| {
         let mut a = p;
         while a > 0 && is_b64(text[a - 1]) {
@@ -506,7 +548,7 @@ pub(crate) fn changed_runs(
         a..b
     };
     let source_is_b64 = |at: usize| parent.get(at).is_some_and(|b| is_b64(*b));
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    out.clear();
     let mut add = |p: usize| {
         // Changed bytes come in order: an extent already added is not walked again.
         if !out.last().is_some_and(|r| r.contains(&p)) {
@@ -528,7 +570,6 @@ pub(crate) fn changed_runs(
     }
     out.sort_unstable_by_key(|r| r.start);
     out.dedup();
-    out
 }
 
 /// Decodes a run; `None` if it does not decode or its start already does not look like
