@@ -323,7 +323,9 @@ pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
 pub(crate) fn json_unescape_into(text: &[u8], base: usize, out: &mut Vec<u8>, map: &mut ByteMap) {
     out.clear();
     out.reserve(text.len());
-    map.reset(base, text.len(), memchr::memchr_iter(b'\\', text).count());
+    // Room for an escape in 8 bytes, more than escaped JSON strings hold, without counting
+    // them first (a pooled map has its room already; past it the lists grow).
+    map.reset(base, text.len(), text.len() / 8);
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\\', &text[i..]) {
         // Bytes up to the backslash are copied as they are.
