@@ -83,6 +83,36 @@ fn scan_case(scanner: &Scanner, case: &Case) -> Findings {
     }
 }
 
+/// A scanner keeps the buffers of finished scans (decoded layers, byte maps, keyword lists)
+/// for later ones: whatever it scanned before, and whichever thread scans, a body's
+/// findings are those a fresh scanner reports.
+#[test]
+fn reused_buffers_change_no_finding() {
+    let cases = load("corpus.jsonl");
+    let scanner = Scanner::builtin();
+    let forward: Vec<Findings> = cases.iter().map(|c| scan_case(&scanner, c)).collect();
+    // In reverse, large layers' buffers come back for small ones and the other way round.
+    let mut backward: Vec<Findings> = cases.iter().rev().map(|c| scan_case(&scanner, c)).collect();
+    backward.reverse();
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(forward[i], backward[i], "case {i}: {:?}", case.expect);
+    }
+    // Each of these on a scanner that has scanned nothing yet.
+    for i in (0..cases.len()).step_by(97) {
+        let fresh = Scanner::builtin();
+        assert_eq!(scan_case(&fresh, &cases[i]), forward[i], "case {i}, fresh scanner");
+    }
+    // Two threads sharing the scanner (and its buffers).
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| cases.iter().map(|c| scan_case(&scanner, c)).collect::<Vec<_>>()))
+            .collect();
+        for run in runs {
+            assert!(run.join().expect("thread") == forward, "findings differ across threads");
+        }
+    });
+}
+
 #[derive(Default)]
 struct Tally {
     tp: usize,
