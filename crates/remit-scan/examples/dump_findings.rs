@@ -39,11 +39,21 @@ fn main() {
                 for size in sizes.iter().filter_map(Value::as_u64) {
                     let size = size as usize;
                     let out = sse.push(&body[at..at + size]).expect("push");
-                    println!("  push {:?} {} {:x}", out.findings, out.unredacted, Sha256::digest(&out.forward));
+                    println!(
+                        "  push {:?} {} {:x}",
+                        out.findings,
+                        out.unredacted,
+                        Sha256::digest(&out.forward)
+                    );
                     at += size;
                 }
                 let out = sse.finish().expect("finish");
-                println!("  finish {:?} {} {:x}", out.findings, out.unredacted, Sha256::digest(&out.forward));
+                println!(
+                    "  finish {:?} {} {:x}",
+                    out.findings,
+                    out.unredacted,
+                    Sha256::digest(&out.forward)
+                );
                 continue;
             }
             match scanner.scan(&body, encoding) {
@@ -52,11 +62,7 @@ fn main() {
             }
             if encoding == ContentEncoding::Identity {
                 match scanner.redact(&body) {
-                    Ok(r) => println!(
-                        "  redact {} {:x}",
-                        r.unredacted,
-                        Sha256::digest(&r.body)
-                    ),
+                    Ok(r) => println!("  redact {} {:x}", r.unredacted, Sha256::digest(&r.body)),
                     Err(e) => println!("  redact error {e}"),
                 }
             }

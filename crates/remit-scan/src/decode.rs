@@ -232,19 +232,7 @@ pub(crate) fn percent_escape_at(text: &[u8], i: usize) -> bool {
 /// Merged windows around every escape starting with `needle` (as `at` tells): for JSON,
 /// the string literal holding the escape and [`JSON_CONTEXT`] either side, at most [`ESCAPE_WINDOW`] either side of it; for
 /// percent-encoding, [`ESCAPE_WINDOW`] either side. A few bytes more at the end so no
-/// escape is cut in two.
-#[cfg(test)]
-pub(crate) fn escape_windows(
-    text: &[u8],
-    needle: u8,
-    at: fn(&[u8], usize) -> bool,
-) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    escape_windows_into(text, needle, at, &mut out);
-    out
-}
-
-/// [`escape_windows`] into `out` (cleared first), so that a scan reuses its buffer.
+/// escape is cut in two. Into `out` (cleared first), so that a scan reuses its buffer.
 pub(crate) fn escape_windows_into(
     text: &[u8],
     needle: u8,
@@ -668,7 +656,11 @@ static B64_URL_VALUE: [u8; 256] = b64_values(true);
 /// every base64-shaped run of every body (ids, digests …) only to turn most of them down,
 /// and the crate's general decoder cost several times more (callgrind; BENCHMARKS.md).
 fn decode_head(chars: &[u8; 16], url_safe: bool) -> Option<[u8; 12]> {
-    let value = if url_safe { &B64_URL_VALUE } else { &B64_STD_VALUE };
+    let value = if url_safe {
+        &B64_URL_VALUE
+    } else {
+        &B64_STD_VALUE
+    };
     let mut head = [0u8; 12];
     for (quad, out) in chars.chunks_exact(4).zip(head.chunks_exact_mut(3)) {
         let mut v = 0u32;
@@ -760,7 +752,7 @@ mod tests {
                 seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 // Mostly valid characters, now and then one that is not.
                 let k = (seed >> 33) as usize;
-                *c = if k % 8 == 0 {
+                *c = if k.is_multiple_of(8) {
                     alphabet[k / 8 % alphabet.len()]
                 } else {
                     b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmM0NTY3"[k / 8 % 44]
@@ -818,7 +810,11 @@ mod tests {
                         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                         // Long stretches of one kind, as ids and digests are.
                         let k = (seed >> 33) as usize;
-                        if k % 16 == 0 { alphabet[k / 16 % alphabet.len()] } else { alphabet[k / 16 % 10] }
+                        if k.is_multiple_of(16) {
+                            alphabet[k / 16 % alphabet.len()]
+                        } else {
+                            alphabet[k / 16 % 10]
+                        }
                     })
                     .collect();
                 let mut got = Vec::new();
@@ -844,7 +840,11 @@ mod tests {
                     })
                     .collect();
                 for (a, b) in [(b'"', b'\\'), (b'\\', b'\\'), (0x80, 0x00)] {
-                    assert_eq!(find2(&hay, a, b), memchr::memchr2(a, b, &hay), "{hay:?} {a} {b}");
+                    assert_eq!(
+                        find2(&hay, a, b),
+                        memchr::memchr2(a, b, &hay),
+                        "{hay:?} {a} {b}"
+                    );
                 }
             }
         }

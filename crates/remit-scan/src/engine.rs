@@ -870,10 +870,21 @@ impl Scanner {
         // Only text near an escape reads differently once decoded; the rest was scanned
         // as it is. Each window around escapes is a layer of its own.
         let mut windows = std::mem::take(&mut pool.windows);
+        type EscapeAt = fn(&[u8], usize) -> bool;
         type Decoder = fn(&[u8], usize, &mut Vec<u8>, &mut ByteMap);
-        let escapes: [(u8, fn(&[u8], usize) -> bool, Decoder, Decoding); 2] = [
-            (b'\\', decode::json_escape_at, decode::json_unescape_into, Decoding::Json),
-            (b'%', decode::percent_escape_at, decode::percent_decode_into, Decoding::Url),
+        let escapes: [(u8, EscapeAt, Decoder, Decoding); 2] = [
+            (
+                b'\\',
+                decode::json_escape_at,
+                decode::json_unescape_into,
+                Decoding::Json,
+            ),
+            (
+                b'%',
+                decode::percent_escape_at,
+                decode::percent_decode_into,
+                Decoding::Url,
+            ),
         ];
         for (needle, at, decoder, decoding) in escapes {
             decode::escape_windows_into(text, needle, at, &mut windows);

@@ -1106,7 +1106,10 @@ mod tests {
         assert!(at(15) && !at(14) && !at(16));
         // The generic rule's tail is all of `keyed · rest` (bounded, under the reach): the
         // value after the name must be there.
-        let generic = rule("generic-secret").anchor.as_ref().expect("generic anchor");
+        let generic = rule("generic-secret")
+            .anchor
+            .as_ref()
+            .expect("generic anchor");
         let tail = generic.tail.as_ref().expect("generic tail");
         let hay = b"x api_key = 'abcdefghijklmnop' api_key = 'short'";
         let at = |q: usize| {

@@ -100,15 +100,29 @@ fn reused_buffers_change_no_finding() {
     // Each of these on a scanner that has scanned nothing yet.
     for i in (0..cases.len()).step_by(97) {
         let fresh = Scanner::builtin();
-        assert_eq!(scan_case(&fresh, &cases[i]), forward[i], "case {i}, fresh scanner");
+        assert_eq!(
+            scan_case(&fresh, &cases[i]),
+            forward[i],
+            "case {i}, fresh scanner"
+        );
     }
     // Two threads sharing the scanner (and its buffers).
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| cases.iter().map(|c| scan_case(&scanner, c)).collect::<Vec<_>>()))
+            .map(|_| {
+                s.spawn(|| {
+                    cases
+                        .iter()
+                        .map(|c| scan_case(&scanner, c))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         for run in runs {
-            assert!(run.join().expect("thread") == forward, "findings differ across threads");
+            assert!(
+                run.join().expect("thread") == forward,
+                "findings differ across threads"
+            );
         }
     });
 }
