@@ -185,19 +185,22 @@ struct Reuse {
 
 /// Most buffers of each kind a [`Pool`] keeps.
 const MAX_POOLED: usize = 16;
-/// Largest buffer (in bytes) a [`Pool`] keeps; larger ones are freed.
-const MAX_POOLED_BYTES: usize = 64 * 1024;
+/// Most bytes of buffers a [`Pool`] holds (so at most [`MAX_REUSE`] times this for a
+/// scanner): past it, a finished layer's buffers are freed.
+const POOL_BYTES: usize = 256 * 1024;
 
 /// The buffers of a scan's finished layers, for the layers of the next scans: decoded
 /// texts, byte maps, keyword-occurrence lists, paths, and lists of windows and runs
-/// (allocating them anew for every layer measured ~7 % of a scan's instructions; BENCHMARKS.md).
-/// At most [`MAX_POOLED`] of each, none over [`MAX_POOLED_BYTES`].
+/// (allocating them anew for every layer measured ~4 % of a scan's instructions;
+/// BENCHMARKS.md). At most [`MAX_POOLED`] of each kind and [`POOL_BYTES`] in all.
 #[derive(Default)]
 struct Pool {
     texts: Vec<Vec<u8>>,
     maps: Vec<ByteMap>,
     lists: Vec<Vec<Hit>>,
     paths: Vec<Vec<Decoding>>,
+    /// Bytes held by `texts`, `maps`, `lists` and `paths`.
+    held: usize,
     /// Escape windows of the layer being derived from.
     windows: Vec<Range<usize>>,
     /// Changed base64 extents of the layer being derived from.
@@ -206,20 +209,33 @@ struct Pool {
     new: Vec<Layer<'static>>,
 }
 
+fn map_bytes(map: &ByteMap) -> usize {
+    map.changed.capacity() * 4 + map.source.capacity() * 8
+}
+
+fn list_bytes(list: &Vec<Hit>) -> usize {
+    list.capacity() * std::mem::size_of::<Hit>()
+}
+
 impl Pool {
     /// An empty buffer for a decoded text.
     fn text(&mut self) -> Vec<u8> {
-        self.texts.pop().unwrap_or_default()
+        let text = self.texts.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(text.capacity());
+        text
     }
 
     /// A byte map to be reset by the decoder.
     fn map(&mut self) -> ByteMap {
-        self.maps.pop().unwrap_or_default()
+        let map = self.maps.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(map_bytes(&map));
+        map
     }
 
     /// An empty list of keyword occurrences.
     fn list(&mut self) -> Vec<Hit> {
         let mut list = self.lists.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(list_bytes(&list));
         list.clear();
         list
     }
@@ -227,31 +243,46 @@ impl Pool {
     /// `parent` and then `d`.
     fn path(&mut self, parent: &[Decoding], d: Decoding) -> Vec<Decoding> {
         let mut path = self.paths.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(path.capacity());
         path.clear();
         path.extend_from_slice(parent);
         path.push(d);
         path
     }
 
+    /// Keeps `item` of `bytes` in `kind` if the limits allow; frees it otherwise.
+    fn keep<T>(held: &mut usize, kind: &mut Vec<T>, item: T, bytes: usize) {
+        if kind.len() < MAX_POOLED && held.saturating_add(bytes) <= POOL_BYTES {
+            *held += bytes;
+            kind.push(item);
+        }
+    }
+
     /// Keeps the buffers of a finished layer (within the limits), and frees the rest.
     fn recycle(&mut self, layer: Layer<'_>) {
-        fn keep<T>(pool: &mut Vec<T>, item: T, bytes: usize) {
-            if pool.len() < MAX_POOLED && bytes <= MAX_POOLED_BYTES {
-                pool.push(item);
-            }
-        }
         if let Cow::Owned(text) = layer.text {
             let bytes = text.capacity();
-            keep(&mut self.texts, text, bytes);
+            Self::keep(&mut self.held, &mut self.texts, text, bytes);
         }
         if let Origin::Mapped { map, .. } = layer.origin {
-            let bytes = map.changed.capacity() * 4 + map.source.capacity() * 8;
-            keep(&mut self.maps, map, bytes);
+            let bytes = map_bytes(&map);
+            Self::keep(&mut self.held, &mut self.maps, map, bytes);
         }
-        let bytes = layer.hits.list.capacity() * std::mem::size_of::<Hit>();
-        keep(&mut self.lists, layer.hits.list, bytes);
+        let bytes = list_bytes(&layer.hits.list);
+        Self::keep(&mut self.held, &mut self.lists, layer.hits.list, bytes);
         let bytes = layer.path.capacity();
-        keep(&mut self.paths, layer.path, bytes);
+        Self::keep(&mut self.held, &mut self.paths, layer.path, bytes);
+    }
+
+    /// Frees the window and run lists if a large layer grew them past the budget.
+    fn trim(&mut self) {
+        let range = std::mem::size_of::<Range<usize>>();
+        if self.windows.capacity() * range > POOL_BYTES {
+            self.windows = Vec::new();
+        }
+        if self.runs.capacity() * range > POOL_BYTES {
+            self.runs = Vec::new();
+        }
     }
 }
 
@@ -450,6 +481,7 @@ impl Scanner {
         for layer in run.layers.drain(..) {
             run.pool.recycle(layer);
         }
+        run.pool.trim();
         reuse.pool = std::mem::take(&mut run.pool);
         if let Ok(mut pool) = self.reuse.lock()
             && pool.len() < MAX_REUSE
@@ -548,7 +580,8 @@ impl Scanner {
         for h in found.drain(..) {
             hits.push(h, n);
         }
-        pool.lists.push(found);
+        let bytes = list_bytes(&found);
+        Pool::keep(&mut pool.held, &mut pool.lists, found, bytes);
         hits
     }
 

@@ -127,6 +127,31 @@ fn reused_buffers_change_no_finding() {
     });
 }
 
+/// A decoded layer with more keyword occurrences than a layer keeps (its parent's, moved,
+/// and as many that only decoding makes) gives its buffers back within the pool's
+/// accounting, and the next scans reuse them.
+#[test]
+fn a_layer_over_the_occurrence_limit_gives_its_buffers_back() {
+    let scanner = Scanner::builtin();
+    // 40,000 `key` in the body and 40,000 more once `\u0065` is decoded: 80,000 in the
+    // JSON layer, over the 65,536 a layer keeps.
+    let body = "key k\\u0065y ".repeat(40_000).into_bytes();
+    let first = scanner
+        .scan(&body, ContentEncoding::Identity)
+        .expect("scan");
+    for _ in 0..2 {
+        assert_eq!(
+            scanner
+                .scan(&body, ContentEncoding::Identity)
+                .expect("scan"),
+            first
+        );
+        let _ = scanner
+            .scan(b"{\"a\": \"x\\\"y\"}", ContentEncoding::Identity)
+            .expect("scan");
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     tp: usize,
