@@ -598,6 +598,10 @@ impl Scanner {
         } = scratch;
         rules.clear();
         spans.clear();
+        if hits.list.is_empty() && !hits.overflow && self.always.is_empty() {
+            // No keyword and no rule without keywords: no candidate (most decoded layers).
+            return;
+        }
         whole.clear();
         whole.resize(self.set.rules.len(), false);
         for r in &self.always {

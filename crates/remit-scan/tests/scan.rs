@@ -362,6 +362,18 @@ fn extend_use_default_adds_the_builtin_rules() {
     assert!(!set.rules().iter().any(|r| r.id() == "jwt"));
 }
 
+#[test]
+fn a_rule_without_keywords_searches_decoded_layers_without_keywords_too() {
+    let text = "[extend]\nuseDefault = true\n[[rules]]\nid = \"zq\"\nregex = '''zq[0-9]{6}'''\n";
+    let scanner = Scanner::new(RuleSet::from_toml(text, "t.toml").expect("loads"));
+    // `zq123456` only once the JSON escapes are undone, in a layer holding no keyword.
+    let body = br#"{"note": "id zq\u0031\u0032\u0033\u0034\u0035\u0036 ok"}"#;
+    let found = scanner.scan(body, ContentEncoding::Identity).expect("scan");
+    let zq: Vec<_> = found.items.iter().filter(|f| &*f.rule == "zq").collect();
+    assert_eq!(zq.len(), 1, "{found:?}");
+    assert_eq!(zq[0].layer_name(), "json");
+}
+
 // ---- decoding layers, limits, hostile input ----
 
 fn fake_github() -> String {
