@@ -191,7 +191,7 @@ const POOL_BYTES: usize = 256 * 1024;
 
 /// The buffers of a scan's finished layers, for the layers of the next scans: decoded
 /// texts, byte maps, keyword-occurrence lists, paths, and lists of windows and runs
-/// (allocating them anew for every layer measured ~4 % of a scan's instructions;
+/// (allocating them anew for every layer measured ~3 % of a scan's instructions;
 /// BENCHMARKS.md). At most [`MAX_POOLED`] of each kind and [`POOL_BYTES`] in all.
 #[derive(Default)]
 struct Pool {

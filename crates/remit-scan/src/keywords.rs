@@ -9,7 +9,7 @@
 //! inside a longer one is never hidden by it.
 //!
 //! Written here rather than using `aho-corasick`'s own DFA because on our keyword set that
-//! search measured ~18 instructions a byte against ~8 here (callgrind; BENCHMARKS.md), and
+//! search measured ~18 instructions a byte against ~6.5 here (callgrind; BENCHMARKS.md), and
 //! the keyword pass is on every request body.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
