@@ -1,13 +1,16 @@
-//! Does a batch job flooding its budget delay an assistant? Three phases in one run, on
+//! Does a batch job flooding its budget delay an assistant? Five phases in one run, on
 //! loopback, through remit's real proxy (API key, Cedar decision, a durable record per
 //! request in a SQLite data directory) to one upstream that serves 4 requests at a time
 //! with 2 ms of work each (so it has room for ~2,000 requests/s, and no more):
 //!
 //! 1. **alone** — the assistant makes its calls one after another, nothing else runs;
-//! 2. **flood, class budgets** — a batch job (`automation`) floods with 32 connections as
-//!    fast as it is answered, while `[budgets] automation = "500/s"` holds it to its share;
-//! 3. **flood, no budgets** — the same flood with no class budget, the identity's own cap
-//!    as loose as a batch job's usually is.
+//! 2. **4× flood, class budgets** — a batch job (`automation`) sends 2,000 requests/s, four
+//!    times its class's `[budgets] automation = "500/s"`;
+//! 3. **4× flood, no budgets** — the same with no class budget, the identity's own cap as
+//!    loose as a batch job's usually is;
+//! 4. **unbounded flood, class budgets** — 32 connections, each sending again as soon as it
+//!    is answered (the flood takes whatever the gateway can answer);
+//! 5. **unbounded flood, no budgets**.
 //!
 //! For each phase: the assistant's median and 99th-percentile latency and how many of its
 //! calls were refused, and the batch job's answered and refused requests per second.
@@ -153,15 +156,26 @@ struct Phase {
     seconds: f64,
 }
 
-/// Runs one phase against `remit` for `secs`: the assistant's calls, and with `flood` the
-/// batch job's 32 connections. The flood has a runtime (and thread) of its own, so the
-/// assistant's timings never wait behind the flood's client work in one runtime.
-fn run_phase(remit: &str, secs: f64, flood: bool) -> Phase {
+/// A batch job's load.
+#[derive(Debug, Clone, Copy)]
+enum Flood {
+    /// None.
+    Off,
+    /// This many requests a second over 32 connections, each on a fixed schedule.
+    Paced(u32),
+    /// 32 connections, each sending again as soon as it is answered.
+    Unbounded,
+}
+
+/// Runs one phase against `remit` for `secs`: the assistant's calls, and the batch job's
+/// `flood` on a runtime (and thread) of its own, so the assistant's timings never wait
+/// behind the flood's client work in one runtime.
+fn run_phase(remit: &str, secs: f64, flood: Flood) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let flooder = flood.then(|| {
-        let (remit, stop, ok, refused) =
-            (remit.to_owned(), stop.clone(), ok.clone(), refused.clone());
+    let flooding = !matches!(flood, Flood::Off);
+    let flooder = flooding.then(|| {
+        let (remit, stop, ok, refused) = (remit.to_owned(), stop.clone(), ok.clone(), refused.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -174,7 +188,16 @@ fn run_phase(remit: &str, secs: f64, flood: bool) -> Phase {
                     let url = format!("{remit}/items/{c}");
                     let (stop, ok, refused) = (stop.clone(), ok.clone(), refused.clone());
                     tasks.push(tokio::spawn(async move {
+                        let mut tick = match flood {
+                            Flood::Paced(per_s) => Some(tokio::time::interval(
+                                Duration::from_secs_f64(32.0 / f64::from(per_s.max(1))),
+                            )),
+                            _ => None,
+                        };
                         while !stop.load(Ordering::Relaxed) {
+                            if let Some(t) = tick.as_mut() {
+                                t.tick().await;
+                            }
                             let r = client
                                 .get(&url)
                                 .bearer_auth("rk_bench_batch")
@@ -194,7 +217,7 @@ fn run_phase(remit: &str, secs: f64, flood: bool) -> Phase {
             });
         })
     });
-    if flood {
+    if flooding {
         // Let the flood reach its pace before the assistant is measured.
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -270,9 +293,11 @@ fn main() {
         "{secs} s per phase, {ROUNDS} rounds (phases alternate; medians of the rounds); upstream: 4 at a time, 2 ms each; assistant: one call every ~5 ms\n"
     );
     let phases = [
-        ("alone", &with, false),
-        ("flood, class budgets", &with, true),
-        ("flood, no budgets", &without, true),
+        ("alone", &with, Flood::Off),
+        ("4× flood, class budgets", &with, Flood::Paced(2000)),
+        ("4× flood, no budgets", &without, Flood::Paced(2000)),
+        ("unbounded flood, class budgets", &with, Flood::Unbounded),
+        ("unbounded flood, no budgets", &without, Flood::Unbounded),
     ];
     // Per phase, per round: assistant p50, p99, calls, refused; batch answered/s, refused/s.
     let mut rows = vec![Vec::new(); phases.len()];
@@ -313,8 +338,10 @@ fn main() {
         );
     }
     println!(
-        "\nassistant p50 under the flood ÷ alone: with class budgets {:.2}×, without {:.2}×",
+        "\nassistant p50 ÷ alone: 4× flood {:.2}× with class budgets, {:.2}× without; unbounded flood {:.2}× with, {:.2}× without",
         p50[1] / p50[0],
-        p50[2] / p50[0]
+        p50[2] / p50[0],
+        p50[3] / p50[0],
+        p50[4] / p50[0]
     );
 }
