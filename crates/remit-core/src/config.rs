@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
 pub const MAX_REQUEST_BYTES_CEILING: usize = 16 * 1024 * 1024;
 /// Most entries in `gateway.trusted_proxies`.
 pub const MAX_TRUSTED_PROXIES: usize = 256;
+/// The most requests one class may have in flight (`[budgets]`): the proxy's own limit.
+pub const MAX_IN_FLIGHT_CEILING: u64 = 1024;
 
 /// A configuration error: file, line, column, field and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,7 +242,7 @@ struct RawConfig {
     #[serde(default, rename = "record_set")]
     record_sets: Vec<Spanned<records::RawRecordSet>>,
     #[serde(default)]
-    budgets: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    budgets: Option<std::collections::BTreeMap<String, Spanned<toml::Value>>>,
 }
 
 #[derive(Deserialize)]
@@ -502,35 +504,76 @@ impl Config {
     }
 }
 
-/// `[budgets]`: `class = "count/period"` for any of the classes.
+/// Most requests of one class in flight that `[budgets]` may allow.
+const MAX_CLASS_IN_FLIGHT: u64 = crate::config::MAX_IN_FLIGHT_CEILING;
+
+/// `[budgets]`: `class = "count/period"`, or `class = { rate = "...", in_flight = N }`,
+/// for any of the classes.
 fn parse_budgets(
     cx: &Ctx<'_>,
-    raw: std::collections::BTreeMap<String, Spanned<String>>,
+    raw: std::collections::BTreeMap<String, Spanned<toml::Value>>,
 ) -> Result<crate::identity::ClassBudgets, ConfigError> {
     let mut out = Vec::new();
-    for (name, rate) in raw {
+    for (name, budget) in raw {
         let field = format!("budgets.{name}");
+        let span = budget.span();
         let Some(class) = crate::vocab::Class::ALL
             .iter()
             .copied()
             .find(|c| c.as_str() == name)
         else {
-            let names: Vec<&str> = crate::vocab::Class::ALL
-                .iter()
-                .map(|c| c.as_str())
-                .collect();
+            let names: Vec<&str> = crate::vocab::Class::ALL.iter().map(|c| c.as_str()).collect();
             return Err(cx.err(
-                rate.span(),
+                span,
                 field,
-                format!(
-                    "`{}` is not a class: use {}",
-                    name.escape_default(),
-                    names.join(", ")
-                ),
+                format!("`{}` is not a class: use {}", name.escape_default(), names.join(", ")),
             ));
         };
-        let r = Rate::parse(rate.get_ref()).map_err(|m| cx.err(rate.span(), field, m))?;
-        out.push((class, r));
+        let shape = || {
+            cx.err(
+                span.clone(),
+                field.clone(),
+                "a budget is a rate such as \"500/s\", or a table `{ rate = \"500/s\", in_flight = 8 }`",
+            )
+        };
+        // Read by hand from the TOML value: serde's untagged enums lose the reason.
+        let (rate, in_flight) = match budget.into_inner() {
+            toml::Value::String(r) => (Some(r), None),
+            toml::Value::Table(t) => {
+                let mut rate = None;
+                let mut in_flight = None;
+                for (k, v) in t {
+                    match (k.as_str(), v) {
+                        ("rate", toml::Value::String(r)) => rate = Some(r),
+                        ("in_flight", toml::Value::Integer(n)) => {
+                            in_flight = Some(u64::try_from(n).unwrap_or(0));
+                        }
+                        _ => return Err(shape()),
+                    }
+                }
+                (rate, in_flight)
+            }
+            _ => return Err(shape()),
+        };
+        if rate.is_none() && in_flight.is_none() {
+            return Err(cx.err(span, field, "a budget sets `rate`, `in_flight` or both"));
+        }
+        let rate = match rate {
+            None => None,
+            Some(r) => Some(Rate::parse(&r).map_err(|m| cx.err(span.clone(), field.clone(), m))?),
+        };
+        let in_flight = match in_flight {
+            None => None,
+            Some(n) if (1..=MAX_CLASS_IN_FLIGHT).contains(&n) => Some(n as u32),
+            Some(_) => {
+                return Err(cx.err(
+                    span,
+                    format!("{field}.in_flight"),
+                    format!("must be between 1 and {MAX_CLASS_IN_FLIGHT}"),
+                ));
+            }
+        };
+        out.push((class, crate::identity::ClassBudget { rate, in_flight }));
     }
     Ok(crate::identity::ClassBudgets::new(out))
 }
@@ -1888,6 +1931,25 @@ values = ["support", "billing"]
         assert_eq!((e.field.as_str(), e.line), ("budgets.agent", 15));
         let e = parse("[budgets]\nagent = \"1/s\"\nagent = \"2/s\"\n").unwrap_err();
         assert!(e.message.contains("duplicate key"), "{e}");
+        // A table sets the room at the upstreams too.
+        let c = parse("[budgets]\nautomation = { rate = \"100/s\", in_flight = 2 }\nagent = { in_flight = 8 }\n").unwrap();
+        let b = c.budgets.budget(crate::vocab::Class::Automation).unwrap();
+        assert_eq!((b.rate, b.in_flight), (Some(Rate::parse("100/s").unwrap()), Some(2)));
+        assert_eq!(c.budgets.get(crate::vocab::Class::Agent), None);
+        assert_eq!(c.budgets.budget(crate::vocab::Class::Agent).unwrap().in_flight, Some(8));
+        for (bad, want) in [
+            ("agent = { in_flight = 0 }", "between 1 and 1024"),
+            ("agent = { in_flight = 5000 }", "between 1 and 1024"),
+            ("agent = { }", "sets `rate`, `in_flight` or both"),
+            ("agent = { rate = \"1/s\", burst = 3 }", "a budget is a rate"),
+            ("agent = { in_flight = \"8\" }", "a budget is a rate"),
+            ("agent = 5", "a budget is a rate"),
+            ("agent = { rate = \"often\" }", ""),
+        ] {
+            let e = parse(&format!("[budgets]\n{bad}\n")).unwrap_err();
+            assert!(e.field.starts_with("budgets"), "{bad}: {e}");
+            assert!(e.message.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -119,25 +119,40 @@ pub struct Limits {
     pub token_ttl_s: Option<u32>,
 }
 
+/// One class's budget: a rate shared by every identity of the class, and how many of its
+/// requests may be at the upstreams at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassBudget {
+    /// Allowed requests per period, all the class's identities together.
+    pub rate: Option<Rate>,
+    /// Requests of the class forwarded and not yet answered, at most.
+    pub in_flight: Option<u32>,
+}
+
 /// Budgets per class (`[budgets]`): every identity of a class shares its class's budget,
 /// and no class spends another's, so a flood by batch jobs (`automation`) leaves
-/// interactive assistants theirs.
+/// interactive assistants theirs — both the rate and the room at the upstreams.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClassBudgets(Vec<(crate::vocab::Class, Rate)>);
+pub struct ClassBudgets(Vec<(crate::vocab::Class, ClassBudget)>);
 
 impl ClassBudgets {
     /// Budgets for the classes listed (each at most once; the parser checks).
-    pub fn new(budgets: Vec<(crate::vocab::Class, Rate)>) -> Self {
+    pub fn new(budgets: Vec<(crate::vocab::Class, ClassBudget)>) -> Self {
         Self(budgets)
     }
 
-    /// The budget of `class`, if it has one.
+    /// The shared rate of `class`, if it has one.
     pub fn get(&self, class: crate::vocab::Class) -> Option<Rate> {
-        self.0.iter().find(|(c, _)| *c == class).map(|(_, r)| *r)
+        self.budget(class).and_then(|b| b.rate)
+    }
+
+    /// The budget of `class`, if it has one.
+    pub fn budget(&self, class: crate::vocab::Class) -> Option<ClassBudget> {
+        self.0.iter().find(|(c, _)| *c == class).map(|(_, b)| *b)
     }
 
     /// Every class with a budget.
-    pub fn iter(&self) -> impl Iterator<Item = (crate::vocab::Class, Rate)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (crate::vocab::Class, ClassBudget)> + '_ {
         self.0.iter().copied()
     }
 }

@@ -109,7 +109,7 @@ impl RateCaps {
             identities,
             classes: budgets
                 .iter()
-                .map(|(c, r)| (c, RateLimiter::direct(quota(r))))
+                .filter_map(|(c, b)| Some((c, RateLimiter::direct(quota(b.rate?)))))
                 .collect(),
             policies: Mutex::default(),
             clock: DefaultClock::default(),

@@ -5,7 +5,8 @@
 //!
 //! 1. **alone** — the assistant makes its calls one after another, nothing else runs;
 //! 2. **4× flood, class budgets** — a batch job (`automation`) sends 2,000 requests/s, four
-//!    times its class's `[budgets] automation = "500/s"`;
+//!    times its class's `[budgets] automation = { rate = "500/s", in_flight = 2 }` (2 of
+//!    the upstream's 4 slots at most);
 //! 3. **4× flood, no budgets** — the same with no class budget, the identity's own cap as
 //!    loose as a batch job's usually is;
 //! 4. **unbounded flood, class budgets** — 32 connections, each sending again as soon as it
@@ -285,7 +286,7 @@ fn main() {
     let upstream = start_upstream();
     let dir = tempfile::tempdir().unwrap();
     let with = start_remit(
-        config(&upstream, "automation = \"500/s\""),
+        config(&upstream, "automation = { rate = \"500/s\", in_flight = 2 }"),
         dir.path().join("with"),
     );
     let without = start_remit(config(&upstream, ""), dir.path().join("without"));

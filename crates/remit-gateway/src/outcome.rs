@@ -48,6 +48,8 @@ pub struct Outcome {
     encoding: Option<String>,
     scan: Option<ScanReport>,
     record_sets: Vec<RecordSetNote>,
+    /// A slot of the class's `in_flight` budget, given back when the outcome is recorded.
+    slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// The engine's scanner, held by a stream that outlives the request handler.
@@ -89,7 +91,13 @@ impl Outcome {
             encoding: None,
             scan: None,
             record_sets: Vec::new(),
+            slot: None,
         }
+    }
+
+    /// Holds a slot of the class's `in_flight` budget until the response ends.
+    pub fn hold(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
+        self.slot = Some(Arc::new(slot));
     }
 
     /// What the approved record sets did to the response, for the outcome record.

@@ -28,6 +28,7 @@ use remit_core::mcp::McpMessage;
 use remit_core::{Class, Decision, RecordSink, RequestFacts, Verdict};
 use remit_engine::Engine;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 
 use crate::outcome::Outcome;
@@ -70,6 +71,8 @@ pub struct ProxyState {
     credentials: Arc<HashMap<String, (HeaderName, HeaderValue)>>,
     sessions: Arc<mcp::Sessions>,
     watch: Option<Arc<crate::watch::Watch>>,
+    /// Per class with an `in_flight` budget: the room its requests share at the upstreams.
+    class_room: Arc<Vec<(Class, Arc<Semaphore>, u32)>>,
 }
 
 impl std::fmt::Debug for ProxyState {
@@ -103,6 +106,15 @@ impl ProxyState {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .build(connector);
+        let class_room = engine
+            .config()
+            .budgets
+            .iter()
+            .filter_map(|(c, b)| {
+                let n = b.in_flight?;
+                Some((c, Arc::new(Semaphore::new(n as usize)), n))
+            })
+            .collect();
         Ok(Self {
             engine,
             sink,
@@ -110,6 +122,7 @@ impl ProxyState {
             credentials: Arc::new(credentials),
             sessions: Arc::default(),
             watch: None,
+            class_room: Arc::new(class_room),
         })
     }
 
@@ -361,7 +374,28 @@ async fn proxy(
             .with("decision_id", json!(decision.decision_id))
             .into_response();
     };
-    let outcome = Outcome::new(st.sink.clone(), st.engine.clone(), &decision, started);
+    let mut outcome = Outcome::new(st.sink.clone(), st.engine.clone(), &decision, started);
+    // The class's room at the upstreams: wait for a slot, held until the response ends.
+    if let Some((_, room, n)) = st.class_room.iter().find(|(c, ..)| *c == decision.class) {
+        let timeout = Duration::from_secs(st.engine.config().gateway.upstream_timeout_s);
+        match tokio::time::timeout(timeout, room.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => outcome.hold(slot),
+            _ => {
+                let why = format!(
+                    "class `{}` already has {n} requests at the upstreams (its `in_flight` budget), and none finished within {} s",
+                    decision.class,
+                    timeout.as_secs()
+                );
+                outcome.failed(StatusCode::SERVICE_UNAVAILABLE.as_u16(), why.clone());
+                let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, why)
+                    .with("decision_id", json!(decision.decision_id))
+                    .into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+        }
+    }
     // Under `redact`, what is forwarded is the request with its secrets replaced.
     let rewrite = rewrite.unwrap_or_default();
     let body = rewrite.body.map_or(body, Bytes::from);

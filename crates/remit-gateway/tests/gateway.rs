@@ -281,3 +281,5 @@ mod alerts;
 mod approvals;
 #[path = "gateway/records.rs"]
 mod records;
+#[path = "gateway/budgets.rs"]
+mod budgets;
