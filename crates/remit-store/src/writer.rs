@@ -150,6 +150,17 @@ fn seg_err(e: SegmentError) -> StoreError {
     StoreError::Segment(e)
 }
 
+/// Indexes what the index lacks of a replica's log in `data_dir`, leaving its files alone.
+pub(crate) fn catch_up(data_dir: &Path, replica: &str) -> Result<(), StoreError> {
+    let db = data_dir.join(DB_FILE);
+    let conn = index::open_db(&db).map_err(|e| StoreError::DataDir {
+        path: db.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Indexer::open(conn, data_dir, replica)?.catch_up(None, &mut |_| {})?;
+    Ok(())
+}
+
 /// Recovers a replica's log in `data_dir` (indexes what the index lacks, cuts off a torn
 /// last line) and returns the indexer positioned at the end.
 pub(crate) fn recover(data_dir: &Path, replica: &str) -> Result<Indexer, StoreError> {
@@ -211,6 +222,15 @@ impl Writer {
             }
         }
         let indexer = recover(data_dir, replica)?;
+        // Other replicas' logs in this directory (a renamed replica) are indexed too: an
+        // index dropped by a migration is rebuilt here. Only this replica's must succeed.
+        for other in segment::replicas(data_dir).map_err(seg_err)? {
+            if other != replica
+                && let Err(e) = catch_up(data_dir, &other)
+            {
+                tracing::warn!(replica = %other, error = %e, "another replica's audit index could not be brought up to date; `remit audit verify` reports why");
+            }
+        }
         let (prev, frontier) = indexer.chain_state();
         let chain = remit_audit::Chain::resume(replica, prev, frontier).map_err(|e| {
             StoreError::DataDir {
