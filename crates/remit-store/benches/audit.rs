@@ -126,6 +126,57 @@ async fn run_with(
     }
 }
 
+/// This process's CPU time (user + system) so far, in seconds, from `/proc/self/stat`
+/// (Linux; 0 elsewhere). Clock ticks are taken as 100 per second.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): utime and stime are the
+    // 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The index's own cost per entry: `total` records written (without fsync), the index
+/// deleted, then rebuilt from the segments when the store opens again, alone in the
+/// process. (wall µs, CPU µs) per entry.
+async fn rebuild(total: u64) -> (f64, f64) {
+    let dir =
+        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let options = || StoreOptions {
+        durability: remit_store::Durability::DangerSurvivesProcessCrashOnly,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open_with(dir.path(), options()).await.unwrap());
+    let tasks: Vec<_> = (0..64u64)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..total / 64 {
+                    store.append(record(c * (total / 64) + i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.shutdown().await.unwrap();
+    drop(store);
+    for f in ["remit.db", "remit.db-wal", "remit.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    let (cpu, t) = (cpu_seconds(), Instant::now());
+    let store = SqliteStore::open_with(dir.path(), options()).await.unwrap();
+    let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    store.shutdown().await.unwrap();
+    let n = (total / 64 * 64) as f64;
+    (wall * 1e6 / n, cpu * 1e6 / n)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -163,6 +214,26 @@ fn main() {
         "per record, one thread: canonical JSON {canon_us:.2} µs ({} bytes), chain+hash {chain_us:.2} µs",
         bytes / n as usize
     );
+
+    // The index thread's work per entry, alone: a rebuild from the segments.
+    let rebuild_total = if smoke { 1_024 } else { 200_000 };
+    let only_rebuild = std::env::args().any(|a| a == "--rebuild-only");
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    for _ in 0..rounds {
+        let (wall, cpu) = rt.block_on(rebuild(rebuild_total));
+        walls.push(wall);
+        cpus.push(cpu);
+    }
+    println!(
+        "index rebuilt from the segments: {:.2} µs per entry ({:.2} µs CPU; {rebuild_total} entries, {:.0} entries/s)",
+        median(walls.clone()),
+        median(cpus),
+        1e6 / median(walls)
+    );
+    if only_rebuild {
+        return;
+    }
 
     // Concurrency decides latency at a given throughput (Little's law), so each mode is
     // run at several numbers of requests in flight.

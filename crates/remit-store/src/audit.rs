@@ -395,10 +395,13 @@ impl AuditReader {
     /// `progress` every few thousand entries with a count that rises to the number of
     /// entries (half for the index, half for the segment files).
     ///
-    /// The index is replayed first, then the segment files, each against its own signed
-    /// checkpoints; then the two must agree: at every position the same entry, the index
-    /// holding nothing the segments lack and every row it says it holds. The index may be
-    /// behind the segments (it is written behind them); that is not an error.
+    /// The index is replayed first (its rows: positions, ids, hashes, and the entries
+    /// read where the rows place them), then the segment files, each against its own
+    /// signed checkpoints; a fault in the segment files is reported before one the index
+    /// replay met (which may be its consequence). Then the two must agree: at every
+    /// position the same entry at the same place, the index holding nothing the segments
+    /// lack and every row it says it holds. The index may be behind the segments (it is
+    /// written behind them); that is not an error.
     pub async fn verify(
         &self,
         replica: &str,

@@ -53,7 +53,9 @@ pub(crate) struct Pos {
 /// The chain fields of an entry.
 #[derive(Deserialize)]
 struct EntryHead<'a> {
-    prev: Hash,
+    /// Hex, compared as text with the hash it must name (cheaper than decoding it).
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
     seq: u64,
     #[serde(borrow)]
     replica: Cow<'a, str>,
@@ -81,7 +83,8 @@ impl<'a> From<EntryHead<'a>> for EntryCols<'a> {
 /// The parts of an entry the index reads.
 #[derive(Deserialize)]
 struct EntryCols<'a> {
-    prev: Hash,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
     seq: u64,
     #[serde(borrow)]
     replica: Cow<'a, str>,
@@ -346,7 +349,13 @@ impl Indexer {
                         };
                         let expected = frontier.size();
                         let id = e.record.decision_id.as_deref().unwrap_or("");
-                        if e.replica != replica || e.seq != expected || e.prev != prev {
+                        let mut prev_hex = [0u8; 64];
+                        // 32 bytes always fit 64 hex digits.
+                        let _ = hex::encode_to_slice(prev.0, &mut prev_hex);
+                        if e.replica != replica
+                            || e.seq != expected
+                            || e.prev.as_bytes() != prev_hex.as_slice()
+                        {
                             return Err(damaged(
                                 at,
                                 format!(

@@ -218,7 +218,7 @@ impl LineReader {
     /// the last `\n` are left unread (see [`LineReader::rest`]).
     pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, SegmentError> {
         loop {
-            if let Some(n) = self.buf[self.start..].iter().position(|&b| b == b'\n') {
+            if let Some(n) = memchr::memchr(b'\n', &self.buf[self.start..]) {
                 let at = self.offset;
                 let from = self.start;
                 self.start += n + 1;
