@@ -75,6 +75,10 @@ pub enum VerifyError {
         /// Its record id (from the index).
         id: String,
     },
+    /// An index row places its entry where no entry can be (a negative column, a length
+    /// over a line's limit).
+    #[error("in the index: {0}")]
+    IndexEntry(EntryError),
     /// Rows the index says it holds are gone.
     #[error(
         "record {seq} (`{id}`) is in the segment files but was removed from the index (which says it holds {claimed} records)"
@@ -578,7 +582,8 @@ impl AuditReader {
         .bind(replica)
         .fetch(&self.pool);
         while let Some((seq, id, segment, offset, len, leaf)) = rows.try_next().await? {
-            let place = place_of(replica, seq, segment, offset, len).map_err(StoreError::from)?;
+            let place =
+                place_of(replica, seq, segment, offset, len).map_err(VerifyError::IndexEntry)?;
             let bytes = match files.raw(replica, seq, place) {
                 Ok((bytes, _)) => bytes,
                 Err(StoreError::Entry(EntryError::Beyond { .. })) => {
@@ -587,6 +592,7 @@ impl AuditReader {
                         id,
                     });
                 }
+                Err(StoreError::Entry(e)) => return Err(VerifyError::IndexEntry(e)),
                 Err(e) => return Err(e.into()),
             };
             verifier.entry(

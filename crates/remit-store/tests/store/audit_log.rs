@@ -239,6 +239,11 @@ async fn tampering_with_the_database_is_detected_naming_the_record() {
             "record 7 (`d-7`) is in the index but not in the segment files",
         ),
         (
+            "make a row longer than a line can be",
+            "UPDATE audit_entries SET len = 99999999 WHERE seq = 7",
+            "in the index: the index places record 7 of replica `replica-1`",
+        ),
+        (
             "point a row at a segment that does not exist",
             "UPDATE audit_entries SET segment = 5 WHERE seq = 7",
             "record 7 (`d-7`) is in the index but not in the segment files",
