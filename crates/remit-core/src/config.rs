@@ -23,6 +23,7 @@ use crate::scan::{Oversize, ScanAction, ScanSettings};
 use crate::vocab::{Kind, Rate, Status};
 
 mod alerts;
+mod records;
 mod tokens;
 
 pub use alerts::{AlertSettings, AnomalySettings, MAX_WEBHOOK_URL, WebhookFormat, WebhookUrl};
@@ -203,6 +204,10 @@ pub struct Config {
     pub anomaly: AnomalySettings,
     /// What happens to alerts: the webhook and automatic quarantine.
     pub alerts: AlertSettings,
+    /// Approved record sets.
+    pub record_sets: crate::records::RecordSets,
+    /// Rate budgets per class.
+    pub budgets: crate::identity::ClassBudgets,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +237,10 @@ struct RawConfig {
     tokens: Option<tokens::RawTokens>,
     #[serde(default, rename = "issuer")]
     issuers: Vec<Spanned<tokens::RawIssuer>>,
+    #[serde(default, rename = "record_set")]
+    record_sets: Vec<Spanned<records::RawRecordSet>>,
+    #[serde(default)]
+    budgets: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -472,6 +481,8 @@ impl Config {
         let routes = parse_routes(&cx, raw.routes, raw.mcp_servers)?;
         let registry = parse_identities(&cx, raw.identities, &routes)?;
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
+        let record_sets = records::parse_record_sets(&cx, raw.record_sets, &routes)?;
+        let budgets = parse_budgets(&cx, raw.budgets.unwrap_or_default())?;
         let tokens =
             tokens::parse_tokens(&cx, raw.tokens, raw.issuers, &routes, &gateway.public_url)?;
         Ok(Config {
@@ -485,8 +496,43 @@ impl Config {
             tokens,
             anomaly,
             alerts,
+            record_sets,
+            budgets,
         })
     }
+}
+
+/// `[budgets]`: `class = "count/period"` for any of the classes.
+fn parse_budgets(
+    cx: &Ctx<'_>,
+    raw: std::collections::BTreeMap<String, Spanned<String>>,
+) -> Result<crate::identity::ClassBudgets, ConfigError> {
+    let mut out = Vec::new();
+    for (name, rate) in raw {
+        let field = format!("budgets.{name}");
+        let Some(class) = crate::vocab::Class::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == name)
+        else {
+            let names: Vec<&str> = crate::vocab::Class::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .collect();
+            return Err(cx.err(
+                rate.span(),
+                field,
+                format!(
+                    "`{}` is not a class: use {}",
+                    name.escape_default(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        let r = Rate::parse(rate.get_ref()).map_err(|m| cx.err(rate.span(), field, m))?;
+        out.push((class, r));
+    }
+    Ok(crate::identity::ClassBudgets::new(out))
 }
 
 /// A number from the file within `range`, or `default` when absent.
@@ -1630,6 +1676,239 @@ trusted_proxies = ["127.0.0.1", "10.1.2.3/8", "::1/128"]"#)
             "[gateway]\ntrusted_proxies = [1]",
         ] {
             assert!(Config::parse(text, "f.toml").is_err(), "{text:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod record_set_tests {
+    use super::*;
+    use crate::records::{OnExcess, RecordSource};
+
+    const BASE: &str = r#"
+[[route]]
+method = "GET"
+path = "/tickets"
+action = "tickets.list"
+resource = "TicketList::all"
+
+[[identity]]
+id = "a"
+kind = "assistant"
+owner = "team"
+purposes = ["p"]
+boundary = ["tickets.list"]
+"#;
+
+    const SET: &str = r#"
+[[record_set]]
+name = "queues"
+actions = ["tickets.list"]
+field = "/queue"
+items = "/tickets"
+param = "queue"
+from = "values"
+values = ["support", "billing"]
+"#;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{BASE}{extra}"), "remit.toml")
+    }
+
+    #[test]
+    fn a_record_set_parses_with_its_defaults() {
+        let c = parse(SET).unwrap();
+        let s = c.record_sets.get("queues").unwrap();
+        assert_eq!(s.field, "/queue");
+        assert_eq!(s.items, "/tickets");
+        assert_eq!(s.param.as_deref(), Some("queue"));
+        assert_eq!(s.on_excess, OnExcess::Filter);
+        assert_eq!(s.max_body_bytes, 1024 * 1024);
+        assert_eq!(
+            s.source,
+            RecordSource::Values(["billing".to_owned(), "support".to_owned()].into())
+        );
+        let action = ActionName::parse("tickets.list").unwrap();
+        assert_eq!(c.record_sets.for_action(&action).count(), 1);
+        for (from, want) in [
+            ("human_groups", RecordSource::HumanGroups),
+            ("policy", RecordSource::Policy),
+        ] {
+            let text = SET
+                .replace("from = \"values\"", &format!("from = \"{from}\""))
+                .replace("values = [\"support\", \"billing\"]\n", "");
+            assert_eq!(
+                parse(&text)
+                    .unwrap()
+                    .record_sets
+                    .get("queues")
+                    .unwrap()
+                    .source,
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn bad_record_sets_name_the_field_and_line() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "name = \"queues\"",
+                "name = \"que ues\"",
+                "record_set[0].name",
+                "letters, digits",
+            ),
+            (
+                "[\"tickets.list\"]",
+                "[\"tickets.gone\"]",
+                "record_set[0].actions",
+                "not an action",
+            ),
+            (
+                "[\"tickets.list\"]",
+                "[\"tickets.list\", \"tickets.list\"]",
+                "record_set[0].actions",
+                "listed twice",
+            ),
+            (
+                "field = \"/queue\"",
+                "field = \"queue\"",
+                "record_set[0].field",
+                "JSON pointer",
+            ),
+            (
+                "field = \"/queue\"",
+                "field = \"\"",
+                "record_set[0].field",
+                "JSON pointer",
+            ),
+            (
+                "field = \"/queue\"",
+                "field = \"/a~2b\"",
+                "record_set[0].field",
+                "JSON pointer",
+            ),
+            (
+                "items = \"/tickets\"",
+                "items = \"tickets\"",
+                "record_set[0].items",
+                "JSON pointer",
+            ),
+            (
+                "param = \"queue\"",
+                "param = \"\"",
+                "record_set[0].param",
+                "1 to 64",
+            ),
+            (
+                "from = \"values\"",
+                "from = \"ldap\"",
+                "record_set[0].values",
+                "only with",
+            ),
+            (
+                "values = [\"support\", \"billing\"]",
+                "values = [\"support\", \"support\"]",
+                "record_set[0].values",
+                "listed twice",
+            ),
+            (
+                "values = [\"support\", \"billing\"]",
+                "values = [\"\"]",
+                "record_set[0].values",
+                "printable",
+            ),
+            (
+                "\nvalues = [\"support\", \"billing\"]",
+                "",
+                "record_set[0].values",
+                "needs the list",
+            ),
+            (
+                "from = \"values\"",
+                "from = \"values\"\nmax_body_bytes = 10",
+                "record_set[0].max_body_bytes",
+                "",
+            ),
+            (
+                "from = \"values\"",
+                "from = \"values\"\non_excess = \"ignore\"",
+                "",
+                "unknown variant",
+            ),
+            (
+                "from = \"values\"",
+                "from = \"values\"\ncolour = 1",
+                "",
+                "unknown field",
+            ),
+        ];
+        for (from, to, field, message) in cases {
+            assert!(SET.contains(from), "{from}");
+            let e = parse(&SET.replacen(from, to, 1)).unwrap_err();
+            assert_eq!(
+                e.field.as_str(),
+                if field.is_empty() {
+                    e.field.as_str()
+                } else {
+                    field
+                },
+                "{to}: {e}"
+            );
+            assert!(e.message.contains(message), "{to}: {e}");
+            assert!(e.line > 13, "{to}: {e}");
+        }
+        // `ldap` without values: not a source.
+        let e = parse(
+            &SET.replace("from = \"values\"", "from = \"ldap\"")
+                .replace("values = [\"support\", \"billing\"]\n", ""),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("not a source"), "{e}");
+        let twice = format!("{SET}{SET}");
+        assert!(parse(&twice).unwrap_err().message.contains("defined twice"));
+        let many: String = (0..=crate::records::MAX_RECORD_SETS)
+            .map(|i| SET.replace("name = \"queues\"", &format!("name = \"q{i}\"")))
+            .collect();
+        assert!(parse(&many).unwrap_err().message.contains("more than 256"));
+    }
+
+    #[test]
+    fn budgets_parse_per_class_and_refuse_what_is_not_one() {
+        let c = parse("[budgets]\nautomation = \"100/s\"\nassistant = \"30/min\"\n").unwrap();
+        assert_eq!(
+            c.budgets.get(crate::vocab::Class::Automation),
+            Some(Rate::parse("100/s").unwrap())
+        );
+        assert_eq!(c.budgets.get(crate::vocab::Class::Agent), None);
+        let e = parse("[budgets]\nbatch = \"100/s\"\n").unwrap_err();
+        assert_eq!(e.field, "budgets.batch");
+        assert!(e.message.contains("not a class: use automation"), "{e}");
+        let e = parse("[budgets]\nagent = \"lots\"\n").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("budgets.agent", 15));
+        let e = parse("[budgets]\nagent = \"1/s\"\nagent = \"2/s\"\n").unwrap_err();
+        assert!(e.message.contains("duplicate key"), "{e}");
+    }
+
+    #[test]
+    fn a_registry_finds_the_slot_of_its_own_identities_only() {
+        let text = format!(
+            "{BASE}{}",
+            BASE.split("[[identity]]")
+                .nth(1)
+                .map(|i| format!("[[identity]]{}", i.replace("id = \"a\"", "id = \"b\"")))
+                .unwrap()
+        );
+        let c = Config::parse(&text, "remit.toml").unwrap();
+        for (i, id) in ["a", "b"].into_iter().enumerate() {
+            let found = c.registry.get(&IdentityId::parse(id).unwrap()).unwrap();
+            assert_eq!(c.registry.slot_of(found), Some(i));
+            let copy = found.clone();
+            assert_eq!(
+                c.registry.slot_of(&copy),
+                None,
+                "a copy is not the registry's"
+            );
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct Decision {
     /// Secrets found in the request and what was done about them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanReport>,
+    /// For an allow: the approved record sets its responses are limited to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub record_sets: Vec<crate::records::ApprovedSet>,
 }
 
 impl Decision {
@@ -90,6 +93,7 @@ impl Decision {
         self.approval = None;
         self.retry_after_s = None;
         self.rate_limit = None;
+        self.record_sets.clear();
         self.reasons.push(reason.into());
     }
 
@@ -194,6 +198,9 @@ pub struct OutcomeRecord {
     /// Secrets found in the response and what was done about them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanReport>,
+    /// What each approved record set removed from the response, or why it was refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub record_sets: Vec<crate::records::RecordSetNote>,
     /// The review copy's bytes, stored beside the record (not inside it).
     #[serde(skip)]
     pub review_body: Option<Vec<u8>>,

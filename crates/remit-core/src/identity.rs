@@ -119,6 +119,29 @@ pub struct Limits {
     pub token_ttl_s: Option<u32>,
 }
 
+/// Budgets per class (`[budgets]`): every identity of a class shares its class's budget,
+/// and no class spends another's, so a flood by batch jobs (`automation`) leaves
+/// interactive assistants theirs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassBudgets(Vec<(crate::vocab::Class, Rate)>);
+
+impl ClassBudgets {
+    /// Budgets for the classes listed (each at most once; the parser checks).
+    pub fn new(budgets: Vec<(crate::vocab::Class, Rate)>) -> Self {
+        Self(budgets)
+    }
+
+    /// The budget of `class`, if it has one.
+    pub fn get(&self, class: crate::vocab::Class) -> Option<Rate> {
+        self.0.iter().find(|(c, _)| *c == class).map(|(_, r)| *r)
+    }
+
+    /// Every class with a budget.
+    pub fn iter(&self) -> impl Iterator<Item = (crate::vocab::Class, Rate)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
 /// A registered non-human principal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -193,6 +216,20 @@ impl Registry {
     /// Looks an identity up by id.
     pub fn get(&self, id: &IdentityId) -> Option<&Identity> {
         self.index.get(id).map(|&i| &self.identities[i])
+    }
+
+    /// The position of `identity` in the registry, when it is one of the registry's own
+    /// (what [`Registry::get`] or authentication returned). Computed from the addresses,
+    /// so finding an identity's per-identity state (its rate limiters) costs no second
+    /// lookup by id.
+    pub fn slot_of(&self, identity: &Identity) -> Option<usize> {
+        let base = self.identities.as_ptr() as usize;
+        let at = std::ptr::from_ref(identity) as usize;
+        let i = at.checked_sub(base)? / std::mem::size_of::<Identity>().max(1);
+        self.identities
+            .get(i)
+            .filter(|found| std::ptr::eq(*found, identity))
+            .map(|_| i)
     }
 
     /// Every identity, in configuration order.

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod mcp;
 pub mod names;
 pub mod path;
+pub mod records;
 pub mod request;
 pub mod route;
 pub mod scan;

@@ -214,6 +214,10 @@ pub enum Obligation {
     RecordSet {
         /// The approved set's name.
         set: String,
+        /// The values the permit approves (`@record_values`), for a set whose values come
+        /// from policy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        values: Option<Vec<String>>,
     },
     /// A human approval must be attached.
     Approval,

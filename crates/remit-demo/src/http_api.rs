@@ -14,7 +14,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State},
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -48,6 +48,7 @@ pub async fn serve_http_api(listener: TcpListener) -> std::io::Result<()> {
 pub fn router() -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/tickets", get(list_tickets))
         .route("/tickets/{id}", get(get_ticket))
         .route("/tickets/{id}/history", get(ticket_history))
         .route("/tickets/{id}/comments", post(add_comment))
@@ -260,6 +261,8 @@ struct Ticket {
     id: u64,
     subject: String,
     customer: String,
+    /// The support queue that owns it (`support`, `billing`, `escalations`).
+    queue: &'static str,
     status: &'static str,
     priority: &'static str,
 }
@@ -336,6 +339,7 @@ impl Default for Store {
                 1,
                 "Order #1042 arrived damaged",
                 "Dana Whitfield",
+                "support",
                 "open",
                 "high",
             ),
@@ -343,6 +347,7 @@ impl Default for Store {
                 2,
                 "Cannot reset my password",
                 "Priya Raman",
+                "support",
                 "pending",
                 "normal",
             ),
@@ -350,6 +355,7 @@ impl Default for Store {
                 3,
                 "Invoice shows the wrong VAT number",
                 "Lukas Berger",
+                "billing",
                 "open",
                 "normal",
             ),
@@ -357,6 +363,7 @@ impl Default for Store {
                 4,
                 "Bulk order discount not applied",
                 "Oak & Ivy Ltd.",
+                "escalations",
                 "escalated",
                 "high",
             ),
@@ -364,6 +371,7 @@ impl Default for Store {
                 5,
                 "Thanks for the quick replacement!",
                 "Sam Okafor",
+                "support",
                 "solved",
                 "low",
             ),
@@ -379,13 +387,14 @@ impl Default for Store {
             deployments: Vec::new(),
             inventory: BTreeMap::new(),
         };
-        for (id, subject, customer, status, priority) in tickets {
+        for (id, subject, customer, queue, status, priority) in tickets {
             store.tickets.insert(
                 id,
                 Ticket {
                     id,
                     subject: subject.to_owned(),
                     customer: customer.to_owned(),
+                    queue,
                     status,
                     priority,
                 },
@@ -451,6 +460,33 @@ struct Status {
 
 async fn status(seen: SeenByUpstream) -> Reply<Status> {
     seen.ok(Status { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct TicketList {
+    tickets: Vec<Ticket>,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    queue: Option<String>,
+}
+
+/// Every ticket, or those of one queue (`?queue=`). The upstream itself does not limit
+/// who sees what: that is remit's approved record set.
+async fn list_tickets(
+    State(app): State<AppState>,
+    seen: SeenByUpstream,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<TicketList> {
+    let store = app.store.read().await;
+    let tickets = store
+        .tickets
+        .values()
+        .filter(|t| q.queue.as_deref().is_none_or(|want| t.queue == want))
+        .cloned()
+        .collect();
+    Ok(seen.ok(TicketList { tickets }))
 }
 
 async fn get_ticket(

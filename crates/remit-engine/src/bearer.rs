@@ -31,6 +31,9 @@ pub struct TokenFacts {
     pub actors: Vec<String>,
     /// For delegation: what the human may reach now.
     pub human_scope: Option<ScopeSet>,
+    /// For delegation: the human's groups, as their issuer stated them (their team, for an
+    /// approved record set drawn from `human_groups`).
+    pub human_groups: Option<Vec<String>>,
     /// The purpose the token was issued for.
     pub purpose: Option<Purpose>,
     /// A single-use token's issuer, `jti` and expiry, claimed when the request is recorded.
@@ -119,8 +122,8 @@ pub fn authenticate<'r>(
     };
     let cred = credential_id(&v.issuer_id, v.jti.as_deref(), secret);
     // The presenter: the outermost actor of a delegation, else the subject itself.
-    let (presenter, on_behalf_of, human_reach) = match (&v.kind, v.actors.first()) {
-        (SubjectKind::Identity, None) => (v.subject.clone(), None, None),
+    let (presenter, on_behalf_of, human_reach, human_groups) = match (&v.kind, v.actors.first()) {
+        (SubjectKind::Identity, None) => (v.subject.clone(), None, None, None),
         (SubjectKind::Human { issuer, groups }, Some(first)) => {
             if let Some(why) = human_refusal(settings, issuer, &v.subject) {
                 return refused(slot, cred, why);
@@ -129,6 +132,7 @@ pub fn authenticate<'r>(
                 first.clone(),
                 Some(v.subject.clone()),
                 Some(human_scope(settings, issuer, groups)),
+                Some(groups.clone()),
             )
         }
         (SubjectKind::Human { .. }, None) => {
@@ -182,6 +186,7 @@ pub fn authenticate<'r>(
         on_behalf_of,
         actors: v.actors.clone(),
         human_scope: human_reach,
+        human_groups,
         purpose,
         single_use,
     };

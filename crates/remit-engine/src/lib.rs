@@ -12,6 +12,7 @@ pub mod bearer;
 pub mod cases;
 pub mod load;
 pub mod rate;
+pub mod records;
 pub mod risk;
 pub mod secrets;
 pub mod wire;
@@ -66,6 +67,7 @@ fn decided(
         rewrite: None,
         single_use: token.and_then(|t| t.single_use),
         risk: 0,
+        rate_slot: None,
     }
 }
 
@@ -80,6 +82,7 @@ fn refuse_after_policy(
 ) {
     decision.verdict = Verdict::Deny;
     decision.obligations.clear();
+    decision.record_sets.clear();
     decision.policies = vec![policy.to_owned()];
     reasons.push(why);
 }
@@ -99,6 +102,8 @@ pub struct Decided {
     pub single_use: Option<(String, String, i64)>,
     /// The behaviour risk score the policy saw (`context.risk`).
     pub risk: u8,
+    /// The identity's slot in the registry, where its rate limiters are.
+    pub rate_slot: Option<usize>,
 }
 
 /// The loaded pipeline: configuration, credentials and policies.
@@ -128,8 +133,12 @@ impl Engine {
         rules: remit_scan::RuleSet,
     ) -> Result<Self, PolicyError> {
         let policy = PolicyEngine::load(policies, &config.registry, &config.routes)?;
+        let unknown = policy.unknown_record_sets(|s| config.record_sets.get(s).is_some());
+        if !unknown.is_empty() {
+            return Err(PolicyError::Invalid(unknown));
+        }
         let authn = Authenticator::new(&config.registry);
-        let rates = rate::RateCaps::new(&config.registry);
+        let rates = rate::RateCaps::new(&config.registry, &config.budgets);
         let secrets = secrets::Secrets::new(rules, &config.scan, &config.registry);
         let tokens = remit_token::jwt::Verifier::new(&config.tokens);
         // Key sets written in the configuration are installed now; a bad one leaves its
@@ -275,6 +284,7 @@ impl Engine {
             approval: None,
             retry_after_s: None,
             rate_limit: None,
+            record_sets: Vec::new(),
             scan: None,
         };
         // Scanned before any ceiling, so every refusal still records (and acts on) a
@@ -402,6 +412,13 @@ impl Engine {
                         }
                     }
                 }
+                // The class's shared budget, after the identity's own caps.
+                if let Some(rate) = self.config.budgets.get(cls.class) {
+                    decision.obligations.push(Obligation::Rate {
+                        rate,
+                        source: rate::CLASS.into(),
+                    });
+                }
             }
             PolicyVerdict::ApprovalRequired => {
                 decision.verdict = Verdict::ApprovalRequired;
@@ -433,6 +450,22 @@ impl Engine {
                 refuse_after_policy(&mut decision, &mut reasons, READ_ONLY_POLICY, why);
             }
         }
+        // Approved record sets: a request for a record outside one is refused; an allow
+        // carries the sets, and the door filters the response to them.
+        if decision.verdict == Verdict::Allow && !self.config.record_sets.is_empty() {
+            let human_groups = token_facts.as_ref().and_then(|t| t.human_groups.as_deref());
+            let sets = records::resolve(
+                &self.config.record_sets,
+                &decision.action,
+                &decision.obligations,
+                human_groups,
+            );
+            if let Some(why) = records::refuses(&self.config.record_sets, &sets, &scope, facts) {
+                refuse_after_policy(&mut decision, &mut reasons, records::RECORD_SET_POLICY, why);
+            } else {
+                decision.record_sets = sets;
+            }
+        }
         let mut rewrite = None;
         if decision.verdict == Verdict::Allow {
             rewrite = self.enforce_scan(&mut decision, &mut reasons, scan, facts);
@@ -443,6 +476,7 @@ impl Engine {
             "invariant: unclassified traffic never performs a sensitive action"
         );
         let mut done = decided(decision, reasons, scope, token_facts);
+        done.rate_slot = cls.identity.and_then(|i| registry.slot_of(i));
         done.rewrite = rewrite;
         done.risk = risk_score;
         Ok(done)
@@ -623,7 +657,11 @@ impl Engine {
         }
         if d.verdict == Verdict::Allow
             && let Some(limited) = self.rates.check(
-                d.identity.as_ref(),
+                rate::Who {
+                    slot: decided.rate_slot,
+                    identity: d.identity.as_ref(),
+                    class: d.class,
+                },
                 d.purpose.as_ref(),
                 &d.action,
                 &d.obligations,
@@ -635,6 +673,14 @@ impl Engine {
             d.rate_limit = Some(limited.cap);
             d.reasons.push(limited.reason);
         }
+        // The behaviour watch may refuse the request (an alert that quarantines), so it
+        // sees it before an approval is claimed. (Should the claim then fail, the watch
+        // has learned one allow that became a deny: a smaller harm than an approval spent
+        // on a refused request.)
+        let alerts = match observer {
+            Some(o) => o.observe(&mut decided.decision, decided.mcp.as_ref()),
+            None => Vec::new(),
+        };
         // Last before the record: a request refused by anything above spends no approval.
         if decided.decision.verdict == Verdict::Allow
             && let Some(id) = &claim
@@ -647,10 +693,6 @@ impl Engine {
             self.secrets
                 .expose(report, d.identity.as_ref(), &d.decision_id);
         }
-        let alerts = match observer {
-            Some(o) => o.observe(&mut decided.decision, decided.mcp.as_ref()),
-            None => Vec::new(),
-        };
         let decide_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut record = self.record(&decided, facts, now, decide_us);
         record.alerts = alerts;

@@ -7,10 +7,17 @@
 //! and each action (or MCP tool) it performs apart, so one flooded purpose or tool leaves
 //! the others their budget.
 //!
+//! `[budgets]` gives each class one budget shared by all its identities (source `class`),
+//! checked after the identity's own caps: a batch job (`automation`) flooding its class's
+//! budget is refused there and never spends the budget of assistants or agents.
+//!
+//! An identity's limiters sit at its slot in the registry, found when it authenticated, so a
+//! check costs no lookup by id.
+//!
 //! Memory is bounded: one limiter per identity with a rate; per identity with
 //! `per_purpose` (or `per_action`) one keyed limiter whose keys are its purposes (or the
 //! route table's actions); per `@rate` policy one keyed limiter whose keys are registered
-//! identities (or `unclassified`).
+//! identities (or `unclassified`); one limiter per class with a budget.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -19,7 +26,8 @@ use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use remit_core::{ActionName, IdentityId, Obligation, Purpose, Rate, Registry};
+use remit_core::identity::ClassBudgets;
+use remit_core::{ActionName, Class, IdentityId, Obligation, Purpose, Rate, Registry};
 
 /// The source of the identity's overall cap.
 pub const IDENTITY: &str = "identity";
@@ -27,6 +35,8 @@ pub const IDENTITY: &str = "identity";
 pub const PER_PURPOSE: &str = "identity.purpose";
 /// The source of the identity's cap per action.
 pub const PER_ACTION: &str = "identity.action";
+/// The source of the class budget shared by every identity of the request's class.
+pub const CLASS: &str = "class";
 
 /// The key of unauthenticated traffic under a policy's cap.
 const UNCLASSIFIED: &str = "unclassified";
@@ -54,33 +64,53 @@ pub struct Limited {
     pub cap: remit_core::RateLimitState,
 }
 
+/// One identity's own limiters, at its slot in the registry.
+#[derive(Debug, Default)]
+struct IdentityCaps {
+    overall: Option<DefaultDirectRateLimiter>,
+    per_purpose: Option<DefaultKeyedRateLimiter<String>>,
+    per_action: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+/// Who a request is for the caps: the identity's slot in the registry (found when it
+/// authenticated, so a check does no lookup by id), its id (for policy caps and reasons),
+/// and its class (for the class budget).
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    /// The identity's position in the registry.
+    pub slot: Option<usize>,
+    /// The identity.
+    pub identity: Option<&'a IdentityId>,
+    /// The request's class.
+    pub class: Class,
+}
+
 /// Every rate cap of the process.
 #[derive(Debug)]
 pub struct RateCaps {
-    identities: HashMap<IdentityId, DefaultDirectRateLimiter>,
-    per_purpose: HashMap<IdentityId, DefaultKeyedRateLimiter<String>>,
-    per_action: HashMap<IdentityId, DefaultKeyedRateLimiter<String>>,
+    identities: Vec<IdentityCaps>,
+    classes: Vec<(Class, DefaultDirectRateLimiter)>,
     policies: Mutex<PolicyLimiters>,
     clock: DefaultClock,
 }
 
 impl RateCaps {
-    /// The caps of the registry's identities.
-    pub fn new(registry: &Registry) -> Self {
+    /// The caps of the registry's identities and the class budgets.
+    pub fn new(registry: &Registry, budgets: &ClassBudgets) -> Self {
         let identities = registry
             .iter()
-            .filter_map(|i| Some((i.id.clone(), RateLimiter::direct(quota(i.limits.rate?)))))
+            .map(|i| IdentityCaps {
+                overall: i.limits.rate.map(|r| RateLimiter::direct(quota(r))),
+                per_purpose: i.limits.per_purpose.map(|r| RateLimiter::keyed(quota(r))),
+                per_action: i.limits.per_action.map(|r| RateLimiter::keyed(quota(r))),
+            })
             .collect();
-        let keyed = |pick: fn(&remit_core::Identity) -> Option<Rate>| {
-            registry
-                .iter()
-                .filter_map(|i| Some((i.id.clone(), RateLimiter::keyed(quota(pick(i)?)))))
-                .collect()
-        };
         Self {
             identities,
-            per_purpose: keyed(|i| i.limits.per_purpose),
-            per_action: keyed(|i| i.limits.per_action),
+            classes: budgets
+                .iter()
+                .map(|(c, r)| (c, RateLimiter::direct(quota(r))))
+                .collect(),
             policies: Mutex::default(),
             clock: DefaultClock::default(),
         }
@@ -91,70 +121,46 @@ impl RateCaps {
     /// (GCRA cannot give back what the caps before it spent.)
     pub fn check(
         &self,
-        identity: Option<&IdentityId>,
+        who: Who<'_>,
         purpose: Option<&Purpose>,
         action: &ActionName,
         obligations: &[Obligation],
     ) -> Option<Limited> {
+        let own = who.slot.and_then(|i| self.identities.get(i));
         for o in obligations {
             let Obligation::Rate { rate, source } = o else {
                 continue;
             };
-            let keyed = |map: &HashMap<IdentityId, DefaultKeyedRateLimiter<String>>, key: &str| {
-                identity
-                    .and_then(|id| map.get(id))
-                    .map(|l| l.check_key(&key.to_owned()))
-            };
-            let outcome = if source == IDENTITY {
-                identity
-                    .and_then(|id| self.identities.get(id))
-                    .map(|l| l.check())
-            } else if source == PER_PURPOSE {
-                keyed(&self.per_purpose, purpose.map_or("", Purpose::as_str))
-            } else if source == PER_ACTION {
-                keyed(&self.per_action, action.as_str())
-            } else {
-                let key = identity.map_or(UNCLASSIFIED, IdentityId::as_str);
-                Some(
-                    self.policy_limiter(source, *rate)
-                        .check_key(&key.to_owned()),
-                )
+            let outcome = match source.as_str() {
+                IDENTITY => own.and_then(|c| c.overall.as_ref()).map(|l| l.check()),
+                PER_PURPOSE => own
+                    .and_then(|c| c.per_purpose.as_ref())
+                    .map(|l| l.check_key(&purpose.map_or("", Purpose::as_str).to_owned())),
+                PER_ACTION => own
+                    .and_then(|c| c.per_action.as_ref())
+                    .map(|l| l.check_key(&action.as_str().to_owned())),
+                CLASS => self
+                    .classes
+                    .iter()
+                    .find(|(c, _)| *c == who.class)
+                    .map(|(_, l)| l.check()),
+                policy => {
+                    let key = who.identity.map_or(UNCLASSIFIED, IdentityId::as_str);
+                    Some(
+                        self.policy_limiter(policy, *rate)
+                            .check_key(&key.to_owned()),
+                    )
+                }
             };
             if let Some(Err(not_until)) = outcome {
-                let wait = not_until.wait_time_from(self.clock.now());
-                {
-                    let who = identity.map_or(UNCLASSIFIED, IdentityId::as_str);
-                    return Some(Limited {
-                        retry_after: wait,
-                        cap: remit_core::RateLimitState {
-                            source: source.clone(),
-                            rate: *rate,
-                        },
-                        reason: if source == IDENTITY {
-                            format!(
-                                "identity `{who}` is over its rate of {} requests per {} s",
-                                rate.count, rate.per_s
-                            )
-                        } else if source == PER_PURPOSE {
-                            format!(
-                                "identity `{who}` is over its rate of {} requests per {} s for purpose `{}`",
-                                rate.count,
-                                rate.per_s,
-                                purpose.map_or("", Purpose::as_str)
-                            )
-                        } else if source == PER_ACTION {
-                            format!(
-                                "identity `{who}` is over its rate of {} requests per {} s for `{action}`",
-                                rate.count, rate.per_s
-                            )
-                        } else {
-                            format!(
-                                "`{who}` is over the rate of {} requests per {} s that policy `{source}` sets",
-                                rate.count, rate.per_s
-                            )
-                        },
-                    });
-                }
+                return Some(Limited {
+                    retry_after: not_until.wait_time_from(self.clock.now()),
+                    cap: remit_core::RateLimitState {
+                        source: source.clone(),
+                        rate: *rate,
+                    },
+                    reason: reason(who, purpose, action, source, *rate),
+                });
             }
         }
         None
@@ -170,5 +176,38 @@ impl RateCaps {
         map.entry((policy.to_owned(), rate))
             .or_insert_with(|| Arc::new(RateLimiter::keyed(quota(rate))))
             .clone()
+    }
+}
+
+/// The sentence naming the cap that refused a request.
+fn reason(
+    who: Who<'_>,
+    purpose: Option<&Purpose>,
+    action: &ActionName,
+    source: &str,
+    rate: Rate,
+) -> String {
+    let name = who.identity.map_or(UNCLASSIFIED, IdentityId::as_str);
+    let (count, per) = (rate.count, rate.per_s);
+    match source {
+        IDENTITY => format!("identity `{name}` is over its rate of {count} requests per {per} s"),
+        PER_PURPOSE => format!(
+            "identity `{name}` is over its rate of {count} requests per {per} s for purpose `{}`",
+            purpose.map_or("", Purpose::as_str)
+        ),
+        PER_ACTION => {
+            format!(
+                "identity `{name}` is over its rate of {count} requests per {per} s for `{action}`"
+            )
+        }
+        CLASS => format!(
+            "class `{}` is over its shared budget of {count} requests per {per} s (`{name}` is one of its identities)",
+            who.class
+        ),
+        policy => {
+            format!(
+                "`{name}` is over the rate of {count} requests per {per} s that policy `{policy}` sets"
+            )
+        }
     }
 }

@@ -650,3 +650,166 @@ sha256 = "{key}"
     assert!(verdicts[5].1.contains("for `a.read`"), "{verdicts:?}");
     assert!(verdicts[7].1.contains("for purpose `two`"), "{verdicts:?}");
 }
+
+/// Approved record sets in the pipeline: values from policy (`@record_values`), a set a
+/// permit names with `@record_set`, the record a request asks for as a path parameter, a
+/// query parameter (once only) or a tool argument, and a policy naming a set that does not
+/// exist refused at load.
+#[test]
+fn record_sets_resolve_from_policy_and_refuse_records_outside_them() {
+    let key = |k: &str| hex::encode(remit_token::hash_key(k));
+    let config = format!(
+        r#"
+[[route]]
+method = "GET"
+path = "/accounts/{{account}}/orders"
+action = "orders.list"
+resource = "Account::{{account}}"
+
+[[route]]
+method = "GET"
+path = "/orders"
+action = "orders.search"
+resource = "Orders::all"
+
+[[mcp_server]]
+name = "crm"
+path = "/mcp/crm"
+session_action = "crm.session"
+[[mcp_server.tool]]
+name = "account_notes"
+action = "crm.notes"
+destructive = false
+arguments = {{ account = "string" }}
+
+[[record_set]]
+name = "accounts"
+actions = ["orders.list", "orders.search"]
+field = "/account"
+param = "account"
+from = "policy"
+
+[[record_set]]
+name = "regions"
+actions = []
+field = "/region"
+from = "values"
+values = ["eu"]
+param = "account"
+
+[[identity]]
+id = "agent"
+kind = "agent"
+owner = "team"
+purposes = ["care"]
+boundary = ["orders.*", "crm.*"]
+[[identity.credential]]
+type = "api_key"
+sha256 = "{}"
+"#,
+        key("rk_agent")
+    );
+    let config = || remit_core::Config::parse(&config, "remit.toml").unwrap();
+    let policy = r#"
+@id("orders")
+@record_set("accounts")
+@record_values("acme, globex")
+permit (principal, action in [Action::"orders.list", Action::"orders.search"], resource);
+@id("notes")
+@record_set("regions")
+permit (principal, action == Action::"crm.notes", resource);
+"#;
+    let source = |text: &str| {
+        [remit_policy::PolicySource {
+            file: "p.cedar".into(),
+            text: text.into(),
+        }]
+    };
+    let e = Engine::new(config(), &source(policy)).unwrap();
+    let decide = |method: &str, path: &str, body: Option<String>| {
+        let mut f = facts(
+            method,
+            path,
+            &[
+                ("Authorization", "Bearer rk_agent"),
+                ("Remit-Purpose", "care"),
+            ],
+        );
+        f.body = body.map(String::into_bytes);
+        e.decide(&f, "rs".into(), time::OffsetDateTime::now_utc())
+            .unwrap()
+            .decision
+    };
+    let outside =
+        |d: &remit_core::Decision| d.verdict == Verdict::Deny && d.policies == ["remit.record-set"];
+    let d = decide("GET", "/accounts/acme/orders", None);
+    assert_eq!(d.verdict, Verdict::Allow, "{:?}", d.reasons);
+    assert_eq!(d.record_sets.len(), 1);
+    assert_eq!(
+        d.record_sets[0].values,
+        ["acme".to_owned(), "globex".to_owned()].into()
+    );
+    let d = decide("GET", "/accounts/initech/orders", None);
+    assert!(outside(&d), "{d:?}");
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("record `initech` is outside the approved record set `accounts`")),
+        "{:?}",
+        d.reasons
+    );
+    assert!(d.record_sets.is_empty(), "a refusal carries no set");
+    assert_eq!(decide("GET", "/orders", None).verdict, Verdict::Allow);
+    assert_eq!(
+        decide("GET", "/orders?account=globex&x=1", None).verdict,
+        Verdict::Allow
+    );
+    assert!(outside(&decide("GET", "/orders?account=initech", None)));
+    assert!(outside(&decide(
+        "GET",
+        "/orders?account=acme&account=initech",
+        None
+    )));
+    // The query is decoded before it is compared.
+    assert_eq!(
+        decide("GET", "/orders?account=glob%65x", None).verdict,
+        Verdict::Allow
+    );
+    let notes = |account: &str| {
+        Some(format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"account_notes","arguments":{{"account":"{account}"}}}}}}"#
+        ))
+    };
+    let d = decide("POST", "/mcp/crm", notes("eu"));
+    assert_eq!(d.verdict, Verdict::Allow, "{:?}", d.reasons);
+    assert_eq!(d.record_sets[0].name, "regions");
+    assert!(outside(&decide("POST", "/mcp/crm", notes("us"))));
+
+    // A policy naming a set the configuration lacks does not load.
+    let err = Engine::new(
+        config(),
+        &source("@id(\"x\")\n@record_set(\"nope\")\npermit (principal, action, resource);"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("p.cedar:1:")
+            && err.contains("`@record_set(\"nope\")` names no `[[record_set]]`"),
+        "{err}"
+    );
+    for (text, want) in [
+        (
+            "@record_values(\"a\")\npermit (principal, action, resource);",
+            "beside the `@record_set`",
+        ),
+        (
+            "@record_set(\"accounts\")\nforbid (principal, action, resource);",
+            "belongs on a permit",
+        ),
+    ] {
+        let err = Engine::new(config(), &source(text))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}

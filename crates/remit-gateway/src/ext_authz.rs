@@ -377,6 +377,7 @@ mod tests {
             approval: None,
             retry_after_s: Some(12),
             rate_limit: None,
+            record_sets: Vec::new(),
             scan: None,
         };
         let r = refused(

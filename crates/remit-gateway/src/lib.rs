@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod problem;
 pub mod proxy;
+mod records;
 pub mod token;
 pub mod watch;
 pub mod webhook;

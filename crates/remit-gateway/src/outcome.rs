@@ -23,6 +23,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use remit_core::decision::RECORD_VERSION;
+use remit_core::records::RecordSetNote;
 use remit_core::scan::location;
 use remit_core::{
     AuditRecord, IdentityId, Obligation, OutcomeRecord, RecordSink, ReviewNote, ScanAction,
@@ -46,6 +47,7 @@ pub struct Outcome {
     identity: Option<IdentityId>,
     encoding: Option<String>,
     scan: Option<ScanReport>,
+    record_sets: Vec<RecordSetNote>,
 }
 
 /// The engine's scanner, held by a stream that outlives the request handler.
@@ -86,7 +88,13 @@ impl Outcome {
             engine,
             encoding: None,
             scan: None,
+            record_sets: Vec::new(),
         }
+    }
+
+    /// What the approved record sets did to the response, for the outcome record.
+    pub fn limited(&mut self, notes: Vec<RecordSetNote>) {
+        self.record_sets = notes;
     }
 
     /// What inspecting the response found, for the outcome record.
@@ -250,6 +258,7 @@ impl Observing {
             review,
             review_body,
             scan: o.scan,
+            record_sets: o.record_sets,
         };
         let sink = o.sink;
         // Outside a runtime (never in the gateway) there is nowhere to write from.

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tower::ServiceBuilder;
 
 use crate::outcome::Outcome;
-use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, approvals, inspect, mcp};
+use crate::{DECIDE_TIMEOUT, MAX_CONCURRENT, Problem, approvals, inspect, mcp, records};
 
 /// Headers that describe one connection, never the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -441,6 +441,13 @@ async fn forward(
             headers.insert(k, v);
         }
     }
+    // A response limited to record sets must be readable: ask for it uncompressed.
+    if !decision.record_sets.is_empty() {
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     if let Some((name, value)) = st.credentials.get(&upstream.name) {
         headers.insert(name.clone(), value.clone());
     }
@@ -468,18 +475,28 @@ async fn forward(
             let (mut parts, incoming) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let mut outcome = outcome;
+            let mut incoming = Body::new(incoming);
+            if !decision.record_sets.is_empty() {
+                let mcp = upstream.kind == UpstreamKind::Mcp;
+                match records::limit(decision, &mut parts, incoming, mcp).await {
+                    records::Limit::Pass(body, notes) => {
+                        outcome.limited(notes);
+                        incoming = body;
+                    }
+                    records::Limit::Refuse(resp, notes) => {
+                        outcome.limited(notes);
+                        outcome.failed(
+                            resp.status().as_u16(),
+                            "remit refused the upstream's response".into(),
+                        );
+                        return resp;
+                    }
+                }
+            }
             let (body, stream_scan) = match inspect::mode(&st.engine, decision, &parts) {
-                inspect::Mode::Stream(action) => (Body::new(incoming), Some(action)),
+                inspect::Mode::Stream(action) => (incoming, Some(action)),
                 inspect::Mode::Whole(action) => {
-                    match inspect::whole(
-                        &st.engine,
-                        decision,
-                        &mut parts,
-                        Body::new(incoming),
-                        action,
-                    )
-                    .await
-                    {
+                    match inspect::whole(&st.engine, decision, &mut parts, incoming, action).await {
                         inspect::Inspected::Pass(body, report) => {
                             outcome.scanned(report);
                             (body, None)

@@ -279,3 +279,5 @@ mod oidc_e2e;
 mod alerts;
 #[path = "gateway/approvals.rs"]
 mod approvals;
+#[path = "gateway/records.rs"]
+mod records;

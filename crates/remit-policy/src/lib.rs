@@ -204,10 +204,46 @@ fn read_meta(p: &Policy, file: &str, line: usize) -> Result<PolicyMeta, String> 
             source: p.id().to_string(),
         });
     }
-    if let Some(set) = p.annotation("record_set") {
-        obligations.push(Obligation::RecordSet {
-            set: set.to_owned(),
-        });
+    match (p.annotation("record_set"), p.annotation("record_values")) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return Err(
+                "`@record_values` belongs beside the `@record_set` it approves them for".into(),
+            );
+        }
+        (Some(_), _) if p.effect() != Effect::Permit => {
+            return Err(
+                "`@record_set` belongs on a permit: it limits what the allow may see".into(),
+            );
+        }
+        (Some(set), values) => {
+            let values = match values {
+                None => None,
+                Some(list) => {
+                    let v: Vec<String> = list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    if v.len() > remit_core::records::MAX_VALUES
+                        || v.iter()
+                            .any(|s| s.len() > remit_core::records::MAX_VALUE_BYTES)
+                    {
+                        return Err(format!(
+                            "`@record_values` lists at most {} values of at most {} bytes, separated by commas",
+                            remit_core::records::MAX_VALUES,
+                            remit_core::records::MAX_VALUE_BYTES
+                        ));
+                    }
+                    Some(v)
+                }
+            };
+            obligations.push(Obligation::RecordSet {
+                set: set.trim().to_owned(),
+                values,
+            });
+        }
     }
     let remedy_approval = match p.annotation("remedy") {
         None => false,
@@ -546,6 +582,33 @@ impl PolicyEngine {
         self.meta
             .get(&PolicyId::new(id))
             .and_then(|m| m.approvers.as_deref())
+    }
+
+    /// Every policy that names an approved record set with `@record_set`, as a diagnostic
+    /// to report when the set is not configured: file, line, policy id and message.
+    pub fn unknown_record_sets(&self, known: impl Fn(&str) -> bool) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for (id, m) in &self.meta {
+            for o in &m.obligations {
+                if let Obligation::RecordSet { set, .. } = o
+                    && !known(set)
+                {
+                    out.push(Diagnostic {
+                        file: m.file.clone(),
+                        line: m.line,
+                        column: 1,
+                        policy: Some(id.to_string()),
+                        severity: diag::Severity::Error,
+                        message: format!(
+                            "`@record_set(\"{set}\")` names no `[[record_set]]` in the configuration"
+                        ),
+                        help: None,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        out
     }
 
     /// Where a policy was defined, as `file:line`.

@@ -168,16 +168,17 @@ impl ByteMap {
         self.changed.get(k).is_none_or(|c| *c as usize >= range.end)
     }
 
-    /// An empty map of a segment of `len` bytes at `base` in the parent, with room for
-    /// `escapes` produced bytes (one an escape; `\u` escapes of more grow it), so that
-    /// decoding a segment full of escapes does not grow the lists again and again.
-    fn sized(base: usize, len: usize, escapes: usize) -> Self {
-        Self {
-            base: base as u32,
-            end: (base + len) as u32,
-            changed: Vec::with_capacity(escapes),
-            source: Vec::with_capacity(escapes),
-        }
+    /// Makes this the empty map of a segment of `len` bytes at `base` in the parent, with
+    /// room for `escapes` produced bytes (one an escape; `\u` escapes of more grow it), so
+    /// that decoding a segment full of escapes does not grow the lists again and again. The
+    /// lists keep their buffers.
+    fn reset(&mut self, base: usize, len: usize, escapes: usize) {
+        self.base = base as u32;
+        self.end = (base + len) as u32;
+        self.changed.clear();
+        self.source.clear();
+        self.changed.reserve(escapes);
+        self.source.reserve(escapes);
     }
 
     fn produced(&mut self, at: usize, source: std::ops::Range<usize>) {
@@ -231,14 +232,15 @@ pub(crate) fn percent_escape_at(text: &[u8], i: usize) -> bool {
 /// Merged windows around every escape starting with `needle` (as `at` tells): for JSON,
 /// the string literal holding the escape and [`JSON_CONTEXT`] either side, at most [`ESCAPE_WINDOW`] either side of it; for
 /// percent-encoding, [`ESCAPE_WINDOW`] either side. A few bytes more at the end so no
-/// escape is cut in two.
-pub(crate) fn escape_windows(
+/// escape is cut in two. Into `out` (cleared first), so that a scan reuses its buffer.
+pub(crate) fn escape_windows_into(
     text: &[u8],
     needle: u8,
     at: fn(&[u8], usize) -> bool,
-) -> Vec<std::ops::Range<usize>> {
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
     let json = needle == b'\\';
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    out.clear();
     let mut from = 0;
     while let Some(p) = memchr::memchr(needle, &text[from..]) {
         let i = from + p;
@@ -269,7 +271,38 @@ pub(crate) fn escape_windows(
             _ => out.push(a..b),
         }
     }
-    out
+}
+
+/// The first `a` or `b` in `hay`, eight bytes at a time in a `u64`.
+///
+/// Written here rather than calling `memchr::memchr2` because it runs once per escape of
+/// an escaped JSON string, where the next escape is usually a few bytes away: there
+/// `memchr`'s per-call work (dispatch, short-haystack paths) cost more than the search
+/// (callgrind: 1.6 % fewer instructions a 4 KB body this way; BENCHMARKS.md). Exact: in the
+/// zero-byte test below a false flag can only follow a true one, so the lowest flag is a
+/// match.
+fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    let (va, vb) = (LO * u64::from(a), LO * u64::from(b));
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let hits = zero(w ^ va) | zero(w ^ vb);
+        if hits != 0 {
+            return Some(at + hits.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|c| *c == a || *c == b)
+        .map(|p| at + p)
 }
 
 /// The first `"` in `from..to` that is not escaped, reading escapes from `from` on
@@ -278,7 +311,7 @@ fn closing_quote(text: &[u8], from: usize, to: usize) -> Option<usize> {
     let to = to.min(text.len());
     let mut j = from;
     while j < to {
-        let k = j + memchr::memchr2(b'"', b'\\', &text[j..to])?;
+        let k = j + find2(&text[j..to], b'"', b'\\')?;
         if text[k] == b'"' {
             return Some(k);
         }
@@ -299,11 +332,22 @@ fn opening_quote(text: &[u8], range: std::ops::Range<usize>) -> Option<usize> {
 /// Undoes JSON string escapes across the whole text (quotes and structure stay as they are),
 /// so a secret inside an escaped JSON string reads as it was written. `base` is the
 /// text's offset in the parent.
+#[cfg(test)]
 pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
-    let mut out = Vec::with_capacity(text.len());
-    let mut map = ByteMap::sized(base, text.len(), memchr::memchr_iter(b'\\', text).count());
+    let (mut out, mut map) = (Vec::new(), ByteMap::default());
+    json_unescape_into(text, base, &mut out, &mut map);
+    (out, map)
+}
+
+/// [`json_unescape`] into `out` and `map` (emptied first), so that a scan reuses buffers.
+pub(crate) fn json_unescape_into(text: &[u8], base: usize, out: &mut Vec<u8>, map: &mut ByteMap) {
+    out.clear();
+    out.reserve(text.len());
+    // Room for an escape in 8 bytes, more than escaped JSON strings hold, without counting
+    // them first (a pooled map has its room already; past it the lists grow).
+    map.reset(base, text.len(), text.len() / 8);
     let mut i = 0;
-    while let Some(p) = memchr::memchr(b'\\', &text[i..]) {
+    while let Some(p) = find2(&text[i..], b'\\', b'\\') {
         // Bytes up to the backslash are copied as they are.
         out.extend_from_slice(&text[i..i + p]);
         i += p;
@@ -352,15 +396,23 @@ pub(crate) fn json_unescape(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
         i += 1;
     }
     out.extend_from_slice(&text[i..]);
-    (out, map)
 }
 
 /// Undoes percent-encoding, and `+` as a space (form encoding). A `+` that was meant
 /// literally was already seen as such in the parent layer.
+#[cfg(test)]
 pub(crate) fn percent_decode(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
-    let mut out = Vec::with_capacity(text.len());
+    let (mut out, mut map) = (Vec::new(), ByteMap::default());
+    percent_decode_into(text, base, &mut out, &mut map);
+    (out, map)
+}
+
+/// [`percent_decode`] into `out` and `map` (emptied first), so that a scan reuses buffers.
+pub(crate) fn percent_decode_into(text: &[u8], base: usize, out: &mut Vec<u8>, map: &mut ByteMap) {
+    out.clear();
+    out.reserve(text.len());
     let escapes = memchr::memchr2_iter(b'%', b'+', text).count();
-    let mut map = ByteMap::sized(base, text.len(), escapes);
+    map.reset(base, text.len(), escapes);
     let mut i = 0;
     while let Some(p) = memchr::memchr2(b'%', b'+', &text[i..]) {
         out.extend_from_slice(&text[i..i + p]);
@@ -383,7 +435,6 @@ pub(crate) fn percent_decode(text: &[u8], base: usize) -> (Vec<u8>, ByteMap) {
         i += 1;
     }
     out.extend_from_slice(&text[i..]);
-    (out, map)
 }
 
 const B64: u8 = 1;
@@ -442,20 +493,23 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
     let n = text.len();
     let mut i = 0;
     // `i` is always where a run could start. A window of `min` bytes is checked from its
-    // end, so a non-base64 byte lets the search jump past it (most text is skipped).
+    // end, so a non-base64 byte lets the search jump past it (most text is skipped). A
+    // window with none is the start of a run: its bytes' kinds are gathered on the way, and
+    // the run is followed from the window's end (each byte is read once).
     'outer: while i + min <= n {
-        let mut j = i + min;
-        while j > i {
-            j -= 1;
-            if B64_CLASS[text[j] as usize] == 0 {
-                i = j + 1;
+        let mut kinds = 0u8;
+        for (k, b) in text[i..i + min].iter().enumerate().rev() {
+            let c = B64_CLASS[usize::from(*b)];
+            if c == 0 {
+                i += k + 1;
                 continue 'outer;
             }
+            kinds |= c;
         }
         let start = i;
-        let mut kinds = 0u8;
-        while i < n {
-            let c = B64_CLASS[text[i] as usize];
+        i += min;
+        for b in &text[i..] {
+            let c = B64_CLASS[usize::from(*b)];
             if c == 0 {
                 break;
             }
@@ -486,11 +540,24 @@ pub(crate) fn base64_runs(text: &[u8], min: usize, mut f: impl FnMut(Run) -> boo
 /// and those next to one whose source continued the extent in the parent (as the `n` of
 /// `\n` or a `+` turned into a space do). Every other extent is one of the parent's
 /// runs as it was. In order.
+#[cfg(test)]
 pub(crate) fn changed_runs(
     text: &[u8],
     parent: &[u8],
     map: &ByteMap,
 ) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    changed_runs_into(text, parent, map, &mut out);
+    out
+}
+
+/// [`changed_runs`] into `out` (cleared first), so that a scan reuses its buffer.
+pub(crate) fn changed_runs_into(
+    text: &[u8],
+    parent: &[u8],
+    map: &ByteMap,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
     let extent = |p: usize| {
         let mut a = p;
         while a > 0 && is_b64(text[a - 1]) {
@@ -503,7 +570,7 @@ pub(crate) fn changed_runs(
         a..b
     };
     let source_is_b64 = |at: usize| parent.get(at).is_some_and(|b| is_b64(*b));
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    out.clear();
     let mut add = |p: usize| {
         // Changed bytes come in order: an extent already added is not walked again.
         if !out.last().is_some_and(|r| r.contains(&p)) {
@@ -525,15 +592,21 @@ pub(crate) fn changed_runs(
     }
     out.sort_unstable_by_key(|r| r.start);
     out.dedup();
-    out
 }
 
 /// Decodes a run; `None` if it does not decode or its start already does not look like
 /// text or gzip (most runs in traffic are identifiers and hashes).
 pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
     let engine = if url_safe { &URL } else { &STD };
-    let mut head = [0u8; 12];
-    if run.len() >= 16 && engine.decode_slice(&run[..16], &mut head).is_ok() {
+    let head = run.first_chunk::<16>().and_then(|chars| {
+        // Where ours fails (padding inside a short run, a byte outside the alphabet), the
+        // crate's reading.
+        decode_head(chars, url_safe).or_else(|| {
+            let mut head = [0u8; 12];
+            engine.decode_slice(chars, &mut head).ok().map(|_| head)
+        })
+    });
+    if let Some(head) = head {
         let printable = head
             .iter()
             .filter(|b| matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r'))
@@ -551,6 +624,58 @@ pub(crate) fn base64_decode(run: &[u8], url_safe: bool) -> Option<Vec<u8>> {
         return engine.decode(&trimmed[..trimmed.len() - 1]).ok();
     }
     engine.decode(trimmed).ok()
+}
+
+/// The value of each character of the standard (or URL-safe) base64 alphabet, or `0xff`.
+const fn b64_values(url_safe: bool) -> [u8; 256] {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        if i < 10 {
+            t[b'0' as usize + i] = 52 + i as u8;
+        }
+        i += 1;
+    }
+    if url_safe {
+        t[b'-' as usize] = 62;
+        t[b'_' as usize] = 63;
+    } else {
+        t[b'+' as usize] = 62;
+        t[b'/' as usize] = 63;
+    }
+    t
+}
+
+static B64_STD_VALUE: [u8; 256] = b64_values(false);
+static B64_URL_VALUE: [u8; 256] = b64_values(true);
+
+/// The 12 bytes 16 base64 characters decode to, as the `base64` crate decodes them, or
+/// `None` for a character outside the alphabet (padding included).
+///
+/// Written here rather than asking the `base64` crate: this runs on every base64-shaped run
+/// of every body (ids, digests …) only to turn most of them down, and the crate's general
+/// decoder cost ~225 instructions a head against ~85 here (callgrind).
+fn decode_head(chars: &[u8; 16], url_safe: bool) -> Option<[u8; 12]> {
+    let value = if url_safe {
+        &B64_URL_VALUE
+    } else {
+        &B64_STD_VALUE
+    };
+    let mut head = [0u8; 12];
+    for (quad, out) in chars.chunks_exact(4).zip(head.chunks_exact_mut(3)) {
+        let mut v = 0u32;
+        for c in quad {
+            let x = value[usize::from(*c)];
+            if x == 0xff {
+                return None;
+            }
+            v = v << 6 | u32::from(x);
+        }
+        out.copy_from_slice(&v.to_be_bytes()[1..]);
+    }
+    Some(head)
 }
 
 /// Whether decoded bytes look like text worth scanning (≥ 90 % printable ASCII or
@@ -617,6 +742,114 @@ mod tests {
         assert_eq!(map.changed, vec![1, 2]);
         assert_eq!(dense(&text, &map), vec![10, 11, 14, 15, 16, 17, 18, 19]);
         assert_eq!(map.text_offset(16), Some(4));
+    }
+
+    #[test]
+    fn the_head_of_a_run_decodes_as_the_crate_decodes_it() {
+        let mut seed = 0x9e37_79b9_u64;
+        let alphabet = b"ABCXYZabcxyz0189+/-_=.";
+        for _ in 0..20_000 {
+            let mut chars = [0u8; 16];
+            for c in &mut chars {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                // Mostly valid characters, now and then one that is not.
+                let k = (seed >> 33) as usize;
+                *c = if k.is_multiple_of(8) {
+                    alphabet[k / 8 % alphabet.len()]
+                } else {
+                    b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmM0NTY3"[k / 8 % 44]
+                };
+            }
+            if chars.contains(&b'=') {
+                continue;
+            }
+            for (url_safe, engine) in [(false, &STD), (true, &URL)] {
+                let mut want = [0u8; 12];
+                let want = engine.decode_slice(chars, &mut want).ok().map(|_| want);
+                assert_eq!(decode_head(&chars, url_safe), want, "{chars:?} {url_safe}");
+            }
+        }
+    }
+
+    #[test]
+    fn base64_runs_are_the_maximal_runs_a_naive_search_finds() {
+        let naive = |text: &[u8], min: usize| {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < text.len() {
+                if !is_b64(text[i]) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < text.len() && is_b64(text[i]) {
+                    i += 1;
+                }
+                if i - start < min {
+                    continue;
+                }
+                let mut end = i;
+                while end < text.len() && end - i < 2 && text[end] == b'=' {
+                    end += 1;
+                }
+                let run = &text[start..i];
+                let std = run.iter().any(|b| matches!(b, b'+' | b'/'));
+                let url = run.iter().any(|b| matches!(b, b'-' | b'_'));
+                let hex = run.iter().all(u8::is_ascii_hexdigit) && end == i;
+                if !(std && url) {
+                    out.push((start, end, url, hex));
+                }
+                i = end + 1;
+            }
+            out
+        };
+        let alphabet = b"abcdef0123GHxyz+/-_=  .\"";
+        let mut seed = 0x2545_f491_u64;
+        for len in [0, 1, 5, 23, 24, 25, 100, 1000, 4000] {
+            for min in [1, 4, 24] {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        // Long stretches of one kind, as ids and digests are.
+                        let k = (seed >> 33) as usize;
+                        if k.is_multiple_of(16) {
+                            alphabet[k / 16 % alphabet.len()]
+                        } else {
+                            alphabet[k / 16 % 10]
+                        }
+                    })
+                    .collect();
+                let mut got = Vec::new();
+                base64_runs(&text, min, |r| {
+                    got.push((r.start, r.end, r.url_safe, r.hex));
+                    true
+                });
+                assert_eq!(got, naive(&text, min), "length {len}, min {min}");
+            }
+        }
+    }
+
+    #[test]
+    fn find2_finds_the_first_of_two_bytes_as_memchr2_does() {
+        let mut seed = 0x51_7cc1_b727_220a_u64;
+        for len in 0..80 {
+            for _ in 0..50 {
+                let hay: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        // Bytes near the needles (borrows), the needles, and 0x80 and up.
+                        b"\\\"![]\x00\x01\x7f\x80\xdb\xdcabc"[(seed >> 33) as usize % 14]
+                    })
+                    .collect();
+                for (a, b) in [(b'"', b'\\'), (b'\\', b'\\'), (0x80, 0x00)] {
+                    assert_eq!(
+                        find2(&hay, a, b),
+                        memchr::memchr2(a, b, &hay),
+                        "{hay:?} {a} {b}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

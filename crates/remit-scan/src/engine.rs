@@ -179,7 +179,111 @@ const MAX_REUSE: usize = 64;
 #[derive(Default)]
 struct Reuse {
     scratch: Scratch,
+    pool: Pool,
     caps: Vec<Option<Captures>>,
+}
+
+/// Most buffers of each kind a [`Pool`] keeps.
+const MAX_POOLED: usize = 16;
+/// Most bytes of buffers a [`Pool`] holds (so at most [`MAX_REUSE`] times this for a
+/// scanner): past it, a finished layer's buffers are freed.
+const POOL_BYTES: usize = 256 * 1024;
+
+/// The buffers of a scan's finished layers, for the layers of the next scans: decoded
+/// texts, byte maps, keyword-occurrence lists, paths, and lists of windows and runs
+/// (allocating them anew for every layer measured ~3 % of a scan's instructions;
+/// BENCHMARKS.md). At most [`MAX_POOLED`] of each kind and [`POOL_BYTES`] in all.
+#[derive(Default)]
+struct Pool {
+    texts: Vec<Vec<u8>>,
+    maps: Vec<ByteMap>,
+    lists: Vec<Vec<Hit>>,
+    paths: Vec<Vec<Decoding>>,
+    /// Bytes held by `texts`, `maps`, `lists` and `paths`.
+    held: usize,
+    /// Escape windows of the layer being derived from.
+    windows: Vec<Range<usize>>,
+    /// Changed base64 extents of the layer being derived from.
+    runs: Vec<Range<usize>>,
+    /// The layers being derived (empty between layers).
+    new: Vec<Layer<'static>>,
+}
+
+fn map_bytes(map: &ByteMap) -> usize {
+    map.changed.capacity() * 4 + map.source.capacity() * 8
+}
+
+fn list_bytes(list: &Vec<Hit>) -> usize {
+    list.capacity() * std::mem::size_of::<Hit>()
+}
+
+impl Pool {
+    /// An empty buffer for a decoded text.
+    fn text(&mut self) -> Vec<u8> {
+        let text = self.texts.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(text.capacity());
+        text
+    }
+
+    /// A byte map to be reset by the decoder.
+    fn map(&mut self) -> ByteMap {
+        let map = self.maps.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(map_bytes(&map));
+        map
+    }
+
+    /// An empty list of keyword occurrences.
+    fn list(&mut self) -> Vec<Hit> {
+        let mut list = self.lists.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(list_bytes(&list));
+        list.clear();
+        list
+    }
+
+    /// `parent` and then `d`.
+    fn path(&mut self, parent: &[Decoding], d: Decoding) -> Vec<Decoding> {
+        let mut path = self.paths.pop().unwrap_or_default();
+        self.held = self.held.saturating_sub(path.capacity());
+        path.clear();
+        path.extend_from_slice(parent);
+        path.push(d);
+        path
+    }
+
+    /// Keeps `item` of `bytes` in `kind` if the limits allow; frees it otherwise.
+    fn keep<T>(held: &mut usize, kind: &mut Vec<T>, item: T, bytes: usize) {
+        if kind.len() < MAX_POOLED && held.saturating_add(bytes) <= POOL_BYTES {
+            *held += bytes;
+            kind.push(item);
+        }
+    }
+
+    /// Keeps the buffers of a finished layer (within the limits), and frees the rest.
+    fn recycle(&mut self, layer: Layer<'_>) {
+        if let Cow::Owned(text) = layer.text {
+            let bytes = text.capacity();
+            Self::keep(&mut self.held, &mut self.texts, text, bytes);
+        }
+        if let Origin::Mapped { map, .. } = layer.origin {
+            let bytes = map_bytes(&map);
+            Self::keep(&mut self.held, &mut self.maps, map, bytes);
+        }
+        let bytes = list_bytes(&layer.hits.list);
+        Self::keep(&mut self.held, &mut self.lists, layer.hits.list, bytes);
+        let bytes = layer.path.capacity();
+        Self::keep(&mut self.held, &mut self.paths, layer.path, bytes);
+    }
+
+    /// Frees the window and run lists if a large layer grew them past the budget.
+    fn trim(&mut self) {
+        let range = std::mem::size_of::<Range<usize>>();
+        if self.windows.capacity() * range > POOL_BYTES {
+            self.windows = Vec::new();
+        }
+        if self.runs.capacity() * range > POOL_BYTES {
+            self.runs = Vec::new();
+        }
+    }
 }
 
 /// One scan's state.
@@ -192,6 +296,7 @@ struct Run<'a> {
     rule_of: Vec<u16>,
     decoded_bytes: usize,
     done: bool,
+    pool: Pool,
 }
 
 impl Scanner {
@@ -345,13 +450,17 @@ impl Scanner {
         if reuse.caps.len() != self.set.rules.len() {
             reuse.caps = vec![None; self.set.rules.len()];
         }
+        // Room for the usual number of layers, so that the list does not grow.
+        let mut layers = Vec::with_capacity(self.limits.max_layers.min(15) + 1);
+        layers.push(Layer {
+            text,
+            origin: Origin::Root,
+            path,
+            hits: Hits::default(),
+        });
         let mut run = Run {
-            layers: vec![Layer {
-                text,
-                origin: Origin::Root,
-                path,
-                hits: Hits::default(),
-            }],
+            layers,
+            pool: std::mem::take(&mut reuse.pool),
             scratch: std::mem::take(&mut reuse.scratch),
             findings: Findings::default(),
             seen: HashSet::new(),
@@ -369,6 +478,11 @@ impl Scanner {
         }
         self.drop_generic_overlaps(&mut run);
         reuse.scratch = std::mem::take(&mut run.scratch);
+        for layer in run.layers.drain(..) {
+            run.pool.recycle(layer);
+        }
+        run.pool.trim();
+        reuse.pool = std::mem::take(&mut run.pool);
         if let Ok(mut pool) = self.reuse.lock()
             && pool.len() < MAX_REUSE
         {
@@ -381,8 +495,11 @@ impl Scanner {
     /// per-byte map (JSON escapes, percent-encoding) is not searched again: an occurrence
     /// made only of copied bytes is one of the parent's, moved; the others hold a byte the
     /// decoding produced, so only the text around such bytes is searched.
-    fn keyword_hits(&self, layers: &[Layer<'_>], li: usize) -> Hits {
-        let mut hits = Hits::default();
+    fn keyword_hits(&self, layers: &[Layer<'_>], li: usize, pool: &mut Pool) -> Hits {
+        let mut hits = Hits {
+            list: pool.list(),
+            ..Hits::default()
+        };
         let Some(kw) = &self.keywords else {
             return hits;
         };
@@ -407,7 +524,8 @@ impl Scanner {
             return hits;
         }
         let (lo, hi) = (map.base, map.end);
-        let mut found = Vec::with_capacity(from.hits.list.len().min(MAX_HITS) + 16);
+        let mut found = std::mem::take(&mut hits.list);
+        found.reserve(from.hits.list.len().min(MAX_HITS) + 16);
         let first = from.hits.list.partition_point(|h| h.end <= lo);
         for h in &from.hits.list[first..] {
             if h.end > hi {
@@ -459,9 +577,11 @@ impl Scanner {
             hits.list = found;
             return hits;
         }
-        for h in found {
+        for h in found.drain(..) {
             hits.push(h, n);
         }
+        let bytes = list_bytes(&found);
+        Pool::keep(&mut pool.held, &mut pool.lists, found, bytes);
         hits
     }
 
@@ -478,6 +598,10 @@ impl Scanner {
         } = scratch;
         rules.clear();
         spans.clear();
+        if hits.list.is_empty() && !hits.overflow && self.always.is_empty() {
+            // No keyword and no rule without keywords: no candidate (most decoded layers).
+            return;
+        }
         whole.clear();
         whole.resize(self.set.rules.len(), false);
         for r in &self.always {
@@ -556,7 +680,7 @@ impl Scanner {
     }
 
     fn scan_layer(&self, run: &mut Run<'_>, li: usize, caps: &mut [Option<Captures>]) {
-        let hits = self.keyword_hits(&run.layers, li);
+        let hits = self.keyword_hits(&run.layers, li, &mut run.pool);
         let mut scratch = std::mem::take(&mut run.scratch);
         self.candidates(&hits, &mut scratch);
         run.layers[li].hits = hits;
@@ -772,38 +896,48 @@ impl Scanner {
         let limits = &self.limits;
         let parent = &run.layers[li];
         let text: &[u8] = &parent.text;
+        let pool = &mut run.pool;
         let mut room = Room {
             layers: limits.max_layers.saturating_sub(run.layers.len()),
             bytes: limits.max_decoded_bytes.saturating_sub(run.decoded_bytes),
             deeper: parent.path.len() < limits.max_depth,
             incomplete: None,
-            new: Vec::new(),
-        };
-        let child_path = |d: Decoding| {
-            let mut p = parent.path.clone();
-            p.push(d);
-            p
+            new: std::mem::take(&mut pool.new),
         };
         // Only text near an escape reads differently once decoded; the rest was scanned
         // as it is. Each window around escapes is a layer of its own.
-        for w in decode::escape_windows(text, b'\\', decode::json_escape_at) {
-            let (decoded, map) = decode::json_unescape(&text[w.clone()], w.start);
-            room.push(Layer {
-                text: Cow::Owned(decoded),
-                origin: Origin::Mapped { parent: li, map },
-                path: child_path(Decoding::Json),
-                hits: Hits::default(),
-            });
+        let mut windows = std::mem::take(&mut pool.windows);
+        type EscapeAt = fn(&[u8], usize) -> bool;
+        type Decoder = fn(&[u8], usize, &mut Vec<u8>, &mut ByteMap);
+        let escapes: [(u8, EscapeAt, Decoder, Decoding); 2] = [
+            (
+                b'\\',
+                decode::json_escape_at,
+                decode::json_unescape_into,
+                Decoding::Json,
+            ),
+            (
+                b'%',
+                decode::percent_escape_at,
+                decode::percent_decode_into,
+                Decoding::Url,
+            ),
+        ];
+        for (needle, at, decoder, decoding) in escapes {
+            decode::escape_windows_into(text, needle, at, &mut windows);
+            for w in windows.iter().cloned() {
+                let (mut decoded, mut map) = (pool.text(), pool.map());
+                decoder(&text[w.clone()], w.start, &mut decoded, &mut map);
+                room.push(Layer {
+                    text: Cow::Owned(decoded),
+                    origin: Origin::Mapped { parent: li, map },
+                    path: pool.path(&parent.path, decoding),
+                    hits: Hits::default(),
+                });
+            }
         }
-        for w in decode::escape_windows(text, b'%', decode::percent_escape_at) {
-            let (decoded, map) = decode::percent_decode(&text[w.clone()], w.start);
-            room.push(Layer {
-                text: Cow::Owned(decoded),
-                origin: Origin::Mapped { parent: li, map },
-                path: child_path(Decoding::Url),
-                hits: Hits::default(),
-            });
-        }
+        pool.windows = windows;
+        let mut runs = std::mem::take(&mut pool.runs);
         let mut decode_run = |r: decode::Run| {
             // Hex digests and similar are base64-shaped but never encode text.
             if r.hex {
@@ -820,7 +954,7 @@ impl Scanner {
             let (bytes, path) = if decode::is_gzip(&bytes) {
                 match decode::decompress(&bytes, ContentEncoding::Gzip, room.bytes) {
                     Ok(b) => {
-                        let mut p = child_path(Decoding::Base64);
+                        let mut p = pool.path(&parent.path, Decoding::Base64);
                         p.push(Decoding::Gzip);
                         (b.into_owned(), p)
                     }
@@ -831,7 +965,7 @@ impl Scanner {
                     Err(_) => return true,
                 }
             } else if decode::plausible_text(&bytes) {
-                (bytes, child_path(Decoding::Base64))
+                (bytes, pool.path(&parent.path, Decoding::Base64))
             } else {
                 return true;
             };
@@ -850,7 +984,8 @@ impl Scanner {
             Origin::Mapped { parent: grand, map } => {
                 // Runs this layer's decoding left as they were are decoded in the parent.
                 let from: &[u8] = &run.layers[*grand].text;
-                for ext in decode::changed_runs(text, from, map) {
+                decode::changed_runs_into(text, from, map, &mut runs);
+                for ext in runs.iter().cloned() {
                     // With room for padding after the run.
                     let end = (ext.end + 2).min(text.len());
                     let mut more = true;
@@ -871,12 +1006,16 @@ impl Scanner {
             _ => decode::base64_runs(text, limits.min_base64_len, decode_run),
         }
         let Room {
-            new, incomplete, ..
+            mut new,
+            incomplete,
+            ..
         } = room;
-        for layer in &new {
+        run.pool.runs = runs;
+        for layer in new.drain(..) {
             run.decoded_bytes += layer.text.len();
+            run.layers.push(layer);
         }
-        run.layers.extend(new);
+        run.pool.new = new;
         if let Some(why) = incomplete {
             run.findings.incomplete.get_or_insert(why);
         }

@@ -9,7 +9,7 @@
 //! inside a longer one is never hidden by it.
 //!
 //! Written here rather than using `aho-corasick`'s own DFA because on our keyword set that
-//! search measured ~18 instructions a byte against ~8 here (callgrind; BENCHMARKS.md), and
+//! search measured ~18 instructions a byte against ~6.5 here (callgrind; BENCHMARKS.md), and
 //! the keyword pass is on every request body.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -17,6 +17,10 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 /// Most entries (states × byte classes) of the DFA table; larger sets use `aho-corasick`.
 /// 2^20 entries is at most 4 MiB.
 const MAX_TABLE: usize = 1 << 20;
+
+/// Entries of a small DFA's table: every `u16` state plus any byte class, so that a
+/// state and a class add up to an index in the table without wrapping or a bounds check.
+const SMALL_TABLE: usize = (1 << 16) + 256;
 
 /// Compiled keywords.
 pub(crate) struct Keywords {
@@ -31,7 +35,8 @@ pub(crate) struct Keywords {
 
 enum Imp {
     /// The table has at most 2^16 entries (the built-in set): a state is a `u16`, and
-    /// the table is allocated to 2^16 entries so that indexing needs no bounds check.
+    /// the table is allocated to [`SMALL_TABLE`] entries so that indexing needs no bounds
+    /// check.
     Small(Dfa<u16>),
     Large(Dfa<u32>),
     Crate(AhoCorasick),
@@ -125,15 +130,12 @@ impl Dfa<u16> {
         max_len: usize,
         f: &mut impl FnMut(usize, usize, usize),
     ) {
-        let Ok(trans) = <&[u16; 1 << 16]>::try_from(&self.trans[..]) else {
+        let Ok(trans) = <&[u16; SMALL_TABLE]>::try_from(&self.trans[..]) else {
             return self.run(text, lens, f);
         };
         let class = &self.class;
         let match_min = self.match_min as u16;
-        let step = |s: u16, b: u8| {
-            // `s + class` is below the number of used entries, so it does not wrap.
-            trans[usize::from(s.wrapping_add(u16::from(class[usize::from(b)])))]
-        };
+        let step = |s: u16, b: u8| trans[usize::from(s) + usize::from(class[usize::from(b)])];
         // A DFA walk is one dependent load after another: its speed is the load latency.
         // Four walks over four quarters of the text, interleaved, overlap their loads.
         // Each quarter but the first starts `max_len` bytes early (the state after that
@@ -207,7 +209,7 @@ impl Dfa<u16> {
 /// in a match state after a byte (returns the index after that byte) or the lanes end.
 #[inline(never)]
 fn walk4(
-    trans: &[u16; 1 << 16],
+    trans: &[u16; SMALL_TABLE],
     class: &[u8; 256],
     lanes: &[&[u8]; 4],
     mut i: usize,
@@ -217,9 +219,11 @@ fn walk4(
     let [l0, l1, l2, l3] = *lanes;
     let n = l0.len().min(l1.len()).min(l2.len()).min(l3.len());
     let (l0, l1, l2, l3) = (&l0[..n], &l1[..n], &l2[..n], &l3[..n]);
-    let [mut s0, mut s1, mut s2, mut s3] = *st;
-    // `s + class` is below the number of used entries, so it does not wrap.
-    let step = |s: u16, b: u8| trans[usize::from(s.wrapping_add(u16::from(class[usize::from(b)])))];
+    // States held as `usize`: a `u16` state plus a class is an index in the table (see
+    // `SMALL_TABLE`), with no wrapping, truncation or bounds check.
+    let [mut s0, mut s1, mut s2, mut s3] = st.map(usize::from);
+    let match_min = usize::from(match_min);
+    let step = |s: usize, b: u8| usize::from(trans[s + usize::from(class[usize::from(b)])]);
     while i < n {
         s0 = step(s0, l0[i]);
         s1 = step(s1, l1[i]);
@@ -232,7 +236,8 @@ fn walk4(
             break;
         }
     }
-    *st = [s0, s1, s2, s3];
+    // Each came from the table: it fits.
+    *st = [s0, s1, s2, s3].map(|s| s as u16);
     i
 }
 
@@ -357,7 +362,7 @@ fn build(patterns: &[String]) -> Option<Imp> {
     }
     Some(if small {
         let mut small: Vec<u16> = trans.iter().map(|t| *t as u16).collect();
-        small.resize(1 << 16, 0);
+        small.resize(SMALL_TABLE, 0);
         Imp::Small(Dfa {
             class,
             stride,

@@ -755,8 +755,9 @@ pub(crate) struct Anchor {
     /// The longest the part before `keyed` can be: a match starts at most this far
     /// before its `keyed` part.
     pub(crate) before: u32,
-    /// `keyed · rest`, to be run anchored, when `before` is not 0: a position where it
-    /// does not match starts no match's `keyed` part, so a keyword occurrence none of
+    /// `keyed · rest`, or its leading parts up to [`MAX_TAIL_REACH`] bytes, to be run
+    /// anchored, when `before` is not 0: a position where it does not match starts no
+    /// match's `keyed` part, so a keyword occurrence none of
     /// whose positions match it needs no search at all. With `before` 0 (nothing but
     /// zero-width assertions before `keyed`) a match starts where `keyed` does and the
     /// rule's own regex is run anchored there instead.
@@ -788,8 +789,21 @@ fn anchor(pattern: &str, keywords: &[String]) -> Option<Anchor> {
     let tail = if before == 0 {
         None
     } else {
+        // Any leading part of `keyed · rest` is as good a test (where the whole matches,
+        // so does its beginning): it stops before the first part of unbounded or long
+        // length, so that the test reads a few bytes, not a whole PEM body that the search
+        // after it reads again.
         let mut parts = vec![split.keyed];
-        parts.extend(split.rest);
+        let mut reach = parts[0].properties().maximum_len().unwrap_or(usize::MAX);
+        for part in split.rest {
+            match part.properties().maximum_len() {
+                Some(n) if reach.saturating_add(n) <= MAX_TAIL_REACH => {
+                    reach += n;
+                    parts.push(part);
+                }
+                _ => break,
+            }
+        }
         Some(build_meta(&regex_syntax::hir::Hir::concat(parts))?)
     };
     Some(Anchor {
@@ -798,6 +812,9 @@ fn anchor(pattern: &str, keywords: &[String]) -> Option<Anchor> {
         tail,
     })
 }
+
+/// The longest text an anchor's tail check reads (see [`Anchor::tail`]).
+const MAX_TAIL_REACH: usize = 256;
 
 /// Every string a pattern matches, ASCII lower-cased, when there are at most 256.
 fn strings(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
@@ -1075,6 +1092,34 @@ mod tests {
         );
         let pem = rule("private-key").anchor.as_ref().expect("PEM anchor");
         assert_eq!(pem.before, 10 + 40);
+        // The PEM rule's tail check stops before the key's unbounded body: it holds at the
+        // keyed part of a header whose body and footer are nowhere, and not elsewhere.
+        let tail = pem.tail.as_ref().expect("PEM tail");
+        let hay = b"-----BEGIN RSA PRIVATE KEY-----\nMIIE (cut off here)";
+        let at = |q: usize| {
+            tail.is_match(
+                regex_automata::Input::new(&hay[..])
+                    .range(q..)
+                    .anchored(regex_automata::Anchored::Yes),
+            )
+        };
+        assert!(at(15) && !at(14) && !at(16));
+        // The generic rule's tail is all of `keyed · rest` (bounded, under the reach): the
+        // value after the name must be there.
+        let generic = rule("generic-secret")
+            .anchor
+            .as_ref()
+            .expect("generic anchor");
+        let tail = generic.tail.as_ref().expect("generic tail");
+        let hay = b"x api_key = 'abcdefghijklmnop' api_key = 'short'";
+        let at = |q: usize| {
+            tail.is_match(
+                regex_automata::Input::new(&hay[..])
+                    .range(q..)
+                    .anchored(regex_automata::Anchored::Yes),
+            )
+        };
+        assert!(at(2) && !at(31));
         let stripe = rule("stripe-secret-key")
             .anchor
             .as_ref()

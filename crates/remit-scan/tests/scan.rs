@@ -83,6 +83,75 @@ fn scan_case(scanner: &Scanner, case: &Case) -> Findings {
     }
 }
 
+/// A scanner keeps the buffers of finished scans (decoded layers, byte maps, keyword lists)
+/// for later ones: whatever it scanned before, and whichever thread scans, a body's
+/// findings are those a fresh scanner reports.
+#[test]
+fn reused_buffers_change_no_finding() {
+    let cases = load("corpus.jsonl");
+    let scanner = Scanner::builtin();
+    let forward: Vec<Findings> = cases.iter().map(|c| scan_case(&scanner, c)).collect();
+    // In reverse, large layers' buffers come back for small ones and the other way round.
+    let mut backward: Vec<Findings> = cases.iter().rev().map(|c| scan_case(&scanner, c)).collect();
+    backward.reverse();
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(forward[i], backward[i], "case {i}: {:?}", case.expect);
+    }
+    // Each of these on a scanner that has scanned nothing yet.
+    for i in (0..cases.len()).step_by(97) {
+        let fresh = Scanner::builtin();
+        assert_eq!(
+            scan_case(&fresh, &cases[i]),
+            forward[i],
+            "case {i}, fresh scanner"
+        );
+    }
+    // Two threads sharing the scanner (and its buffers).
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    cases
+                        .iter()
+                        .map(|c| scan_case(&scanner, c))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for run in runs {
+            assert!(
+                run.join().expect("thread") == forward,
+                "findings differ across threads"
+            );
+        }
+    });
+}
+
+/// A decoded layer with more keyword occurrences than a layer keeps (its parent's, moved,
+/// and as many that only decoding makes) gives its buffers back within the pool's
+/// accounting, and the next scans reuse them.
+#[test]
+fn a_layer_over_the_occurrence_limit_gives_its_buffers_back() {
+    let scanner = Scanner::builtin();
+    // 40,000 `key` in the body and 40,000 more once `\u0065` is decoded: 80,000 in the
+    // JSON layer, over the 65,536 a layer keeps.
+    let body = "key k\\u0065y ".repeat(40_000).into_bytes();
+    let first = scanner
+        .scan(&body, ContentEncoding::Identity)
+        .expect("scan");
+    for _ in 0..2 {
+        assert_eq!(
+            scanner
+                .scan(&body, ContentEncoding::Identity)
+                .expect("scan"),
+            first
+        );
+        let _ = scanner
+            .scan(b"{\"a\": \"x\\\"y\"}", ContentEncoding::Identity)
+            .expect("scan");
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     tp: usize,
@@ -291,6 +360,18 @@ fn extend_use_default_adds_the_builtin_rules() {
     assert_eq!(set.len(), RuleSet::builtin().len());
     assert!(set.rules().iter().any(|r| r.id() == "acme"));
     assert!(!set.rules().iter().any(|r| r.id() == "jwt"));
+}
+
+#[test]
+fn a_rule_without_keywords_searches_decoded_layers_without_keywords_too() {
+    let text = "[extend]\nuseDefault = true\n[[rules]]\nid = \"zq\"\nregex = '''zq[0-9]{6}'''\n";
+    let scanner = Scanner::new(RuleSet::from_toml(text, "t.toml").expect("loads"));
+    // `zq123456` only once the JSON escapes are undone, in a layer holding no keyword.
+    let body = br#"{"note": "id zq\u0031\u0032\u0033\u0034\u0035\u0036 ok"}"#;
+    let found = scanner.scan(body, ContentEncoding::Identity).expect("scan");
+    let zq: Vec<_> = found.items.iter().filter(|f| &*f.rule == "zq").collect();
+    assert_eq!(zq.len(), 1, "{found:?}");
+    assert_eq!(zq[0].layer_name(), "json");
 }
 
 // ---- decoding layers, limits, hostile input ----

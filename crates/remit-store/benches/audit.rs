@@ -47,6 +47,7 @@ fn record(i: u64) -> AuditRecord {
             approval: None,
             retry_after_s: None,
             rate_limit: None,
+            record_sets: Vec::new(),
             scan: None,
         },
         method: "GET".into(),

@@ -40,6 +40,7 @@ fn record(id: usize) -> AuditRecord {
             approval: None,
             retry_after_s: None,
             rate_limit: None,
+            record_sets: Vec::new(),
             scan: None,
         },
         method: "GET".into(),

@@ -163,7 +163,10 @@ async fn alice_and_the_support_assistant_exchange_for_a_token_that_reads_a_ticke
         body["issued_token_type"],
         "urn:ietf:params:oauth:token-type:access_token"
     );
-    assert_eq!(body["scope"], "tickets.history.read tickets.read");
+    assert_eq!(
+        body["scope"],
+        "tickets.history.read tickets.list tickets.read"
+    );
     let token = body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(read_ticket(&r, &token).await, 200);
     let seen = r.log.lock().unwrap().last().cloned().unwrap();

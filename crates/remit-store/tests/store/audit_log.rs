@@ -158,6 +158,7 @@ async fn outcomes_and_review_copies_are_stored_beside_their_decision() {
             }),
             review_body: Some(body.clone()),
             scan: None,
+            record_sets: Vec::new(),
         }))
         .await
         .unwrap();
