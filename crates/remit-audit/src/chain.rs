@@ -72,20 +72,78 @@ impl Chain {
     /// concatenation, which is canonical because the entry's keys are already in order
     /// (`prev` < `record` < `replica` < `seq`) and `record` is canonical itself.
     pub fn append(&mut self, record_canonical: &[u8]) -> Entry {
-        let seq = self.frontier.size();
         let mut bytes = Vec::with_capacity(record_canonical.len() + self.replica_json.len() + 120);
-        bytes.extend_from_slice(b"{\"prev\":\"");
-        bytes.extend_from_slice(self.prev.to_hex().as_bytes());
-        bytes.extend_from_slice(b"\",\"record\":");
-        bytes.extend_from_slice(record_canonical);
-        bytes.extend_from_slice(b",\"replica\":");
-        bytes.extend_from_slice(&self.replica_json);
-        bytes.extend_from_slice(b",\"seq\":");
-        bytes.extend_from_slice(seq.to_string().as_bytes());
-        bytes.push(b'}');
-        let leaf = leaf_hash(&bytes);
+        let (seq, leaf) = self.append_to(record_canonical, &mut bytes);
+        Entry { seq, bytes, leaf }
+    }
+
+    /// Appends like [`Chain::append`], writing the entry's bytes at the end of `out` (a
+    /// writer's batch) rather than into a buffer of its own: its position and leaf hash.
+    pub fn append_to(&mut self, record_canonical: &[u8], out: &mut Vec<u8>) -> (u64, Hash) {
+        let seq = self.frontier.size();
+        let start = out.len();
+        let mut prev = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(self.prev.0, &mut prev);
+        out.reserve(record_canonical.len() + self.replica_json.len() + 120);
+        out.extend_from_slice(b"{\"prev\":\"");
+        out.extend_from_slice(&prev);
+        out.extend_from_slice(b"\",\"record\":");
+        out.extend_from_slice(record_canonical);
+        out.extend_from_slice(b",\"replica\":");
+        out.extend_from_slice(&self.replica_json);
+        out.extend_from_slice(b",\"seq\":");
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(decimal(seq, &mut digits));
+        out.push(b'}');
+        let leaf = leaf_hash(&out[start..]);
         self.frontier.push(leaf);
         self.prev = leaf;
-        Entry { seq, bytes, leaf }
+        (seq, leaf)
+    }
+}
+
+/// `n` in decimal, written at the end of `buf` (20 digits hold any `u64`).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // A digit, 0..=9.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_to_writes_the_same_entry_as_append() {
+        let mut a = Chain::new("replica-1").unwrap();
+        let mut b = a.clone();
+        let mut out = b"before".to_vec();
+        for (i, record) in [&b"{}"[..], br#"{"k":"v"}"#]
+            .iter()
+            .cycle()
+            .take(13)
+            .enumerate()
+        {
+            let entry = a.append(record);
+            let start = out.len();
+            let (seq, leaf) = b.append_to(record, &mut out);
+            assert_eq!((seq, leaf), (entry.seq, entry.leaf));
+            assert_eq!(&out[start..], entry.bytes.as_slice());
+            assert!(entry.bytes.ends_with(format!(",\"seq\":{i}}}").as_bytes()));
+        }
+        assert_eq!(a.root(), b.root());
+        assert_eq!(
+            decimal(u64::MAX, &mut [0; 20]),
+            u64::MAX.to_string().as_bytes()
+        );
+        assert_eq!(decimal(0, &mut [0; 20]), b"0");
     }
 }

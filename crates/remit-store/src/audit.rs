@@ -2,11 +2,14 @@
 //! reader works on a running gateway's data directory or a stopped one's; it never
 //! writes records.
 //!
-//! Search, tail, proofs and export read the SQLite index. Opening a reader on a stopped
-//! data directory first brings the index up to date with the segment files (the index
-//! is derived data; the segments are not touched); a reader from a running store waits
-//! for the index to hold everything acknowledged before each read. `verify` checks the
-//! index, then the segment files, and that the index is a copy of the segments.
+//! Search, tail, proofs and export find entries in the SQLite index, which holds where
+//! each entry is in the segment files and its hash; the entry itself is read from the
+//! segment there and must hash to what the index holds (else [`EntryError`]). Opening a
+//! reader on a stopped data directory first brings the index up to date with the segment
+//! files (the index is derived data; the segments are not touched); a reader from a
+//! running store waits for the index to hold everything acknowledged before each read.
+//! `verify` checks the index, then the segment files, and that the index is a copy of
+//! the segments.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use serde::Deserialize;
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::watch;
 
-use crate::segment::{self, Line, LineReader, SegmentError};
+use crate::segment::{self, EntryError, EntryFiles, Line, LineReader, Place, SegmentError};
 use crate::writer::Shared;
 use crate::{DB_FILE, LOCK_FILE, StoreError};
 
@@ -72,6 +75,10 @@ pub enum VerifyError {
         /// Its record id (from the index).
         id: String,
     },
+    /// An index row places its entry where no entry can be (a negative column, a length
+    /// over a line's limit).
+    #[error("in the index: {0}")]
+    IndexEntry(EntryError),
     /// Rows the index says it holds are gone.
     #[error(
         "record {seq} (`{id}`) is in the segment files but was removed from the index (which says it holds {claimed} records)"
@@ -155,7 +162,7 @@ pub struct StoredEntry {
 #[derive(Debug, Clone)]
 pub struct AuditReader {
     pool: SqlitePool,
-    data_dir: Option<PathBuf>,
+    data_dir: PathBuf,
     live: Option<Live>,
 }
 
@@ -174,6 +181,11 @@ impl Live {
             shared,
             indexed,
         }
+    }
+
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Waits (at most [`INDEX_WAIT`]) until the index holds every line durable now.
@@ -250,19 +262,53 @@ fn seg_damaged(e: SegmentError) -> VerifyError {
     }
 }
 
+/// An index row's replica, position, place and leaf hash.
+type Located = (String, i64, i64, i64, i64, Vec<u8>);
+
+/// The columns of [`Located`].
+const LOCATED: &str = "replica, seq, segment, seg_offset, len, leaf";
+
+/// The place a row gives, or [`EntryError::Misplaced`] for negative columns.
+fn place_of(
+    replica: &str,
+    seq: i64,
+    segment: i64,
+    offset: i64,
+    len: i64,
+) -> Result<Place, EntryError> {
+    Place::from_columns(segment, offset, len).ok_or_else(|| EntryError::Misplaced {
+        replica: replica.to_owned(),
+        seq,
+        place: format!("segment {segment}, byte {offset}, {len} bytes"),
+        problem: "has a negative column".into(),
+    })
+}
+
+/// Reads the entry a row locates, checked against its hash.
+fn read_located(files: &mut EntryFiles, row: &Located) -> Result<String, StoreError> {
+    let (replica, seq, segment, offset, len, leaf) = row;
+    let place = place_of(replica, *seq, *segment, *offset, *len)?;
+    files.entry(replica, *seq, place, leaf)
+}
+
 pub(crate) async fn record_json(
     pool: &SqlitePool,
+    data_dir: &Path,
     id: &str,
     kind: &str,
 ) -> Result<Option<String>, StoreError> {
-    let entry: Option<String> = sqlx::query_scalar(
-        "SELECT entry FROM audit_entries WHERE id = ? AND kind = ? ORDER BY rowid LIMIT 1",
-    )
+    let row: Option<Located> = sqlx::query_as(&format!(
+        "SELECT {LOCATED} FROM audit_entries WHERE id = ? AND kind = ? ORDER BY rowid LIMIT 1"
+    ))
     .bind(id)
     .bind(kind)
     .fetch_optional(pool)
     .await?;
-    Ok(entry.and_then(|e| {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let entry = read_located(&mut EntryFiles::new(data_dir), &row)?;
+    Ok(Some(entry).and_then(|e| {
         let v: serde_json::Value = serde_json::from_str(&e).ok()?;
         Some(v.get("record")?.to_string())
     }))
@@ -287,16 +333,16 @@ impl AuditReader {
         }
         Ok(Self {
             pool,
-            data_dir: Some(data_dir.to_owned()),
+            data_dir: data_dir.to_owned(),
             live: None,
         })
     }
 
-    pub(crate) fn from_pool(pool: SqlitePool, live: Option<Live>) -> Self {
+    pub(crate) fn from_pool(pool: SqlitePool, live: Live) -> Self {
         Self {
             pool,
-            data_dir: live.as_ref().map(|l| l.data_dir.clone()),
-            live,
+            data_dir: live.data_dir.clone(),
+            live: Some(live),
         }
     }
 
@@ -314,11 +360,9 @@ impl AuditReader {
         )
         .fetch_all(&self.pool)
         .await?;
-        if let Some(dir) = &self.data_dir {
-            all.extend(segment::replicas(dir)?);
-            all.sort();
-            all.dedup();
-        }
+        all.extend(segment::replicas(&self.data_dir)?);
+        all.sort();
+        all.dedup();
         Ok(all)
     }
 
@@ -355,10 +399,13 @@ impl AuditReader {
     /// `progress` every few thousand entries with a count that rises to the number of
     /// entries (half for the index, half for the segment files).
     ///
-    /// The index is replayed first, then the segment files, each against its own signed
-    /// checkpoints; then the two must agree: at every position the same entry, the index
-    /// holding nothing the segments lack and every row it says it holds. The index may be
-    /// behind the segments (it is written behind them); that is not an error.
+    /// The index is replayed first (its rows: positions, ids, hashes, and the entries
+    /// read where the rows place them), then the segment files, each against its own
+    /// signed checkpoints; a fault in the segment files is reported before one the index
+    /// replay met (which may be its consequence). Then the two must agree: at every
+    /// position the same entry at the same place, the index holding nothing the segments
+    /// lack and every row it says it holds. The index may be behind the segments (it is
+    /// written behind them); that is not an error.
     pub async fn verify(
         &self,
         replica: &str,
@@ -366,30 +413,13 @@ impl AuditReader {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Summary, VerifyError> {
         self.caught_up().await;
-        let mut verifier = Verifier::new(replica, keys, self.checkpoints(replica).await?)?;
-        let mut rows = sqlx::query_as::<_, (i64, String, String, Vec<u8>)>(
-            "SELECT seq, id, entry, leaf FROM audit_entries WHERE replica = ? ORDER BY seq",
-        )
-        .bind(replica)
-        .fetch(&self.pool);
-        while let Some((seq, id, entry, leaf)) = rows.try_next().await? {
-            verifier.entry(
-                u64::try_from(seq).unwrap_or(u64::MAX),
-                &id,
-                entry.as_bytes(),
-                Hash::from_slice(&leaf),
-            )?;
-            if verifier.entries() % 4096 == 0 {
-                progress(verifier.entries() / 2);
-            }
-        }
-        drop(rows);
-        let index = verifier.finish()?;
-        progress(index.entries / 2);
-        let Some(data_dir) = &self.data_dir else {
-            return Ok(index);
-        };
-        let dir = segment::replica_dir(data_dir, replica).map_err(StoreError::from)?;
+        let verifier = Verifier::new(replica, keys, self.checkpoints(replica).await?)?;
+        // The index's entries are read from the segment files where it places them, so a
+        // change to the segment files shows here too: the segments are checked whatever
+        // this finds, and what is wrong with them is what is reported.
+        let index = self.verify_index(replica, verifier, progress).await;
+        let index_entries = index.as_ref().map_or(0, |s| s.entries);
+        let dir = segment::replica_dir(&self.data_dir, replica).map_err(StoreError::from)?;
         let claimed: Option<i64> =
             sqlx::query_scalar("SELECT size FROM audit_state WHERE replica = ?")
                 .bind(replica)
@@ -414,13 +444,13 @@ impl AuditReader {
         })?;
         let mut verifier =
             Verifier::new(replica, keys, checkpoints).map_err(VerifyError::Segment)?;
-        // The index's leaves, in order, to hold beside the segments' entries. Read in
+        // The index's rows, in order, to hold beside the segments' entries. Read in
         // slices so the file walk (synchronous) never holds a database stream.
-        let mut leaves: std::collections::VecDeque<(i64, String, Vec<u8>)> =
-            std::collections::VecDeque::new();
+        type Row = (i64, String, i64, i64, i64, Vec<u8>);
+        let mut rows: std::collections::VecDeque<Row> = std::collections::VecDeque::new();
         let mut next_seq = 0i64;
         let mut index_done = false;
-        let mut segment_lines: Vec<(PathBuf, u64, Vec<u8>)> = Vec::new();
+        let mut segment_lines: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut result = Ok(());
         let segments = segment::list(&dir).map_err(StoreError::from)?;
         let mut first_missing_from_index: Option<(u64, String)> = None;
@@ -435,12 +465,12 @@ impl AuditReader {
                     let Some((at, line)) = reader.next_line().map_err(seg_damaged)? else {
                         break;
                     };
-                    segment_lines.push((path.clone(), at, line.to_vec()));
+                    segment_lines.push((at, line.to_vec()));
                 }
                 if segment_lines.is_empty() {
                     break;
                 }
-                for (path, at, line) in &segment_lines {
+                for (at, line) in &segment_lines {
                     let bytes = match segment::classify(line) {
                         Some(Line::Entry(bytes)) => bytes,
                         Some(_) => continue,
@@ -457,23 +487,30 @@ impl AuditReader {
                     verifier
                         .entry(seq, &id, bytes, None)
                         .map_err(VerifyError::Segment)?;
-                    if leaves.is_empty() && !index_done {
-                        let more: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-                            "SELECT seq, id, leaf FROM audit_entries WHERE replica = ? AND seq >= ? ORDER BY seq LIMIT 4096",
+                    if rows.is_empty() && !index_done {
+                        let more: Vec<Row> = sqlx::query_as(
+                            "SELECT seq, id, segment, seg_offset, len, leaf FROM audit_entries \
+                             WHERE replica = ? AND seq >= ? ORDER BY seq LIMIT 4096",
                         )
                         .bind(replica)
                         .bind(next_seq)
                         .fetch_all(&self.pool)
                         .await?;
                         index_done = more.is_empty();
-                        leaves.extend(more);
+                        rows.extend(more);
                     }
-                    match leaves.pop_front() {
-                        Some((s, _, leaf)) => {
+                    match rows.pop_front() {
+                        Some((s, _, segment, offset, len, leaf)) => {
                             next_seq = s + 1;
+                            let here = Place {
+                                segment: *first,
+                                offset: *at,
+                                len: bytes.len() as u64,
+                            };
                             // Reported after the segments' own check, which (if it
                             // fails) says which copy was changed.
                             if (u64::try_from(s).ok() != Some(seq)
+                                || Place::from_columns(segment, offset, len) != Some(here)
                                 || Hash::from_slice(&leaf) != Some(leaf_hash(bytes)))
                                 && diverged.is_none()
                             {
@@ -487,7 +524,7 @@ impl AuditReader {
                         }
                     }
                     if (seq + 1) % 4096 == 0 {
-                        progress((index.entries + seq).div_ceil(2));
+                        progress((index_entries + seq).div_ceil(2));
                     }
                 }
             }
@@ -502,6 +539,7 @@ impl AuditReader {
         }
         result?;
         let summary = verifier.finish().map_err(VerifyError::Segment)?;
+        let index = index?;
         progress((index.entries + summary.entries) / 2);
         if let Some((seq, id)) = diverged {
             return Err(VerifyError::Diverged { seq, id });
@@ -527,16 +565,64 @@ impl AuditReader {
         Ok(summary)
     }
 
+    /// Replays the index's entries (read from the segment files where it places them,
+    /// with the index's hash as the hint that names a changed one) against its own
+    /// checkpoints. An entry placed beyond the end of the segment files is one the index
+    /// holds and the segments lack.
+    async fn verify_index(
+        &self,
+        replica: &str,
+        mut verifier: Verifier,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Summary, VerifyError> {
+        let mut files = EntryFiles::new(&self.data_dir);
+        let mut rows = sqlx::query_as::<_, (i64, String, i64, i64, i64, Vec<u8>)>(
+            "SELECT seq, id, segment, seg_offset, len, leaf FROM audit_entries WHERE replica = ? ORDER BY seq",
+        )
+        .bind(replica)
+        .fetch(&self.pool);
+        while let Some((seq, id, segment, offset, len, leaf)) = rows.try_next().await? {
+            let place =
+                place_of(replica, seq, segment, offset, len).map_err(VerifyError::IndexEntry)?;
+            let bytes = match files.raw(replica, seq, place) {
+                Ok((bytes, _)) => bytes,
+                Err(StoreError::Entry(EntryError::Beyond { .. })) => {
+                    return Err(VerifyError::IndexAhead {
+                        seq: u64::try_from(seq).unwrap_or(u64::MAX),
+                        id,
+                    });
+                }
+                Err(StoreError::Entry(e)) => return Err(VerifyError::IndexEntry(e)),
+                Err(e) => return Err(e.into()),
+            };
+            verifier.entry(
+                u64::try_from(seq).unwrap_or(u64::MAX),
+                &id,
+                bytes,
+                Hash::from_slice(&leaf),
+            )?;
+            if verifier.entries().is_multiple_of(4096) {
+                progress(verifier.entries() / 2);
+            }
+        }
+        drop(rows);
+        let index = verifier.finish()?;
+        progress(index.entries / 2);
+        Ok(index)
+    }
+
     /// An inclusion proof for decision `id` against the first checkpoint that covers it.
     pub async fn prove(&self, id: &str) -> Result<InclusionProof, ProveError> {
         self.caught_up().await;
-        let found: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT replica, seq, entry FROM audit_entries WHERE id = ? AND kind = 'decision' ORDER BY rowid LIMIT 1",
-        )
+        let found: Option<Located> = sqlx::query_as(&format!(
+            "SELECT {LOCATED} FROM audit_entries WHERE id = ? AND kind = 'decision' ORDER BY rowid LIMIT 1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        let (replica, seq, entry) = found.ok_or_else(|| ProveError::NotFound(id.to_owned()))?;
+        let found = found.ok_or_else(|| ProveError::NotFound(id.to_owned()))?;
+        let entry = read_located(&mut EntryFiles::new(&self.data_dir), &found)?;
+        let (replica, seq, ..) = found;
         let cp: Option<String> = sqlx::query_scalar(
             "SELECT checkpoint FROM audit_checkpoints WHERE replica = ? AND tree_size > ? ORDER BY tree_size LIMIT 1",
         )
@@ -570,13 +656,13 @@ impl AuditReader {
     pub async fn search(&self, s: &Search) -> Result<Vec<StoredEntry>, StoreError> {
         self.caught_up().await;
         let limit = s.limit.clamp(1, MAX_SEARCH);
-        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
-            "SELECT rowid, replica, seq, entry FROM audit_entries WHERE kind = 'decision' \
+        let rows: Vec<CursorRow> = sqlx::query_as(&format!(
+            "SELECT rowid, {LOCATED} FROM audit_entries WHERE kind = 'decision' \
              AND (?1 IS NULL OR identity = ?1) AND (?2 IS NULL OR human = ?2) \
              AND (?3 IS NULL OR purpose = ?3) AND (?4 IS NULL OR verdict = ?4) \
              AND (?5 IS NULL OR time >= ?5) AND (?6 IS NULL OR time < ?6) \
-             ORDER BY rowid LIMIT ?7",
-        )
+             ORDER BY rowid LIMIT ?7"
+        ))
         .bind(&s.identity)
         .bind(&s.human)
         .bind(&s.purpose)
@@ -586,21 +672,23 @@ impl AuditReader {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(stored).collect())
+        let mut files = EntryFiles::new(&self.data_dir);
+        rows.into_iter().map(|r| stored(&mut files, r)).collect()
     }
 
     /// Entries written after `cursor` (0: from the start), at most `limit`, in the order
     /// they were written.
     pub async fn after(&self, cursor: i64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
         self.caught_up().await;
-        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
-            "SELECT rowid, replica, seq, entry FROM audit_entries WHERE rowid > ? ORDER BY rowid LIMIT ?",
-        )
+        let rows: Vec<CursorRow> = sqlx::query_as(&format!(
+            "SELECT rowid, {LOCATED} FROM audit_entries WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        ))
         .bind(cursor)
         .bind(limit.clamp(1, MAX_SEARCH))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(stored).collect())
+        let mut files = EntryFiles::new(&self.data_dir);
+        rows.into_iter().map(|r| stored(&mut files, r)).collect()
     }
 
     /// The cursor of the last entry written (0 when empty).
@@ -619,12 +707,11 @@ impl AuditReader {
         visit: &mut dyn FnMut(StoredEntry) -> std::io::Result<()>,
     ) -> Result<(), ExportError> {
         self.caught_up().await;
-        let mut rows = sqlx::query_as::<_, (i64, String, i64, String)>(
-            "SELECT rowid, replica, seq, entry FROM audit_entries ORDER BY replica, seq",
-        )
-        .fetch(&self.pool);
+        let query = format!("SELECT rowid, {LOCATED} FROM audit_entries ORDER BY replica, seq");
+        let mut rows = sqlx::query_as::<_, CursorRow>(&query).fetch(&self.pool);
+        let mut files = EntryFiles::new(&self.data_dir);
         while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
-            visit(stored(row))?;
+            visit(stored(&mut files, row)?)?;
         }
         Ok(())
     }
@@ -651,13 +738,23 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
 }
 
-fn stored((cursor, replica, seq, entry): (i64, String, i64, String)) -> StoredEntry {
-    StoredEntry {
+/// A row's cursor (rowid) and [`Located`] columns.
+type CursorRow = (i64, String, i64, i64, i64, i64, Vec<u8>);
+
+/// The entry a row locates, read from its segment and checked.
+fn stored(
+    files: &mut EntryFiles,
+    (cursor, replica, seq, segment, offset, len, leaf): CursorRow,
+) -> Result<StoredEntry, StoreError> {
+    let row = (replica, seq, segment, offset, len, leaf);
+    let entry = read_located(files, &row)?;
+    let (replica, seq, ..) = row;
+    Ok(StoredEntry {
         cursor,
         replica,
         seq,
         entry,
-    }
+    })
 }
 
 /// Brings the index of a stopped data directory up to date with its segment files. Does
@@ -676,12 +773,7 @@ fn catch_up_stopped(data_dir: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     for replica in segment::replicas(data_dir)? {
-        let db = data_dir.join(DB_FILE);
-        let conn = crate::index::open_db(&db).map_err(|e| StoreError::DataDir {
-            path: db.display().to_string(),
-            message: e.to_string(),
-        })?;
-        crate::index::Indexer::open(conn, data_dir, &replica)?.catch_up(None, &mut |_| {})?;
+        crate::writer::catch_up(data_dir, &replica)?;
     }
     Ok(())
 }

@@ -53,7 +53,9 @@ pub(crate) struct Pos {
 /// The chain fields of an entry.
 #[derive(Deserialize)]
 struct EntryHead<'a> {
-    prev: Hash,
+    /// Hex, compared as text with the hash it must name (cheaper than decoding it).
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
     seq: u64,
     #[serde(borrow)]
     replica: Cow<'a, str>,
@@ -81,7 +83,8 @@ impl<'a> From<EntryHead<'a>> for EntryCols<'a> {
 /// The parts of an entry the index reads.
 #[derive(Deserialize)]
 struct EntryCols<'a> {
-    prev: Hash,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
     seq: u64,
     #[serde(borrow)]
     replica: Cow<'a, str>,
@@ -313,6 +316,7 @@ impl Indexer {
         let mut frontier = self.frontier.clone();
         let mut anchored = self.anchored;
         let replica = self.replica.as_str();
+        let segment_no = i64::try_from(self.pos.segment).unwrap_or(i64::MAX);
         let damaged = |offset: u64, message: String| SegmentError::Damaged {
             path: path.display().to_string(),
             offset,
@@ -320,8 +324,8 @@ impl Indexer {
         };
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO audit_entries (replica, seq, kind, id, time, identity, human, purpose, verdict, entry, leaf) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO audit_entries (replica, seq, kind, id, time, identity, human, purpose, verdict, segment, seg_offset, len, leaf) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             let mut body = tx.prepare_cached(
                 "INSERT OR REPLACE INTO audit_bodies (id, body, total, truncated) VALUES (?1, ?2, ?3, ?4)",
@@ -345,7 +349,13 @@ impl Indexer {
                         };
                         let expected = frontier.size();
                         let id = e.record.decision_id.as_deref().unwrap_or("");
-                        if e.replica != replica || e.seq != expected || e.prev != prev {
+                        let mut prev_hex = [0u8; 64];
+                        // 32 bytes always fit 64 hex digits.
+                        let _ = hex::encode_to_slice(prev.0, &mut prev_hex);
+                        if e.replica != replica
+                            || e.seq != expected
+                            || e.prev.as_bytes() != prev_hex.as_slice()
+                        {
                             return Err(damaged(
                                 at,
                                 format!(
@@ -357,8 +367,8 @@ impl Indexer {
                             .into());
                         }
                         let leaf = leaf_hash(bytes);
-                        let text =
-                            std::str::from_utf8(bytes).map_err(|e| damaged(at, e.to_string()))?;
+                        // Readers hand entries out as text.
+                        std::str::from_utf8(bytes).map_err(|e| damaged(at, e.to_string()))?;
                         let r = &e.record;
                         let decision = r.kind == "decision";
                         insert.execute(rusqlite::params![
@@ -371,7 +381,9 @@ impl Indexer {
                             r.authority.as_ref().and_then(|a| a.on_behalf_of.as_deref()),
                             r.purpose.as_deref(),
                             r.decision.as_deref().filter(|_| decision),
-                            text,
+                            segment_no,
+                            i64::try_from(at).unwrap_or(i64::MAX),
+                            i64::try_from(bytes.len()).unwrap_or(i64::MAX),
                             &leaf.0[..],
                         ])?;
                         frontier.push(leaf);
@@ -461,8 +473,9 @@ pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection, rusqlite::Err
 }
 
 /// Writes the entries, review copies and checkpoints of a log kept in the database alone
-/// (before segment files) to the replica's first segment, and records that the index
-/// holds all of it. Returns the segment's length.
+/// (before segment files; its entries' text is in `audit_entries_before_segments`) to the
+/// replica's first segment, indexes the entries at their new place and records that the
+/// index holds all of it. Returns the segment's length.
 fn export_legacy(
     conn: &rusqlite::Connection,
     dir: &Path,
@@ -480,6 +493,8 @@ fn export_legacy(
     let tmp = dir.join("legacy-export.tmp");
     let io = segment::io_err(&tmp);
     let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(&io)?);
+    // Where the next line starts.
+    let mut at = 0u64;
     let checkpoints: Vec<(i64, String)> = conn
         .prepare(
             "SELECT tree_size, checkpoint FROM audit_checkpoints WHERE replica = ?1 ORDER BY tree_size",
@@ -487,42 +502,73 @@ fn export_legacy(
         .query_map([replica], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut next = checkpoints.iter().peekable();
-    let line = |out: &mut std::io::BufWriter<std::fs::File>, bytes: &[u8]| {
+    /// Writes one line, moving `at` past it.
+    fn put(
+        out: &mut std::io::BufWriter<std::fs::File>,
+        at: &mut u64,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        *at += bytes.len() as u64 + 1;
         out.write_all(bytes).and_then(|()| out.write_all(b"\n"))
-    };
-    while let Some((_, cp)) = next.next_if(|(size, _)| *size == 0) {
-        line(&mut out, cp.as_bytes()).map_err(&io)?;
     }
-    let mut stmt = conn.prepare(
-        "SELECT e.seq, e.id, e.entry, b.body, b.total, b.truncated FROM audit_entries e \
+    while let Some((_, cp)) = next.next_if(|(size, _)| *size == 0) {
+        put(&mut out, &mut at, cp.as_bytes()).map_err(&io)?;
+    }
+    // Committed only once the segment is in place.
+    let tx = conn.unchecked_transaction()?;
+    let mut stmt = tx.prepare(
+        "SELECT e.seq, e.kind, e.id, e.time, e.identity, e.human, e.purpose, e.verdict, e.entry, e.leaf, \
+         b.body, b.total, b.truncated FROM audit_entries_before_segments e \
          LEFT JOIN audit_bodies b ON e.kind = 'outcome' AND b.id = e.id \
          WHERE e.replica = ?1 ORDER BY e.seq",
+    )?;
+    let mut insert = tx.prepare(
+        "INSERT INTO audit_entries (replica, seq, kind, id, time, identity, human, purpose, verdict, segment, seg_offset, len, leaf) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12)",
     )?;
     let mut rows = stmt.query([replica])?;
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
-        let entry: String = row.get(2)?;
-        line(&mut out, entry.as_bytes()).map_err(&io)?;
-        let body: Option<Vec<u8>> = row.get(3)?;
+        let id: String = row.get(2)?;
+        let entry: String = row.get(8)?;
+        insert.execute(rusqlite::params![
+            replica,
+            seq,
+            row.get::<_, String>(1)?,
+            id,
+            row.get::<_, String>(3)?,
+            row.get::<_, Option<String>>(4)?,
+            row.get::<_, Option<String>>(5)?,
+            row.get::<_, Option<String>>(6)?,
+            row.get::<_, Option<String>>(7)?,
+            i64::try_from(at).unwrap_or(i64::MAX),
+            i64::try_from(entry.len()).unwrap_or(i64::MAX),
+            row.get::<_, Vec<u8>>(9)?,
+        ])?;
+        put(&mut out, &mut at, entry.as_bytes()).map_err(&io)?;
+        let body: Option<Vec<u8>> = row.get(10)?;
         if let Some(body) = body {
             let copy = segment::ReviewLine {
                 review: segment::ReviewCopy {
                     body: hex::encode(body),
-                    id: row.get(1)?,
-                    total: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
-                    truncated: row.get(5)?,
+                    id,
+                    total: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
+                    truncated: row.get(12)?,
                 },
             };
             let text = serde_json::to_vec(&copy).map_err(|e| io(std::io::Error::other(e)))?;
-            line(&mut out, &text).map_err(&io)?;
+            put(&mut out, &mut at, &text).map_err(&io)?;
         }
         while let Some((_, cp)) = next.next_if(|(size, _)| *size <= seq + 1) {
-            line(&mut out, cp.as_bytes()).map_err(&io)?;
+            put(&mut out, &mut at, cp.as_bytes()).map_err(&io)?;
         }
     }
+    drop(rows);
+    drop(stmt);
+    drop(insert);
     // Checkpoints over entries the database lacks stay, for `verify` to report.
     for (_, cp) in next {
-        line(&mut out, cp.as_bytes()).map_err(&io)?;
+        put(&mut out, &mut at, cp.as_bytes()).map_err(&io)?;
     }
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(&io)?;
@@ -531,10 +577,15 @@ fn export_legacy(
     std::fs::rename(&tmp, &path).map_err(segment::io_err(&path))?;
     segment::sync_dir(dir)?;
     let len = i64::try_from(len).unwrap_or(i64::MAX);
-    conn.execute(
+    tx.execute(
         "UPDATE audit_state SET segment = 0, seg_offset = ?2 WHERE replica = ?1",
         rusqlite::params![replica, len],
     )?;
+    tx.execute(
+        "DELETE FROM audit_entries_before_segments WHERE replica = ?1",
+        [replica],
+    )?;
+    tx.commit()?;
     tracing::info!(replica, segment = %path.display(), "wrote the database-only audit log to its first segment file");
     Ok(len)
 }

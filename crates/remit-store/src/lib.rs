@@ -75,6 +75,10 @@ pub enum StoreError {
     /// The index could not be brought up to date with the segments.
     #[error(transparent)]
     Index(#[from] index::IndexError),
+    /// An entry is not in the segment files where the index places it, or is not the
+    /// entry the index names.
+    #[error(transparent)]
+    Entry(#[from] segment::EntryError),
     /// A value is over its limit (a decision: refused, not truncated).
     #[error("{0}")]
     TooLarge(String),
@@ -211,20 +215,20 @@ impl SqliteStore {
     /// The stored decision record with `id`, as JSON text.
     pub async fn record(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.live.caught_up().await;
-        audit::record_json(&self.pool, id, "decision").await
+        audit::record_json(&self.pool, self.live.data_dir(), id, "decision").await
     }
 
     /// The stored record of approval step `id` (a grant or denial, or a refused attempt),
     /// as JSON text.
     pub async fn approval_record(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.live.caught_up().await;
-        audit::record_json(&self.pool, id, "approval").await
+        audit::record_json(&self.pool, self.live.data_dir(), id, "approval").await
     }
 
     /// The stored outcome record of decision `id`, as JSON text.
     pub async fn outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.live.caught_up().await;
-        audit::record_json(&self.pool, id, "outcome").await
+        audit::record_json(&self.pool, self.live.data_dir(), id, "outcome").await
     }
 
     /// Signs a checkpoint now over every entry written so far (at shutdown, say).
@@ -246,7 +250,7 @@ impl SqliteStore {
 
     /// A reader over the same log; it sees every record acknowledged before each read.
     pub fn reader(&self) -> audit::AuditReader {
-        audit::AuditReader::from_pool(self.pool.clone(), Some(self.live.clone()))
+        audit::AuditReader::from_pool(self.pool.clone(), self.live.clone())
     }
 
     /// Closes the pool (tests use this to make the store unavailable).

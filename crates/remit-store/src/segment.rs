@@ -218,7 +218,7 @@ impl LineReader {
     /// the last `\n` are left unread (see [`LineReader::rest`]).
     pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, SegmentError> {
         loop {
-            if let Some(n) = self.buf[self.start..].iter().position(|&b| b == b'\n') {
+            if let Some(n) = memchr::memchr(b'\n', &self.buf[self.start..]) {
                 let at = self.offset;
                 let from = self.start;
                 self.start += n + 1;
@@ -258,4 +258,215 @@ impl LineReader {
     pub fn rest(&self) -> usize {
         self.buf.len() - self.start
     }
+}
+
+/// Where the index says an entry is: the segment (by its first entry), the line's first
+/// byte and its length without the `\n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// The segment's first entry.
+    pub segment: u64,
+    /// The line's first byte in the segment file.
+    pub offset: u64,
+    /// The line's length, without its `\n`.
+    pub len: u64,
+}
+
+impl Place {
+    /// A place as stored in the index's integer columns; `None` if a column is negative.
+    pub fn from_columns(segment: i64, offset: i64, len: i64) -> Option<Self> {
+        Some(Self {
+            segment: u64::try_from(segment).ok()?,
+            offset: u64::try_from(offset).ok()?,
+            len: u64::try_from(len).ok()?,
+        })
+    }
+}
+
+/// Why an entry could not be read where the index places it.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The place is beyond the end of the segment files (past a segment's end, or in a
+    /// segment that does not exist): the segments lack an entry the index holds.
+    #[error(
+        "the index places record {seq} of replica `{replica}` at {place}, beyond the end of the segment files: they were truncated or removed; run `remit audit verify`"
+    )]
+    Beyond {
+        /// The replica.
+        replica: String,
+        /// The record's position.
+        seq: i64,
+        /// The place, described.
+        place: String,
+    },
+    /// The place cannot be an entry's (a length over [`MAX_LINE`], a negative column).
+    #[error(
+        "the index places record {seq} of replica `{replica}` at {place}, which {problem}: the index and the segment files disagree; run `remit audit verify`"
+    )]
+    Misplaced {
+        /// The replica.
+        replica: String,
+        /// The record's position.
+        seq: i64,
+        /// The place, described.
+        place: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The bytes there are not the entry whose hash the index holds.
+    #[error(
+        "record {seq} of replica `{replica}` at {place} does not match the hash the index holds: the segment file or the index was changed; run `remit audit verify`"
+    )]
+    Mismatch {
+        /// The replica.
+        replica: String,
+        /// The record's position.
+        seq: i64,
+        /// The place, described.
+        place: String,
+    },
+}
+
+/// Bytes read from a segment at once for [`EntryFiles`]: reading in order (an export, a
+/// verification), most entries are served from the last read.
+const ENTRY_WINDOW: usize = 64 << 10;
+
+/// Reads entries at the places the index gives, keeping the last segment open and the
+/// last bytes read, so that reading in order costs about one read per window.
+pub(crate) struct EntryFiles {
+    data_dir: PathBuf,
+    open: Option<OpenSegment>,
+}
+
+struct OpenSegment {
+    replica: String,
+    segment: u64,
+    path: PathBuf,
+    file: File,
+    /// File offset of `window[0]`.
+    start: u64,
+    window: Vec<u8>,
+}
+
+impl EntryFiles {
+    /// Reads the segments of `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            open: None,
+        }
+    }
+
+    /// The bytes at `place` in `replica`'s segments, exactly `place.len` of them, and the
+    /// byte after them if the file has one. Errors only for a place that is not in the
+    /// files ([`EntryError::Misplaced`]) or a failed read.
+    pub fn raw(
+        &mut self,
+        replica: &str,
+        seq: i64,
+        place: Place,
+    ) -> Result<(&[u8], Option<u8>), crate::StoreError> {
+        let misplaced = |problem: &str| EntryError::Misplaced {
+            replica: replica.to_owned(),
+            seq,
+            place: describe(place),
+            problem: problem.to_owned(),
+        };
+        let beyond = || EntryError::Beyond {
+            replica: replica.to_owned(),
+            seq,
+            place: describe(place),
+        };
+        let len = usize::try_from(place.len)
+            .ok()
+            .filter(|&l| l <= MAX_LINE)
+            .ok_or_else(|| misplaced("is longer than a line can be"))?;
+        let reuse = self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.replica == replica && o.segment == place.segment);
+        if !reuse {
+            let path = segment_path(&replica_dir(&self.data_dir, replica)?, place.segment);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(beyond().into());
+                }
+                Err(e) => return Err(io_err(&path)(e).into()),
+            };
+            self.open = Some(OpenSegment {
+                replica: replica.to_owned(),
+                segment: place.segment,
+                path,
+                file,
+                start: 0,
+                window: Vec::new(),
+            });
+        }
+        let Some(o) = self.open.as_mut() else {
+            return Err(misplaced("could not be opened").into());
+        };
+        // The entry and the byte after it.
+        let want = len + 1;
+        let end = place.offset.saturating_add(want as u64);
+        let held = o.start + o.window.len() as u64;
+        if place.offset < o.start || end > held {
+            o.window.clear();
+            o.window.resize(want.max(ENTRY_WINDOW), 0);
+            o.file
+                .seek(SeekFrom::Start(place.offset))
+                .map_err(io_err(&o.path))?;
+            let mut got = 0;
+            while got < o.window.len() {
+                match o.file.read(&mut o.window[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err(&o.path)(e).into()),
+                }
+            }
+            o.window.truncate(got);
+            o.start = place.offset;
+        }
+        let from = usize::try_from(place.offset - o.start).unwrap_or(usize::MAX);
+        let Some(bytes) = o.window.get(from..from.saturating_add(len)) else {
+            return Err(beyond().into());
+        };
+        Ok((bytes, o.window.get(from + len).copied()))
+    }
+
+    /// The entry at `place`, checked: a whole line whose hash is `leaf`.
+    pub fn entry(
+        &mut self,
+        replica: &str,
+        seq: i64,
+        place: Place,
+        leaf: &[u8],
+    ) -> Result<String, crate::StoreError> {
+        let (bytes, after) = self.raw(replica, seq, place)?;
+        let whole = after == Some(b'\n');
+        if !whole || leaf != remit_audit::merkle::leaf_hash(bytes).0.as_slice() {
+            return Err(EntryError::Mismatch {
+                replica: replica.to_owned(),
+                seq,
+                place: describe(place),
+            }
+            .into());
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            EntryError::Mismatch {
+                replica: replica.to_owned(),
+                seq,
+                place: describe(place),
+            }
+            .into()
+        })
+    }
+}
+
+fn describe(place: Place) -> String {
+    format!(
+        "byte {} ({} bytes) of segment {:020}",
+        place.offset, place.len, place.segment
+    )
 }

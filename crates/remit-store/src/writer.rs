@@ -9,8 +9,9 @@
 //! after (fail closed).
 //!
 //! The batch's waiters then go to the **syncer** thread ([`run_syncer`]), which calls
-//! `fdatasync` once for everything written since its last one and only then answers
-//! them: the writer hashes and writes batch N+1 while batch N is being synced. A failed
+//! `fdatasync` once for everything written since its last one and only then has them
+//! answered (by its answer thread, while it starts the next `fdatasync`): the writer
+//! hashes and writes batch N+1 while batch N is being synced. A failed
 //! `fdatasync` cannot be undone (the page cache may have dropped the data), so it fails
 //! that batch and every later one until a restart, whose recovery reads the segments.
 //!
@@ -150,6 +151,17 @@ fn seg_err(e: SegmentError) -> StoreError {
     StoreError::Segment(e)
 }
 
+/// Indexes what the index lacks of a replica's log in `data_dir`, leaving its files alone.
+pub(crate) fn catch_up(data_dir: &Path, replica: &str) -> Result<(), StoreError> {
+    let db = data_dir.join(DB_FILE);
+    let conn = index::open_db(&db).map_err(|e| StoreError::DataDir {
+        path: db.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Indexer::open(conn, data_dir, replica)?.catch_up(None, &mut |_| {})?;
+    Ok(())
+}
+
 /// Recovers a replica's log in `data_dir` (indexes what the index lacks, cuts off a torn
 /// last line) and returns the indexer positioned at the end.
 pub(crate) fn recover(data_dir: &Path, replica: &str) -> Result<Indexer, StoreError> {
@@ -211,6 +223,15 @@ impl Writer {
             }
         }
         let indexer = recover(data_dir, replica)?;
+        // Other replicas' logs in this directory (a renamed replica) are indexed too: an
+        // index dropped by a migration is rebuilt here. Only this replica's must succeed.
+        for other in segment::replicas(data_dir).map_err(seg_err)? {
+            if other != replica
+                && let Err(e) = catch_up(data_dir, &other)
+            {
+                tracing::warn!(replica = %other, error = %e, "another replica's audit index could not be brought up to date; `remit audit verify` reports why");
+            }
+        }
         let (prev, frontier) = indexer.chain_state();
         let chain = remit_audit::Chain::resume(replica, prev, frontier).map_err(|e| {
             StoreError::DataDir {
@@ -480,8 +501,7 @@ impl Writer {
             let Job::Record { record, review, .. } = job else {
                 continue;
             };
-            let entry = self.chain.append(record);
-            buf.extend_from_slice(&entry.bytes);
+            self.chain.append_to(record, &mut buf);
             buf.push(b'\n');
             lines += 1;
             if let Some(r) = review {
@@ -609,15 +629,61 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
     }
 }
 
+/// Synced groups whose waiters are not yet answered at most; beyond this the syncer
+/// waits before its next `fdatasync`.
+const ANSWER_QUEUE: usize = 4;
+
+/// A synced group's outcome and the waiters to tell.
+type Answers = (Result<(), SinkError>, Vec<Reply>);
+
 /// The syncer thread: one `fdatasync` for every batch written since the last (at most
 /// `group_limit` batches), then the batches' position is published to the index and
-/// their waiters answered.
+/// their waiters answered. Answering (waking each waiting task) is handed to a thread of
+/// its own, so the next `fdatasync` starts at once rather than after a group's wake-ups.
 fn run_syncer(
     rx: &std::sync::mpsc::Receiver<Pending>,
     shared: &Shared,
     fsync: bool,
     group_limit: usize,
     failed: &AtomicBool,
+) {
+    std::thread::scope(|scope| {
+        let (answers, to_answer) = std::sync::mpsc::sync_channel::<Answers>(ANSWER_QUEUE);
+        let answerer = std::thread::Builder::new()
+            .name("remit-audit-answer".into())
+            .spawn_scoped(scope, move || {
+                while let Ok((result, replies)) = to_answer.recv() {
+                    answer(&result, replies);
+                }
+            });
+        // Without the thread, the syncer answers itself.
+        let answers = match answerer {
+            Ok(_) => Some(answers),
+            Err(e) => {
+                tracing::warn!(error = %e, "no audit answer thread; the syncer answers");
+                None
+            }
+        };
+        sync_groups(rx, shared, fsync, group_limit, failed, answers.as_ref());
+        // Dropping the sender ends the answerer; the scope waits for it.
+    });
+}
+
+/// Tells every waiter of a group how it went.
+fn answer(result: &Result<(), SinkError>, replies: Vec<Reply>) {
+    for reply in replies {
+        // The requester may have given up (timed out); nothing to do then.
+        let _ = reply.send(result.clone());
+    }
+}
+
+fn sync_groups(
+    rx: &std::sync::mpsc::Receiver<Pending>,
+    shared: &Shared,
+    fsync: bool,
+    group_limit: usize,
+    failed: &AtomicBool,
+    answers: Option<&std::sync::mpsc::SyncSender<Answers>>,
 ) {
     let mut group: Vec<Pending> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -658,11 +724,23 @@ fn run_syncer(
             shared.durable_lines.fetch_add(lines, Ordering::AcqRel);
             shared.cv.notify_all();
         }
+        let mut replies = Vec::new();
         for p in group.drain(..) {
-            for reply in p.replies {
-                // The requester may have given up (timed out); nothing to do then.
-                let _ = reply.send(result.clone());
+            if replies.is_empty() {
+                replies = p.replies;
+            } else {
+                replies.extend(p.replies);
             }
+        }
+        match answers {
+            Some(answers) => {
+                if let Err(std::sync::mpsc::SendError((result, replies))) =
+                    answers.send((result, replies))
+                {
+                    answer(&result, replies);
+                }
+            }
+            None => answer(&result, replies),
         }
     }
 }

@@ -223,9 +223,31 @@ async fn search_filters_by_every_field() {
 async fn tampering_with_the_database_is_detected_naming_the_record() {
     let cases: &[(&str, &str, &str)] = &[
         (
-            "edit a field",
-            "UPDATE audit_entries SET entry = replace(entry, '\"allow\"', '\"deny\"') WHERE seq = 7",
+            // The index keeps where an entry is and its hash, not its text.
+            "edit a hash",
+            "UPDATE audit_entries SET leaf = (SELECT leaf FROM audit_entries WHERE seq = 8) WHERE seq = 7",
             "record 7 (`d-7`) was changed",
+        ),
+        (
+            "point a row at another entry",
+            "UPDATE audit_entries SET seg_offset = (SELECT seg_offset FROM audit_entries WHERE seq = 8), \
+             len = (SELECT len FROM audit_entries WHERE seq = 8) WHERE seq = 7",
+            "record 7 (`d-7`) was changed",
+        ),
+        (
+            "point a row beyond the segment file",
+            "UPDATE audit_entries SET seg_offset = seg_offset + 1000000 WHERE seq = 7",
+            "record 7 (`d-7`) is in the index but not in the segment files",
+        ),
+        (
+            "make a row longer than a line can be",
+            "UPDATE audit_entries SET len = 99999999 WHERE seq = 7",
+            "in the index: the index places record 7 of replica `replica-1`",
+        ),
+        (
+            "point a row at a segment that does not exist",
+            "UPDATE audit_entries SET segment = 5 WHERE seq = 7",
+            "record 7 (`d-7`) is in the index but not in the segment files",
         ),
         (
             "delete",
@@ -235,8 +257,8 @@ async fn tampering_with_the_database_is_detected_naming_the_record() {
         (
             "insert",
             "UPDATE audit_entries SET seq = seq + 100 WHERE seq >= 8; \
-             INSERT INTO audit_entries (replica, seq, kind, id, time, entry, leaf) \
-             SELECT replica, 8, kind, 'forged', time, entry, leaf FROM audit_entries WHERE seq = 3",
+             INSERT INTO audit_entries (replica, seq, kind, id, time, segment, seg_offset, len, leaf) \
+             SELECT replica, 8, kind, 'forged', time, segment, seg_offset, len, leaf FROM audit_entries WHERE seq = 3",
             "record 3 (`forged`) appears again after record 7",
         ),
         (
@@ -515,12 +537,48 @@ async fn a_deleted_index_is_rebuilt_from_the_segments() {
     assert_eq!((s.entries, s.checkpoints), (12, 3));
 }
 
+/// Turns a stopped data directory's database back into what remit wrote before
+/// migration 0008: `audit_entries` holding each entry's text (taken from the segment
+/// file), and 0008 not yet applied (the next open applies it).
+fn back_to_schema_7(dir: &Path) {
+    let text = std::fs::read(segment_file(dir)).unwrap();
+    let conn = rusqlite::Connection::open(dir.join(remit_store::DB_FILE)).unwrap();
+    conn.execute_batch(
+        "DELETE FROM _sqlx_migrations WHERE version >= 8; \
+         DROP TABLE audit_entries_before_segments; \
+         ALTER TABLE audit_entries RENAME TO slim; DROP INDEX audit_entries_by_id; \
+         CREATE TABLE audit_entries (replica TEXT NOT NULL, seq INTEGER NOT NULL, \
+           kind TEXT NOT NULL, id TEXT NOT NULL, time TEXT NOT NULL, identity TEXT, human TEXT, \
+           purpose TEXT, verdict TEXT, entry TEXT NOT NULL, leaf BLOB NOT NULL, UNIQUE (replica, seq)); \
+         CREATE INDEX audit_entries_by_id ON audit_entries (id, kind);",
+    )
+    .unwrap();
+    let rows: Vec<(i64, i64, i64)> = conn
+        .prepare("SELECT rowid, seg_offset, len FROM slim ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (rowid, offset, len) in rows {
+        let entry = std::str::from_utf8(&text[offset as usize..(offset + len) as usize]).unwrap();
+        conn.execute(
+            "INSERT INTO audit_entries (rowid, replica, seq, kind, id, time, identity, human, purpose, verdict, entry, leaf) \
+             SELECT rowid, replica, seq, kind, id, time, identity, human, purpose, verdict, ?2, leaf FROM slim WHERE rowid = ?1",
+            rusqlite::params![rowid, entry],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("DROP TABLE slim").unwrap();
+}
+
 #[tokio::test]
 async fn a_log_kept_only_in_the_database_moves_to_a_segment_file_at_open() {
     // A data directory from before segment files: the database was the log.
     let dir = tempfile::tempdir().unwrap();
     let key = written(dir.path(), 7, 3).await;
     let copy = segment_lines(dir.path());
+    back_to_schema_7(dir.path());
     std::fs::remove_dir_all(dir.path().join(remit_store::segment::SEGMENT_DIR)).unwrap();
     sql(
         dir.path(),
@@ -531,9 +589,118 @@ async fn a_log_kept_only_in_the_database_moves_to_a_segment_file_at_open() {
         .unwrap();
     assert_eq!(segment_lines(dir.path()), copy, "the same lines, in order");
     store.append(record(7)).await.unwrap();
+    store.reader().prove("d-2").await.unwrap();
     store.shutdown().await.unwrap();
     let s = verify(dir.path(), &key).await.unwrap();
     assert_eq!((s.entries, s.unanchored), (8, 0));
+    let conn = rusqlite::Connection::open(dir.path().join(remit_store::DB_FILE)).unwrap();
+    let kept: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM audit_entries_before_segments",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 0, "the text is in the segment file now");
+}
+
+#[tokio::test]
+async fn an_index_written_before_offsets_is_rebuilt_from_the_segments() {
+    // A data directory of the previous version: segment files, and an index holding each
+    // entry's text. Migration 0008 drops that index; it is rebuilt from the segments, by
+    // a reader of the stopped directory or by the writer at open.
+    for by_reader in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = written(dir.path(), 12, 5).await;
+        back_to_schema_7(dir.path());
+        let conn = rusqlite::Connection::open(dir.path().join(remit_store::DB_FILE)).unwrap();
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit_entries WHERE entry LIKE '{\"prev\":%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 12);
+        drop(conn);
+        if by_reader {
+            let reader = AuditReader::open(dir.path()).await.unwrap();
+            assert_eq!(reader.entry_count("replica-1").await.unwrap(), 12);
+            let found = reader
+                .search(&Search {
+                    limit: 100,
+                    ..Search::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(found.len(), 12);
+            assert!(found[4].entry.contains("\"decision_id\":\"d-4\""));
+            reader.prove("d-9").await.unwrap();
+        } else {
+            let store = SqliteStore::open_with(dir.path(), options(5))
+                .await
+                .unwrap();
+            assert_eq!(store.count().await.unwrap(), 12);
+            store.append(record(12)).await.unwrap();
+            store.reader().prove("d-3").await.unwrap();
+            store.shutdown().await.unwrap();
+        }
+        let s = verify(dir.path(), &key).await.unwrap();
+        assert_eq!(s.entries, if by_reader { 12 } else { 13 });
+    }
+}
+
+#[tokio::test]
+async fn an_entry_that_does_not_match_the_index_is_refused_not_returned() {
+    // Readers read entries from the segment file where the index places them and check
+    // them against the index's hash.
+    use remit_store::StoreError;
+    use remit_store::audit::ProveError;
+    use remit_store::segment::EntryError;
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path(), 12, 5).await;
+    sql(
+        dir.path(),
+        "UPDATE audit_entries SET seg_offset = (SELECT seg_offset FROM audit_entries WHERE seq = 4), \
+         len = (SELECT len FROM audit_entries WHERE seq = 4) WHERE seq = 3; \
+         UPDATE audit_entries SET seg_offset = seg_offset + 1000000 WHERE seq = 6",
+    );
+    let reader = AuditReader::open(dir.path()).await.unwrap();
+    let err = reader.prove("d-3").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProveError::Store(StoreError::Entry(EntryError::Mismatch { seq: 3, .. }))
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("does not match the hash the index holds"),
+        "{err}"
+    );
+    let err = reader.prove("d-6").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProveError::Store(StoreError::Entry(EntryError::Beyond { seq: 6, .. }))
+        ),
+        "{err}"
+    );
+    let all = Search {
+        limit: 100,
+        ..Search::default()
+    };
+    assert!(matches!(
+        reader.search(&all).await,
+        Err(StoreError::Entry(EntryError::Mismatch { seq: 3, .. }))
+    ));
+    assert!(
+        reader.after(0, 3).await.is_ok(),
+        "rows before the changed one read"
+    );
+    assert!(reader.export(&mut |_| Ok(())).await.is_err());
+    reader.prove("d-5").await.unwrap();
 }
 
 #[test]
