@@ -522,11 +522,18 @@ fn parse_budgets(
             .copied()
             .find(|c| c.as_str() == name)
         else {
-            let names: Vec<&str> = crate::vocab::Class::ALL.iter().map(|c| c.as_str()).collect();
+            let names: Vec<&str> = crate::vocab::Class::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .collect();
             return Err(cx.err(
                 span,
                 field,
-                format!("`{}` is not a class: use {}", name.escape_default(), names.join(", ")),
+                format!(
+                    "`{}` is not a class: use {}",
+                    name.escape_default(),
+                    names.join(", ")
+                ),
             ));
         };
         let shape = || {
@@ -1934,14 +1941,26 @@ values = ["support", "billing"]
         // A table sets the room at the upstreams too.
         let c = parse("[budgets]\nautomation = { rate = \"100/s\", in_flight = 2 }\nagent = { in_flight = 8 }\n").unwrap();
         let b = c.budgets.budget(crate::vocab::Class::Automation).unwrap();
-        assert_eq!((b.rate, b.in_flight), (Some(Rate::parse("100/s").unwrap()), Some(2)));
+        assert_eq!(
+            (b.rate, b.in_flight),
+            (Some(Rate::parse("100/s").unwrap()), Some(2))
+        );
         assert_eq!(c.budgets.get(crate::vocab::Class::Agent), None);
-        assert_eq!(c.budgets.budget(crate::vocab::Class::Agent).unwrap().in_flight, Some(8));
+        assert_eq!(
+            c.budgets
+                .budget(crate::vocab::Class::Agent)
+                .unwrap()
+                .in_flight,
+            Some(8)
+        );
         for (bad, want) in [
             ("agent = { in_flight = 0 }", "between 1 and 1024"),
             ("agent = { in_flight = 5000 }", "between 1 and 1024"),
             ("agent = { }", "sets `rate`, `in_flight` or both"),
-            ("agent = { rate = \"1/s\", burst = 3 }", "a budget is a rate"),
+            (
+                "agent = { rate = \"1/s\", burst = 3 }",
+                "a budget is a rate",
+            ),
             ("agent = { in_flight = \"8\" }", "a budget is a rate"),
             ("agent = 5", "a budget is a rate"),
             ("agent = { rate = \"often\" }", ""),

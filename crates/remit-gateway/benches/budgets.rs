@@ -176,7 +176,8 @@ fn run_phase(remit: &str, secs: f64, flood: Flood) -> Phase {
     let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let flooding = !matches!(flood, Flood::Off);
     let flooder = flooding.then(|| {
-        let (remit, stop, ok, refused) = (remit.to_owned(), stop.clone(), ok.clone(), refused.clone());
+        let (remit, stop, ok, refused) =
+            (remit.to_owned(), stop.clone(), ok.clone(), refused.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -286,7 +287,10 @@ fn main() {
     let upstream = start_upstream();
     let dir = tempfile::tempdir().unwrap();
     let with = start_remit(
-        config(&upstream, "automation = { rate = \"500/s\", in_flight = 2 }"),
+        config(
+            &upstream,
+            "automation = { rate = \"500/s\", in_flight = 2 }",
+        ),
         dir.path().join("with"),
     );
     let without = start_remit(config(&upstream, ""), dir.path().join("without"));

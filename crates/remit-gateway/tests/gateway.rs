@@ -279,7 +279,7 @@ mod oidc_e2e;
 mod alerts;
 #[path = "gateway/approvals.rs"]
 mod approvals;
-#[path = "gateway/records.rs"]
-mod records;
 #[path = "gateway/budgets.rs"]
 mod budgets;
+#[path = "gateway/records.rs"]
+mod records;

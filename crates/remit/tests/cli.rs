@@ -18,6 +18,8 @@ mod approval;
 mod audit;
 #[path = "cli/simulate.rs"]
 mod simulate;
+#[path = "cli/token.rs"]
+mod token;
 
 fn remit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_remit"))

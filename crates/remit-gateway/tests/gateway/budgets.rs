@@ -58,14 +58,16 @@ async fn a_batch_class_waits_for_its_own_room_and_never_takes_the_assistants() {
     let app = axum::Router::new()
         .route(
             "/inventory/{sku}",
-            axum::routing::get(move |axum::extract::Path(sku): axum::extract::Path<String>| {
-                let (r, s) = (r.clone(), s1.clone());
-                async move {
-                    s.send(format!("inventory/{sku}")).unwrap();
-                    r.notified().await;
-                    "{}"
-                }
-            }),
+            axum::routing::get(
+                move |axum::extract::Path(sku): axum::extract::Path<String>| {
+                    let (r, s) = (r.clone(), s1.clone());
+                    async move {
+                        s.send(format!("inventory/{sku}")).unwrap();
+                        r.notified().await;
+                        "{}"
+                    }
+                },
+            ),
         )
         .route(
             "/tickets/{id}",
@@ -92,7 +94,11 @@ async fn a_batch_class_waits_for_its_own_room_and_never_takes_the_assistants() {
     // The assistant is answered while the batch class's one slot is taken.
     let assistant = tokio::time::timeout(
         Duration::from_secs(5),
-        get(format!("{remit}/tickets/1"), "rk_demo_support_assistant", "case-summary"),
+        get(
+            format!("{remit}/tickets/1"),
+            "rk_demo_support_assistant",
+            "case-summary",
+        ),
     )
     .await
     .expect("the assistant is not held behind the batch class");
@@ -118,7 +124,12 @@ async fn a_request_that_finds_no_room_in_time_is_answered_503() {
                 if n > 0 {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                 }
-                (n < 2).then(|| (Ok::<_, std::io::Error>(axum::body::Bytes::from("data: {}\n\n")), n + 1))
+                (n < 2).then(|| {
+                    (
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from("data: {}\n\n")),
+                        n + 1,
+                    )
+                })
             });
             // An event stream passes as it comes (other bodies are scanned whole first).
             (
@@ -128,7 +139,11 @@ async fn a_request_that_finds_no_room_in_time_is_answered_503() {
         }),
     );
     let upstream = serve_upstream(app).await;
-    let remit = start(&upstream, "[budgets]\nautomation = { rate = \"100/s\", in_flight = 1 }").await;
+    let remit = start(
+        &upstream,
+        "[budgets]\nautomation = { rate = \"100/s\", in_flight = 1 }",
+    )
+    .await;
     let url = format!("{remit}/inventory/a");
     let client = reqwest::Client::new();
     let request = || {
