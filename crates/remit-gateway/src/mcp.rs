@@ -155,12 +155,35 @@ pub fn metadata(engine: &Engine, path: &str) -> Option<Response> {
         .routes
         .mcp_servers()
         .find(|s| s.path == path)?;
-    let base = &engine.config().gateway.public_url;
-    let body = json!({
+    let config = engine.config();
+    let base = &config.gateway.public_url;
+    let mut body = json!({
         "resource": format!("{base}{}", server.path),
         "resource_name": format!("MCP server `{}` behind remit", server.name),
         "bearer_methods_supported": ["header"],
     });
+    // Who issues tokens an agent may present here: remit's own token service, and every
+    // issuer of identities' tokens (an issuer of humans' tokens is not: a human's token is
+    // exchanged at remit first).
+    let servers: Vec<&str> = config
+        .tokens
+        .issuer
+        .iter()
+        .map(String::as_str)
+        .chain(
+            config
+                .tokens
+                .issuers
+                .iter()
+                .filter_map(|i| match i.subjects {
+                    remit_core::tokens::Subjects::Identities { .. } => Some(i.issuer.as_str()),
+                    remit_core::tokens::Subjects::Humans { .. } => None,
+                }),
+        )
+        .collect();
+    if !servers.is_empty() {
+        body["authorization_servers"] = json!(servers);
+    }
     Some(axum::Json(body).into_response())
 }
 

@@ -209,6 +209,10 @@ pub fn token_router(svc: Arc<TokenService>) -> Router {
     Router::new()
         .route("/oauth2/token", post(token))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(authorization_server_metadata),
+        )
         .with_state(svc)
         .layer(
             ServiceBuilder::new()
@@ -245,6 +249,41 @@ pub async fn serve_proxy_with_tokens(
 
 async fn jwks(State(svc): State<Arc<TokenService>>) -> Response {
     let mut r = axum::Json(svc.jwks()).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// RFC 8414 authorization server metadata: where remit's token endpoint and keys are and
+/// what the endpoint accepts, so that an OAuth client — an MCP client following the
+/// protected resource's `authorization_servers` (RFC 9728) — finds them.
+async fn authorization_server_metadata(State(svc): State<Arc<TokenService>>) -> Response {
+    let tokens = &svc.engine.config().tokens;
+    // `TokenService::open` refuses a configuration without an issuer; fail closed anyway.
+    let Some(issuer) = tokens.issuer.as_deref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let base = issuer.trim_end_matches('/');
+    let body = serde_json::json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": [],
+        "scopes_supported": svc
+            .engine
+            .config()
+            .routes
+            .actions()
+            .keys()
+            .map(|a| a.as_str())
+            .filter(|a| *a != "unmapped")
+            .collect::<Vec<_>>(),
+    });
+    let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

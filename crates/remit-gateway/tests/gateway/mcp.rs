@@ -281,6 +281,10 @@ async fn a_missing_credential_gets_a_challenge_and_metadata() {
     .unwrap();
     assert_eq!(meta["resource"], "https://gw.example/mcp/docs");
     assert_eq!(meta["bearer_methods_supported"], json!(["header"]));
+    assert!(
+        meta.get("authorization_servers").is_none(),
+        "no token issuer is configured here: {meta}"
+    );
     let r = reqwest::get(format!(
         "{base}/.well-known/oauth-protected-resource/nothing"
     ))

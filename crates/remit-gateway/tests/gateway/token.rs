@@ -125,6 +125,45 @@ async fn client_credentials_issue_a_token_the_proxy_honours() {
         .unwrap();
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert!(jwks["keys"][0].get("d").is_none(), "never the private key");
+    // An MCP client finds remit as the authorization server of the MCP endpoint (RFC 9728),
+    // and its token endpoint and keys there (RFC 8414). The issuer of humans is not one.
+    let get = |path: &str| {
+        let url = format!("{}{path}", r.url);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let resource = get("/.well-known/oauth-protected-resource/mcp/docs").await;
+    assert_eq!(
+        resource["authorization_servers"],
+        serde_json::json!(["http://127.0.0.1:8440"]),
+        "{resource}"
+    );
+    let server = get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(server["issuer"], "http://127.0.0.1:8440");
+    assert_eq!(
+        server["token_endpoint"],
+        "http://127.0.0.1:8440/oauth2/token"
+    );
+    assert_eq!(
+        server["jwks_uri"],
+        "http://127.0.0.1:8440/.well-known/jwks.json"
+    );
+    assert_eq!(
+        server["grant_types_supported"],
+        serde_json::json!([
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
+    );
+    let scopes = server["scopes_supported"].as_array().unwrap();
+    assert!(scopes.contains(&Value::from("tickets.read")), "{server}");
+    assert!(!scopes.contains(&Value::from("unmapped")), "{server}");
     let (status, body, headers) = post_form(
         &r.url,
         "grant_type=client_credentials&scope=tickets.read+repos.deploy&purpose=case-summary".into(),
