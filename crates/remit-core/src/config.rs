@@ -42,7 +42,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
 pub const MAX_REQUEST_BYTES_CEILING: usize = 16 * 1024 * 1024;
 /// Most entries in `gateway.trusted_proxies`.
 pub const MAX_TRUSTED_PROXIES: usize = 256;
-/// The most requests one class may have in flight (`[budgets]`): the proxy's own limit.
+/// The most requests the proxy has in flight, and so the most one class's `in_flight`
+/// budget may allow.
 pub const MAX_IN_FLIGHT_CEILING: u64 = 1024;
 
 /// A configuration error: file, line, column, field and what is wrong.
@@ -504,9 +505,6 @@ impl Config {
     }
 }
 
-/// Most requests of one class in flight that `[budgets]` may allow.
-const MAX_CLASS_IN_FLIGHT: u64 = crate::config::MAX_IN_FLIGHT_CEILING;
-
 /// `[budgets]`: `class = "count/period"`, or `class = { rate = "...", in_flight = N }`,
 /// for any of the classes.
 fn parse_budgets(
@@ -571,12 +569,12 @@ fn parse_budgets(
         };
         let in_flight = match in_flight {
             None => None,
-            Some(n) if (1..=MAX_CLASS_IN_FLIGHT).contains(&n) => Some(n as u32),
+            Some(n) if (1..=MAX_IN_FLIGHT_CEILING).contains(&n) => Some(n as u32),
             Some(_) => {
                 return Err(cx.err(
                     span,
                     format!("{field}.in_flight"),
-                    format!("must be between 1 and {MAX_CLASS_IN_FLIGHT}"),
+                    format!("must be between 1 and {MAX_IN_FLIGHT_CEILING}"),
                 ));
             }
         };
@@ -1776,7 +1774,9 @@ values = ["support", "billing"]
         assert_eq!(s.max_body_bytes, 1024 * 1024);
         assert_eq!(
             s.source,
-            RecordSource::Values(["billing".to_owned(), "support".to_owned()].into())
+            RecordSource::Values(std::sync::Arc::new(
+                ["billing".to_owned(), "support".to_owned()].into()
+            ))
         );
         let action = ActionName::parse("tickets.list").unwrap();
         assert_eq!(c.record_sets.for_action(&action).count(), 1);

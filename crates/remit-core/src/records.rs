@@ -10,6 +10,7 @@
 //! Filtering is pure: the door buffers and parses the body, this module decides.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -28,8 +29,9 @@ pub const MAX_NOTED_IDS: usize = 64;
 /// Where a set's approved values come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordSource {
-    /// A fixed list in the configuration.
-    Values(BTreeSet<String>),
+    /// A fixed list in the configuration (shared with every decision it approves, never
+    /// copied per request).
+    Values(Arc<BTreeSet<String>>),
     /// The groups of the human an agent acts for (a request without one approves nothing).
     HumanGroups,
     /// The `@record_values` of the permits that allowed the request, united.
@@ -108,7 +110,7 @@ pub struct ApprovedSet {
     /// Where a response's items are.
     pub items: String,
     /// The approved values.
-    pub values: BTreeSet<String>,
+    pub values: Arc<BTreeSet<String>>,
     /// What a response with items outside the set gets.
     pub on_excess: OnExcess,
     /// Largest response body that is filtered.
@@ -247,7 +249,7 @@ mod tests {
             name: "queues".into(),
             field: "/queue".into(),
             items: "/tickets".into(),
-            values: ["support".to_owned(), "7".to_owned()].into_iter().collect(),
+            values: Arc::new(["support".to_owned(), "7".to_owned()].into()),
             on_excess,
             max_body_bytes: 1 << 20,
         }
@@ -321,7 +323,7 @@ mod tests {
     #[test]
     fn an_empty_set_removes_everything() {
         let mut s = set(OnExcess::Filter);
-        s.values.clear();
+        s.values = Arc::default();
         let mut body = json!({"tickets": [{"queue": "support"}, {"queue": ""}]});
         assert_eq!(s.filter(&mut body).unwrap().removed, 2);
         assert_eq!(body, json!({"tickets": []}));

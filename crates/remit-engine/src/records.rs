@@ -6,6 +6,7 @@
 //! otherwise the decision carries the resolved sets, and the door filters the response.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use remit_core::records::{ApprovedSet, RecordSetSpec, RecordSets, RecordSource};
 use remit_core::route::ArgValue;
@@ -34,15 +35,16 @@ pub(crate) fn resolve(
     specs
         .into_iter()
         .map(|spec| {
-            let values: BTreeSet<String> = match &spec.source {
-                RecordSource::Values(v) => v.clone(),
+            let values: Arc<BTreeSet<String>> = match &spec.source {
+                RecordSource::Values(v) => Arc::clone(v),
                 // No human, no approved records: fail closed.
                 RecordSource::HumanGroups => human_groups
                     .unwrap_or_default()
                     .iter()
                     .take(remit_core::records::MAX_VALUES)
                     .cloned()
-                    .collect(),
+                    .collect::<BTreeSet<_>>()
+                    .into(),
                 RecordSource::Policy => obligations
                     .iter()
                     .filter_map(|o| match o {
@@ -54,7 +56,8 @@ pub(crate) fn resolve(
                     .flatten()
                     .take(remit_core::records::MAX_VALUES)
                     .cloned()
-                    .collect(),
+                    .collect::<BTreeSet<_>>()
+                    .into(),
             };
             ApprovedSet {
                 name: spec.name.clone(),

@@ -747,7 +747,7 @@ permit (principal, action == Action::"crm.notes", resource);
     assert_eq!(d.record_sets.len(), 1);
     assert_eq!(
         d.record_sets[0].values,
-        ["acme".to_owned(), "globex".to_owned()].into()
+        std::sync::Arc::new(["acme".to_owned(), "globex".to_owned()].into())
     );
     let d = decide("GET", "/accounts/initech/orders", None);
     assert!(outside(&d), "{d:?}");

@@ -86,14 +86,19 @@ fn hex_sha256(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
+/// A runtime on the calling thread.
+fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// An upstream with room for 4 requests at a time, 2 ms each.
 fn start_upstream() -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = one_thread();
         rt.block_on(async move {
             let room = Arc::new(tokio::sync::Semaphore::new(4));
             let app = axum::Router::new().route(
@@ -179,10 +184,7 @@ fn run_phase(remit: &str, secs: f64, flood: Flood) -> Phase {
         let (remit, stop, ok, refused) =
             (remit.to_owned(), stop.clone(), ok.clone(), refused.clone());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = one_thread();
             rt.block_on(async move {
                 let mut tasks = Vec::new();
                 for c in 0..32 {
@@ -224,10 +226,7 @@ fn run_phase(remit: &str, secs: f64, flood: Flood) -> Phase {
         std::thread::sleep(Duration::from_millis(300));
     }
     let (ok0, refused0) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_thread();
     let mut phase = rt.block_on(async move {
         let client = reqwest::Client::new();
         let url = format!("{remit}/items/a");

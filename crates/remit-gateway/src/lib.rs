@@ -45,8 +45,8 @@ pub use problem::Problem;
 
 /// How long one decision may take, recording included, before it is answered as a deny.
 pub const DECIDE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Requests the admin listener serves at once; more are refused with 503.
-pub const MAX_CONCURRENT: usize = 1024;
+/// Requests a listener (admin, proxy, authorization) serves at once; more are refused with 503.
+pub const MAX_CONCURRENT: usize = remit_core::config::MAX_IN_FLIGHT_CEILING as usize;
 
 /// What the admin listener's handlers share.
 #[derive(Clone)]

@@ -36,7 +36,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// What an outcome record needs from the request.
-#[derive(Clone)]
 pub struct Outcome {
     sink: Arc<dyn RecordSink>,
     replica: String,
@@ -49,7 +48,7 @@ pub struct Outcome {
     scan: Option<ScanReport>,
     record_sets: Vec<RecordSetNote>,
     /// A slot of the class's `in_flight` budget, given back when the outcome is recorded.
-    slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The engine's scanner, held by a stream that outlives the request handler.
@@ -97,7 +96,7 @@ impl Outcome {
 
     /// Holds a slot of the class's `in_flight` budget until the response ends.
     pub fn hold(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
-        self.slot = Some(Arc::new(slot));
+        self.slot = Some(slot);
     }
 
     /// What the approved record sets did to the response, for the outcome record.

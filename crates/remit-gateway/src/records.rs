@@ -278,7 +278,7 @@ mod tests {
             name: "queues".into(),
             field: "/queue".into(),
             items: "/tickets".into(),
-            values: ["support".to_owned()].into(),
+            values: std::sync::Arc::new(["support".to_owned()].into()),
             on_excess: OnExcess::Filter,
             max_body_bytes: 1 << 20,
         }]

@@ -286,6 +286,34 @@ pub(crate) fn serving_world(dir: &Path, extra: &str) -> (String, PathBuf) {
     )
 }
 
+/// Copies the quickstart's demo issuer (its DEMO-ONLY key and key set) into a served world
+/// in `dir`, for `remit token demo-login`, which signs with the key beside the configuration.
+pub(crate) fn with_demo_issuer(dir: &Path) {
+    std::fs::create_dir_all(dir.join("demo-issuer")).unwrap();
+    for f in ["DEMO-ONLY-private-key.pem", "jwks.json"] {
+        std::fs::copy(
+            quickstart().join("demo-issuer").join(f),
+            dir.join("demo-issuer").join(f),
+        )
+        .unwrap();
+    }
+}
+
+/// A demo human's token for the served world (whose audience is its own).
+pub(crate) fn demo_token(cfg: &str, human: &str, group: &str) -> String {
+    let o = remit(&[
+        "token",
+        "demo-login",
+        human,
+        "--groups",
+        group,
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
 async fn decide(addr: &str, req: Value) -> Value {
     reqwest::Client::new()
         .post(format!("http://{addr}/v1/decide"))

@@ -154,7 +154,7 @@ pub(super) fn parse_record_sets(
                         ));
                     }
                 }
-                RecordSource::Values(values)
+                RecordSource::Values(std::sync::Arc::new(values))
             }
             ("values", None) => {
                 return Err(cx.err(

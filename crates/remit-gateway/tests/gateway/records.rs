@@ -5,17 +5,13 @@
 //! shows that what cannot be limited (not JSON, compressed, too large, malformed, another
 //! shape) is refused, never passed.
 
-use std::sync::Arc;
-
 use axum::extract::Query;
 use axum::response::IntoResponse;
-use remit_gateway::token::{TokenService, serve_proxy_with_tokens};
 use remit_store::SqliteStore;
 use serde_json::{Value, json};
 
-use crate::authz::quickstart_engine;
 use crate::proxy::outcome_of;
-use crate::token::human_token;
+use crate::token::{human_token, serve_quickstart};
 
 const ASSISTANT_KEY: &str = "rk_demo_support_assistant";
 
@@ -27,26 +23,7 @@ struct Remit {
 
 /// remit on the quickstart, in front of `upstream`, with `edit` applied to the config.
 async fn start(upstream: &str, edit: impl Fn(String) -> String) -> Remit {
-    let upstream = upstream.to_owned();
-    let engine = Arc::new(quickstart_engine(move |t| {
-        edit(t.replace(
-            "url = \"http://127.0.0.1:8450\"",
-            &format!("url = \"{upstream}\""),
-        ))
-    }));
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    let state =
-        remit_gateway::proxy::ProxyState::new(engine.clone(), Arc::new(store.clone())).unwrap();
-    let svc = Arc::new(TokenService::open(engine, &dir.path().join("data")).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve_proxy_with_tokens(
-        listener,
-        state,
-        svc,
-        std::future::pending(),
-    ));
+    let (proxy, store, dir) = serve_quickstart(upstream, edit).await;
     Remit {
         proxy,
         store,

@@ -24,13 +24,18 @@ struct Remit {
     _dir: tempfile::TempDir,
 }
 
-async fn start() -> Remit {
-    let (upstream, log) = recording_upstream().await;
-    let engine = Arc::new(quickstart_engine(|t| {
-        t.replace(
+/// The quickstart served with its token endpoint, its upstream at `upstream` and `edit`
+/// applied to its configuration: the proxy's URL, the store and the data directory.
+pub(crate) async fn serve_quickstart(
+    upstream: &str,
+    edit: impl Fn(String) -> String,
+) -> (String, SqliteStore, tempfile::TempDir) {
+    let upstream = upstream.to_owned();
+    let engine = Arc::new(quickstart_engine(move |t| {
+        edit(t.replace(
             "url = \"http://127.0.0.1:8450\"",
             &format!("url = \"{upstream}\""),
-        )
+        ))
     }));
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
@@ -45,6 +50,12 @@ async fn start() -> Remit {
         svc,
         std::future::pending(),
     ));
+    (url, store, dir)
+}
+
+async fn start() -> Remit {
+    let (upstream, log) = recording_upstream().await;
+    let (url, store, dir) = serve_quickstart(&upstream, |t| t).await;
     Remit {
         url,
         log,

@@ -6,36 +6,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{quickstart, remit, serving_world, spawn_serving, text};
-
-/// A demo human's token for the served world (whose audience is its own).
-fn demo_token(cfg: &str, human: &str, group: &str) -> String {
-    let o = remit(&[
-        "token",
-        "demo-login",
-        human,
-        "--groups",
-        group,
-        "--config",
-        cfg,
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
-}
+use crate::{demo_token, remit, serving_world, spawn_serving, text, with_demo_issuer};
 
 #[tokio::test]
 async fn approvals_are_listed_granted_and_shown_and_bad_input_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, data) = serving_world(dir.path(), "");
-    // `demo-login` signs with the demo issuer's key beside the configuration.
-    std::fs::create_dir_all(dir.path().join("demo-issuer")).unwrap();
-    for f in ["DEMO-ONLY-private-key.pem", "jwks.json"] {
-        std::fs::copy(
-            quickstart().join("demo-issuer").join(f),
-            dir.path().join("demo-issuer").join(f),
-        )
-        .unwrap();
-    }
+    with_demo_issuer(dir.path());
     let data_s = data.display().to_string();
     let (_server, admin, proxy) =
         spawn_serving(&["serve", "--config", &cfg, "--data-dir", &data_s]);

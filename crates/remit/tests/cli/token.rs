@@ -6,36 +6,19 @@
 
 use serde_json::Value;
 
-use crate::{quickstart, remit, serving_world, spawn_serving, text};
+use crate::{demo_token, remit, serving_world, spawn_serving, text, with_demo_issuer};
 
 #[tokio::test]
 async fn a_human_token_is_exchanged_inspected_and_used_and_bad_input_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, data) = serving_world(dir.path(), "");
-    std::fs::create_dir_all(dir.path().join("demo-issuer")).unwrap();
-    for f in ["DEMO-ONLY-private-key.pem", "jwks.json"] {
-        std::fs::copy(
-            quickstart().join("demo-issuer").join(f),
-            dir.path().join("demo-issuer").join(f),
-        )
-        .unwrap();
-    }
+    with_demo_issuer(dir.path());
     let data_s = data.display().to_string();
     let (_server, admin, proxy) =
         spawn_serving(&["serve", "--config", &cfg, "--data-dir", &data_s]);
     let url = format!("http://{proxy}");
 
-    let o = remit(&[
-        "token",
-        "demo-login",
-        "alice",
-        "--groups",
-        "support",
-        "--config",
-        &cfg,
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let alice = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let alice = demo_token(&cfg, "alice", "support");
 
     let o = remit(&[
         "token",
