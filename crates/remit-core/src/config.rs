@@ -24,9 +24,11 @@ use crate::vocab::{Kind, Rate, Status};
 
 mod alerts;
 mod records;
+mod store;
 mod tokens;
 
 pub use alerts::{AlertSettings, AnomalySettings, MAX_WEBHOOK_URL, WebhookFormat, WebhookUrl};
+pub use store::{MAX_REDIS_PREFIX, MAX_REDIS_URL, RedisSettings, StoreSettings};
 
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
@@ -211,6 +213,8 @@ pub struct Config {
     pub record_sets: crate::records::RecordSets,
     /// Rate budgets per class.
     pub budgets: crate::identity::ClassBudgets,
+    /// State shared by several replicas (`[store]`).
+    pub store: StoreSettings,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +248,8 @@ struct RawConfig {
     record_sets: Vec<Spanned<records::RawRecordSet>>,
     #[serde(default)]
     budgets: Option<std::collections::BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    store: Option<store::RawStore>,
 }
 
 #[derive(Deserialize)]
@@ -486,6 +492,7 @@ impl Config {
         let upstreams = parse_upstreams(&cx, raw.upstreams)?;
         let record_sets = records::parse_record_sets(&cx, raw.record_sets, &routes)?;
         let budgets = parse_budgets(&cx, raw.budgets.unwrap_or_default())?;
+        let store = store::parse_store(&cx, raw.store)?;
         let tokens =
             tokens::parse_tokens(&cx, raw.tokens, raw.issuers, &routes, &gateway.public_url)?;
         Ok(Config {
@@ -501,6 +508,7 @@ impl Config {
             alerts,
             record_sets,
             budgets,
+            store,
         })
     }
 }
@@ -1991,6 +1999,97 @@ values = ["support", "billing"]
                 "a copy is not the registry's"
             );
         }
+    }
+
+    #[test]
+    fn store_parses_redis_and_refuses_what_is_not_usable() {
+        let c = parse("[store]\nredis_url = \"redis://127.0.0.1:6379/2\"\n").unwrap();
+        let r = c.store.redis.unwrap();
+        assert_eq!(
+            (
+                r.url.as_str(),
+                r.prefix.as_str(),
+                r.timeout_ms,
+                r.password_env
+            ),
+            ("redis://127.0.0.1:6379/2", "remit:", 250, None)
+        );
+        assert_eq!(parse("").unwrap().store, StoreSettings::default());
+        let c = parse("[store]\nredis_url = \"rediss://cache.internal\"\nredis_password_env = \"REMIT_REDIS_PASSWORD\"\nredis_prefix = \"prod:\"\nredis_timeout_ms = 50\n").unwrap();
+        let r = c.store.redis.unwrap();
+        assert_eq!(
+            (r.prefix.as_str(), r.timeout_ms, r.password_env.as_deref()),
+            ("prod:", 50, Some("REMIT_REDIS_PASSWORD"))
+        );
+        let long = format!("redis://{}", "h".repeat(600));
+        for (bad, field, want) in [
+            (
+                "redis_url = \"http://127.0.0.1:6379\"",
+                "store.redis_url",
+                "must start with",
+            ),
+            (
+                "redis_url = \"redis://\"",
+                "store.redis_url",
+                "must name a host",
+            ),
+            (
+                "redis_url = \"redis://a b\"",
+                "store.redis_url",
+                "must name a host",
+            ),
+            (
+                "redis_url = \"redis://user:hunter2@cache\"",
+                "store.redis_url",
+                "must not hold a password",
+            ),
+            (
+                "redis_url = \"redis://:hunter2@cache/0\"",
+                "store.redis_url",
+                "must not hold a password",
+            ),
+            (
+                &format!("redis_url = \"{long}\""),
+                "store.redis_url",
+                "longer than 512",
+            ),
+            (
+                "redis_url = \"redis://c\"\nredis_timeout_ms = 0",
+                "store.redis_timeout_ms",
+                "between 10 and 10000",
+            ),
+            (
+                "redis_url = \"redis://c\"\nredis_prefix = \"\"",
+                "store.redis_prefix",
+                "printable",
+            ),
+            (
+                "redis_url = \"redis://c\"\nredis_prefix = \"a b\"",
+                "store.redis_prefix",
+                "printable",
+            ),
+            (
+                "redis_url = \"redis://c\"\nredis_password_env = \"$(rm -rf)\"",
+                "store.redis_password_env",
+                "environment variable name",
+            ),
+            (
+                "redis_prefix = \"x:\"",
+                "store.redis_prefix",
+                "without `store.redis_url`",
+            ),
+        ] {
+            let e = parse(&format!("[store]\n{bad}\n")).unwrap_err();
+            assert_eq!(e.field, field, "{bad}: {e}");
+            assert!(e.message.contains(want), "{bad}: {e}");
+            // The password never reaches the error.
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        let e =
+            parse("[store]\nredis_url = \"redis://a\"\nredis_url = \"redis://b\"\n").unwrap_err();
+        assert!(e.message.contains("duplicate key"), "{e}");
+        let e = parse("[store]\npostgres = \"x\"\n").unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
     }
 }
 

@@ -16,6 +16,7 @@ pub mod records;
 pub mod request;
 pub mod route;
 pub mod scan;
+pub mod single_use;
 pub mod tokens;
 pub mod vocab;
 

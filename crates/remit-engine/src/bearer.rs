@@ -36,7 +36,8 @@ pub struct TokenFacts {
     pub human_groups: Option<Vec<String>>,
     /// The purpose the token was issued for.
     pub purpose: Option<Purpose>,
-    /// A single-use token's issuer, `jti` and expiry, claimed when the request is recorded.
+    /// A single-use token's issuer, `jti` and the last second it can be accepted (its expiry
+    /// plus the most skew), claimed when the request is recorded.
     pub single_use: Option<(String, String, i64)>,
 }
 
@@ -178,7 +179,15 @@ pub fn authenticate<'r>(
         },
     };
     let single_use = match (&v.jti, v.single_use) {
-        (Some(j), true) => Some((v.issuer_id.clone(), j.clone(), v.exp)),
+        // Claimed until the token can no longer be accepted: its expiry plus the most clock
+        // skew any issuer may be given, so a late presentation within the skew is still a
+        // replay.
+        (Some(j), true) => Some((
+            v.issuer_id.clone(),
+            j.clone(),
+            v.exp
+                .saturating_add(i64::from(remit_core::tokens::MAX_SKEW_S)),
+        )),
         _ => None,
     };
     let facts = TokenFacts {

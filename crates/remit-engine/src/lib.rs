@@ -112,7 +112,7 @@ pub struct Engine {
     config: Config,
     authn: Authenticator,
     tokens: remit_token::jwt::Verifier,
-    jti: remit_token::jti::JtiLedger,
+    jti: std::sync::Arc<dyn remit_core::single_use::ClaimStore>,
     policy: PolicyEngine,
     rates: rate::RateCaps,
     secrets: secrets::Secrets,
@@ -157,7 +157,7 @@ impl Engine {
             config,
             authn,
             tokens,
-            jti: remit_token::jti::JtiLedger::default(),
+            jti: std::sync::Arc::new(remit_token::jti::JtiLedger::default()),
             policy,
             rates,
             secrets,
@@ -173,6 +173,17 @@ impl Engine {
     /// The JWT verifier: start-up and the key-set refresher install issuers' keys here.
     pub fn tokens(&self) -> &remit_token::jwt::Verifier {
         &self.tokens
+    }
+
+    /// Keeps single-use claims in `store` (shared by every replica, such as Redis) instead
+    /// of this process's ledger. Set before serving.
+    pub fn share_claims(&mut self, store: std::sync::Arc<dyn remit_core::single_use::ClaimStore>) {
+        self.jti = store;
+    }
+
+    /// Where single-use claims are kept: this process's ledger, or the shared store.
+    pub fn claims(&self) -> &dyn remit_core::single_use::ClaimStore {
+        self.jti.as_ref()
     }
 
     /// The configuration.
@@ -651,7 +662,10 @@ impl Engine {
         // A single-use token admits one recorded allow; every other presentation is a replay.
         if d.verdict == Verdict::Allow
             && let Some((issuer, jti, exp)) = &decided.single_use
-            && let Err(e) = self.jti.claim(issuer, jti, *exp, now.unix_timestamp())
+            && let Err(e) = self
+                .jti
+                .claim(issuer, jti, *exp, now.unix_timestamp())
+                .await
         {
             d.refuse(bearer::TOKEN_SCOPE_POLICY, e.to_string());
         }

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod baselines;
 pub mod index;
 pub mod keys;
+pub mod redis_claims;
 pub mod segment;
 mod writer;
 

@@ -14,6 +14,8 @@ use remit_store::SqliteStore;
 
 #[path = "store/audit_log.rs"]
 mod audit_log;
+#[path = "store/redis_claims.rs"]
+mod redis_claims;
 
 fn record(id: usize) -> AuditRecord {
     AuditRecord::Decision(DecisionRecord {

@@ -2,24 +2,17 @@
 //!
 //! The ledger is bounded: entries leave when their token expires, and a full ledger refuses
 //! new claims (a deny, fail closed) rather than forgetting old ones, which would let a
-//! replay through. Several replicas share claims through the store (Redis) instead.
+//! replay through. Several replicas share claims through the store (Redis) instead: both
+//! are a [`ClaimStore`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+pub use remit_core::single_use::ClaimError as JtiError;
+use remit_core::single_use::{ClaimFuture, ClaimStore, shown_jti};
+
 /// Default number of live claims held.
 pub const DEFAULT_JTI_CAPACITY: usize = 1_000_000;
-
-/// Why a claim was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JtiError {
-    /// The `jti` was already presented.
-    #[error("token id `{0}` was already used, and the token is single-use")]
-    Replayed(String),
-    /// The ledger is full of live claims.
-    #[error("the single-use token ledger is full, so the token is refused")]
-    Full,
-}
 
 /// Claimed token ids until their tokens expire.
 #[derive(Debug)]
@@ -52,7 +45,7 @@ impl JtiLedger {
         if let Some(&until) = claims.get(&key)
             && until >= now
         {
-            return Err(JtiError::Replayed(jti.chars().take(64).collect()));
+            return Err(JtiError::Replayed(shown_jti(jti)));
         }
         if claims.len() >= self.capacity {
             claims.retain(|_, until| *until >= now);
@@ -72,5 +65,12 @@ impl JtiLedger {
     /// Whether no claim is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl ClaimStore for JtiLedger {
+    fn claim<'a>(&'a self, issuer: &'a str, jti: &'a str, exp: i64, now: i64) -> ClaimFuture<'a> {
+        let answer = JtiLedger::claim(self, issuer, jti, exp, now);
+        Box::pin(std::future::ready(answer))
     }
 }

@@ -359,11 +359,18 @@ fn load(config: &Path) -> Result<Engine> {
 /// when configured, until Ctrl-C or SIGTERM. `ready` is told the bound
 /// addresses (admin, proxy).
 pub(crate) async fn serve(
-    engine: Engine,
+    mut engine: Engine,
     data_dir: PathBuf,
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<()> {
     remit_gateway::metrics::install()?;
+    // Replicas sharing Redis share single-use claims: a token id is admitted once in all.
+    if let Some(redis) = engine.config().store.redis.clone() {
+        let claims = remit_store::redis_claims::RedisClaims::connect(&redis)
+            .await
+            .context("connecting to Redis for single-use claims ([store] redis_url)")?;
+        engine.share_claims(Arc::new(claims));
+    }
     let store =
         remit_store::SqliteStore::open_with(&data_dir, store_options(engine.config())).await?;
     let settings = engine.config().gateway.clone();

@@ -288,3 +288,122 @@ async fn a_single_use_token_is_allowed_once_among_a_hundred_parallel_presentatio
     }
     assert_eq!(allowed, 1);
 }
+
+/// Two replicas sharing a real Redis (`[store] redis_url`): a single-use token is allowed
+/// once among a hundred presentations split between them, and with Redis gone the
+/// presentation is refused, never admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_use_token_is_allowed_once_across_replicas_sharing_redis() {
+    let redis = "127.0.0.1:6379";
+    assert!(
+        std::net::TcpStream::connect(redis).is_ok(),
+        "Redis is not running on {redis}: this test needs a real Redis \
+         (apt-get install redis-server && redis-server --daemonize yes)"
+    );
+    let prefix = format!(
+        "remit-test:{}:",
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let store =
+        format!("\n[store]\nredis_url = \"redis://{redis}\"\nredis_prefix = \"{prefix}\"\n");
+    let ring = KeyRing::new(vec![SigningKey::generate().unwrap()]);
+    let replica = || {
+        engine_with(
+            |t| {
+                t.replace(
+                    "max_chain_depth = 3",
+                    "max_chain_depth = 3\nsingle_use = true",
+                ) + &store
+            },
+            &ring,
+        )
+    };
+    let (mut a, mut b) = (replica(), replica());
+    let settings = a.config().store.redis.clone().expect("[store] parsed");
+    assert_eq!(settings.prefix, prefix);
+    for e in [&mut a, &mut b] {
+        let claims = remit_store::redis_claims::RedisClaims::connect(&settings)
+            .await
+            .unwrap();
+        e.share_claims(Arc::new(claims));
+    }
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let token = exchanged(&a, &ring, None);
+    let sink = Arc::new(CountingSink(Default::default()));
+    let f = Arc::new(bearer("GET", "/tickets/9", &token));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let e = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (sink, f) = (sink.clone(), f.clone());
+            tokio::spawn(async move {
+                e.decide_and_record(&f, format!("d{i}"), sink.as_ref(), false)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        let d = t.await.unwrap();
+        if d.verdict == Verdict::Allow {
+            allowed += 1;
+        } else {
+            assert!(
+                d.reasons.iter().any(|r| r.contains("already used")),
+                "{:?}",
+                d.reasons
+            );
+        }
+    }
+    assert_eq!(allowed, 1, "exactly one replica admits the token");
+
+    // A Redis that stops answering: the replica refuses the token (fail closed). A
+    // `redis-server` of this test's own, on a free loopback port, is stopped under it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server could not be started: apt-get install redis-server");
+    let own = format!("127.0.0.1:{port}");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&own).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let mut c = replica();
+    let own = remit_core::config::RedisSettings {
+        url: format!("redis://{own}"),
+        ..settings
+    };
+    let claims = remit_store::redis_claims::RedisClaims::connect(&own)
+        .await
+        .unwrap();
+    c.share_claims(Arc::new(claims));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let fresh = exchanged(&a, &ring, None);
+    let d = c
+        .decide_and_record(
+            &bearer("GET", "/tickets/9", &fresh),
+            "u".into(),
+            sink.as_ref(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("claim store is unavailable")),
+        "{:?}",
+        d.reasons
+    );
+}
