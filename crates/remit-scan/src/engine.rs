@@ -2,7 +2,7 @@
 //! and in-place redaction.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -166,8 +166,37 @@ struct Place<'x, 'a> {
 /// Where a layer's findings go.
 struct Sink<'r> {
     findings: &'r mut Findings,
-    seen: &'r mut HashSet<(u16, usize, usize, Fingerprint)>,
+    seen: &'r mut Seen,
     rule_of: &'r mut Vec<u16>,
+}
+
+/// The findings reported so far, by rule and place, and where each one's secret is read:
+/// a match whose secret another layer reported already at the same place (a decoded layer
+/// copies most of its parent) is dropped before its entropy, allowlists and digest are
+/// computed. Bounded by [`Limits::max_findings`].
+#[derive(Default)]
+struct Seen {
+    /// (rule, root span start, root span end, finding index).
+    places: BTreeSet<(u16, usize, usize, usize)>,
+    /// For each finding: its layer and the secret's span there.
+    secret_at: Vec<(usize, Range<usize>)>,
+}
+
+impl Seen {
+    /// The findings of rule `r` at root span `span`.
+    fn at(&self, r: u16, span: &Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        self.places
+            .range((r, span.start, span.end, 0)..=(r, span.start, span.end, usize::MAX))
+            .map(|p| p.3)
+    }
+
+    /// Whether rule `r` reported the bytes `secret` at root span `span` already.
+    fn has(&self, layers: &[Layer<'_>], r: u16, span: &Range<usize>, secret: &[u8]) -> bool {
+        self.at(r, span).any(|i| {
+            let (li, at) = &self.secret_at[i];
+            layers[*li].text.get(at.clone()) == Some(secret)
+        })
+    }
 }
 
 /// Most sets of buffers a scanner keeps for later scans (one per scan running at once).
@@ -291,7 +320,7 @@ struct Run<'a> {
     scratch: Scratch,
     layers: Vec<Layer<'a>>,
     findings: Findings,
-    seen: HashSet<(u16, usize, usize, Fingerprint)>,
+    seen: Seen,
     /// Index of each finding's rule (parallel to `findings.items`).
     rule_of: Vec<u16>,
     decoded_bytes: usize,
@@ -463,7 +492,7 @@ impl Scanner {
             pool: std::mem::take(&mut reuse.pool),
             scratch: std::mem::take(&mut reuse.scratch),
             findings: Findings::default(),
-            seen: HashSet::new(),
+            seen: Seen::default(),
             rule_of: Vec::new(),
             decoded_bytes: 0,
             done: false,
@@ -855,6 +884,10 @@ impl Scanner {
             return false;
         }
         let secret = &full[s..e];
+        let (span, exact) = map_to_root(layers, li, s..e);
+        if sink.seen.has(layers, r, &span, secret) {
+            return false;
+        }
         if let Some(min) = rule.entropy
             && shannon_entropy(secret) < min
         {
@@ -868,22 +901,20 @@ impl Scanner {
         if rule.allowlists.iter().any(allowed) || self.set.allowlists.iter().any(allowed) {
             return false;
         }
-        let digest: [u8; 32] = Sha256::digest(secret).into();
-        let fingerprint = Fingerprint::from_digest(&digest);
-        let (span, exact) = map_to_root(layers, li, s..e);
-        if !sink.seen.insert((r, span.start, span.end, fingerprint)) {
-            return false;
-        }
         if sink.findings.items.len() >= self.limits.max_findings {
             sink.findings.incomplete = Some(Incomplete::FindingsLimit);
             return true;
         }
+        let digest: [u8; 32] = Sha256::digest(secret).into();
+        let index = sink.findings.items.len();
+        sink.seen.places.insert((r, span.start, span.end, index));
+        sink.seen.secret_at.push((li, s..e));
         sink.findings.items.push(Finding {
             rule: self.ids[r as usize].clone(),
             span,
             layers: layers[li].path.clone(),
             exact,
-            fingerprint,
+            fingerprint: Fingerprint::from_digest(&digest),
             credential: None,
             digest,
         });
