@@ -168,6 +168,18 @@ struct Sink<'r> {
     findings: &'r mut Findings,
     seen: &'r mut Seen,
     rule_of: &'r mut Vec<u16>,
+    pending: &'r mut Vec<Pending>,
+}
+
+/// A match to report: rule `r`'s match `matched` in layer `li`, its secret at `secret`
+/// there, at `span` in the root text (`exact` as in [`Finding::exact`]).
+struct Pending {
+    r: u16,
+    li: usize,
+    matched: Range<usize>,
+    secret: Range<usize>,
+    span: Range<usize>,
+    exact: bool,
 }
 
 /// The findings reported so far, by rule and place, and where each one's secret is read:
@@ -321,6 +333,9 @@ struct Run<'a> {
     layers: Vec<Layer<'a>>,
     findings: Findings,
     seen: Seen,
+    /// Matches whose secret a decoded layer reads undone, reported at the end unless
+    /// that layer reports it (see [`Scanner::resolve_pending`]).
+    pending: Vec<Pending>,
     /// Index of each finding's rule (parallel to `findings.items`).
     rule_of: Vec<u16>,
     decoded_bytes: usize,
@@ -493,6 +508,7 @@ impl Scanner {
             scratch: std::mem::take(&mut reuse.scratch),
             findings: Findings::default(),
             seen: Seen::default(),
+            pending: Vec::new(),
             rule_of: Vec::new(),
             decoded_bytes: 0,
             done: false,
@@ -505,6 +521,7 @@ impl Scanner {
             }
             i += 1;
         }
+        self.resolve_pending(&mut run);
         self.drop_generic_overlaps(&mut run);
         reuse.scratch = std::mem::take(&mut run.scratch);
         for layer in run.layers.drain(..) {
@@ -718,6 +735,7 @@ impl Scanner {
             findings,
             seen,
             rule_of,
+            pending,
             done,
             ..
         } = run;
@@ -725,6 +743,7 @@ impl Scanner {
             findings,
             seen,
             rule_of,
+            pending,
         };
         let layers: &[Layer<'_>] = layers;
         let full: &[u8] = &layers[li].text;
@@ -888,12 +907,50 @@ impl Scanner {
         if sink.seen.has(layers, r, &span, secret) {
             return false;
         }
+        if layers[li].path.len() < self.limits.max_depth && decodes_further(full, s..e) {
+            // A layer decoded from this one reads the secret undone; its finding at this
+            // place, if any, is the one kept (see `resolve_pending`).
+            sink.pending.push(Pending {
+                r,
+                li,
+                matched: m.start..m.end,
+                secret: s..e,
+                span,
+                exact,
+            });
+            return false;
+        }
+        let found = Pending {
+            r,
+            li,
+            matched: m.start..m.end,
+            secret: s..e,
+            span,
+            exact,
+        };
+        self.report(layers, found, sink)
+    }
+
+    /// Checks a match's entropy and allowlists, then reports it. Returns whether the
+    /// findings limit was reached.
+    fn report(&self, layers: &[Layer<'_>], found: Pending, sink: &mut Sink<'_>) -> bool {
+        let Pending {
+            r,
+            li,
+            matched: m,
+            secret: at,
+            span,
+            exact,
+        } = found;
+        let rule = &self.set.rules[r as usize];
+        let full: &[u8] = &layers[li].text;
+        let secret = &full[at.clone()];
         if let Some(min) = rule.entropy
             && shannon_entropy(secret) < min
         {
             return false;
         }
-        let matched = &full[m.start..m.end];
+        let matched = &full[m.clone()];
         let allowed = |al: &Allowlist| {
             let line = line_around(full, m.start, m.end);
             al.allows(secret, matched, line)
@@ -908,7 +965,7 @@ impl Scanner {
         let digest: [u8; 32] = Sha256::digest(secret).into();
         let index = sink.findings.items.len();
         sink.seen.places.insert((r, span.start, span.end, index));
-        sink.seen.secret_at.push((li, s..e));
+        sink.seen.secret_at.push((li, at));
         sink.findings.items.push(Finding {
             rule: self.ids[r as usize].clone(),
             span,
@@ -920,6 +977,42 @@ impl Scanner {
         });
         sink.rule_of.push(r);
         false
+    }
+
+    /// Reports the matches put off because a decoded layer would read their secret undone
+    /// (see [`decodes_further`]), unless a finding of the same rule sits at the same place:
+    /// one finding per secret occurrence, the most-decoded layer's. The latest put off
+    /// (the most decoded) are tried first; those reported join the findings in the order
+    /// found.
+    fn resolve_pending(&self, run: &mut Run<'_>) {
+        let Run {
+            layers,
+            findings,
+            seen,
+            rule_of,
+            pending,
+            ..
+        } = run;
+        if pending.is_empty() {
+            return;
+        }
+        let from = findings.items.len();
+        let mut sink = Sink {
+            findings,
+            seen,
+            rule_of,
+            pending: &mut Vec::new(),
+        };
+        for found in pending.drain(..).rev() {
+            if sink.seen.at(found.r, &found.span).next().is_some() {
+                continue;
+            }
+            if self.report(layers, found, &mut sink) {
+                break;
+            }
+        }
+        sink.findings.items[from..].reverse();
+        sink.rule_of[from..].reverse();
     }
 
     /// Adds the layers decoded from layer `li`.
@@ -1102,6 +1195,16 @@ impl Room {
             self.new.push(layer);
         }
     }
+}
+
+/// Whether the bytes `secret` of `text` hold an escape (JSON, or percent-encoding) that
+/// [`Scanner::derive`] decodes into a layer of its own: that layer reads the secret as it
+/// was before it was escaped.
+fn decodes_further(text: &[u8], secret: Range<usize>) -> bool {
+    memchr::memchr2_iter(b'\\', b'%', &text[secret.clone()]).any(|p| {
+        let i = secret.start + p;
+        decode::json_escape_at(text, i) || decode::percent_escape_at(text, i)
+    })
 }
 
 /// Maps a span in layer `li` to the root text. Exact while every step is a per-byte map.
