@@ -1050,6 +1050,10 @@ impl Scanner {
         for (needle, at, decoder, decoding) in escapes {
             decode::escape_windows_into(text, needle, at, &mut windows);
             for w in windows.iter().cloned() {
+                if needle == b'\\' && room.deeper && self.inert_json_window(text, &w, &parent.hits)
+                {
+                    continue;
+                }
                 let (mut decoded, mut map) = (pool.text(), pool.map());
                 decoder(&text[w.clone()], w.start, &mut decoded, &mut map);
                 room.push(Layer {
@@ -1143,6 +1147,46 @@ impl Scanner {
         if let Some(why) = incomplete {
             run.findings.incomplete.get_or_insert(why);
         }
+    }
+
+    /// Whether decoding the JSON escapes of window `w` of a layer would give a layer in
+    /// which nothing can be found: every escape is `\"`, and the window holds no keyword
+    /// occurrence of the layer (`hits`), no `%` and no other backslash. Such a layer reads
+    /// as its parent but for quotes: it would hold no keyword occurrence (a `"` is in no
+    /// keyword, which is checked), no base64 run that reads differently from the parent's
+    /// (a `"` and its source `\"` are outside the alphabet), and nothing to decode again;
+    /// and with every rule searching only around keywords, no rule would run in it. Most
+    /// escaped JSON in traffic is like this (tool results: `{\"rows\": 36, …}`), so such
+    /// windows are not decoded at all (they take no layer or decoding budget either).
+    fn inert_json_window(&self, text: &[u8], w: &Range<usize>, hits: &Hits) -> bool {
+        let Some(kw) = &self.keywords else {
+            return false;
+        };
+        if !self.always.is_empty() || hits.overflow || kw.in_keyword(b'"') {
+            return false;
+        }
+        let first = hits.list.partition_point(|h| (h.end as usize) <= w.start);
+        // In order of end, so past `w.end` plus a keyword's length none overlaps.
+        let past = w.end + kw.max_len();
+        if hits.list[first..]
+            .iter()
+            .take_while(|h| (h.end as usize) < past)
+            .any(|h| (h.start as usize) < w.end)
+        {
+            return false;
+        }
+        let window = &text[w.clone()];
+        if memchr::memchr(b'%', window).is_some() {
+            return false;
+        }
+        let mut i = 0;
+        while let Some(p) = memchr::memchr(b'\\', &window[i..]) {
+            if window.get(i + p + 1) != Some(&b'"') {
+                return false;
+            }
+            i += p + 2;
+        }
+        true
     }
 
     /// A generic rule's finding gives way to a specific rule's finding overlapping it.
