@@ -281,7 +281,7 @@ pub(crate) fn escape_windows_into(
 /// (callgrind: 1.6 % fewer instructions a 4 KB body this way; BENCHMARKS.md). Exact: in the
 /// zero-byte test below a false flag can only follow a true one, so the lowest flag is a
 /// match.
-fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+pub(crate) fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
     const LO: u64 = u64::from_ne_bytes([0x01; 8]);
     const HI: u64 = u64::from_ne_bytes([0x80; 8]);
     let (va, vb) = (LO * u64::from(a), LO * u64::from(b));

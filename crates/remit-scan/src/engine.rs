@@ -1180,7 +1180,7 @@ impl Scanner {
             return false;
         }
         let mut i = 0;
-        while let Some(p) = memchr::memchr(b'\\', &window[i..]) {
+        while let Some(p) = decode::find2(&window[i..], b'\\', b'\\') {
             if window.get(i + p + 1) != Some(&b'"') {
                 return false;
             }
