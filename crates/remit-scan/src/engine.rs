@@ -951,10 +951,8 @@ impl Scanner {
             return false;
         }
         let matched = &full[m.clone()];
-        let allowed = |al: &Allowlist| {
-            let line = line_around(full, m.start, m.end);
-            al.allows(secret, matched, line)
-        };
+        let allowed =
+            |al: &Allowlist| al.allows(secret, matched, || line_around(full, m.start, m.end));
         if rule.allowlists.iter().any(allowed) || self.set.allowlists.iter().any(allowed) {
             return false;
         }

@@ -129,12 +129,20 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
-    /// Whether this allowlist allows a finding.
-    pub(crate) fn allows(&self, secret: &[u8], matched: &[u8], line: &[u8]) -> bool {
+    /// Whether this allowlist allows a finding. `line` gives the line holding the match,
+    /// asked for only by an allowlist whose regexes target lines (finding it reads up to
+    /// 2 KiB of text).
+    pub(crate) fn allows<'t>(
+        &self,
+        secret: &'t [u8],
+        matched: &'t [u8],
+        line: impl FnOnce() -> &'t [u8],
+    ) -> bool {
         let target = match self.target {
             RegexTarget::Secret => secret,
             RegexTarget::Match => matched,
-            RegexTarget::Line => line,
+            RegexTarget::Line if self.regexes.is_empty() => &[],
+            RegexTarget::Line => line(),
         };
         let regex_hit = || self.regexes.iter().any(|r| r.is_match(target));
         let stop_hit = || match &self.stop_matcher {
