@@ -786,6 +786,39 @@ fn a_secret_seen_through_several_layers_is_one_finding_the_most_decoded() {
 }
 
 #[test]
+fn escaped_json_that_can_hold_nothing_is_not_decoded() {
+    // Two tool results as escaped JSON: the first holds only `\"` escapes and no keyword,
+    // so its decoded layer could find nothing and is not made; the second holds a value
+    // only its decoded layer reads as an assignment. With room for one decoded layer,
+    // that one layer goes to the second.
+    let filler = "the pipeline owner looked at the nightly report and the billing job ".repeat(5);
+    let body = format!(
+        r#"{{"messages":[{{"role":"tool","content":"{{\"rows\": 36, \"next\": \"827e0c66-aa62-4394-a651-aa5e55b34de5\"}}"}},{{"role":"user","content":"{filler}"}},{{"role":"tool","content":"{{\"api_key\": \"Zk81pq0xLmQ7rT9vW2yN\"}}"}}]}}"#
+    );
+    let scanner = Scanner::with_limits(
+        RuleSet::builtin(),
+        Limits {
+            max_layers: 2,
+            ..Limits::default()
+        },
+    );
+    let f = scanner
+        .scan(body.as_bytes(), ContentEncoding::Identity)
+        .expect("scan");
+    assert_eq!(f.incomplete, None, "{f:?}");
+    assert_eq!(f.items.len(), 1, "{f:?}");
+    assert_eq!(&*f.items[0].rule, "generic-secret");
+    assert_eq!(f.items[0].layer_name(), "json");
+    assert_eq!(&body[f.items[0].span.clone()], "Zk81pq0xLmQ7rT9vW2yN");
+    // A window with any other escape is decoded: with no room, the scan says so.
+    let other = body.replacen(r#"\"rows\""#, r#"\"ro\/ws\""#, 1);
+    let f = scanner
+        .scan(other.as_bytes(), ContentEncoding::Identity)
+        .expect("scan");
+    assert_eq!(f.incomplete, Some(Incomplete::DecodeBudget), "{f:?}");
+}
+
+#[test]
 fn builtin_rules_load_and_every_rule_has_keywords() {
     let set = RuleSet::builtin();
     assert!(set.len() >= 30);
