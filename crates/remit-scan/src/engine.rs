@@ -821,6 +821,13 @@ impl Scanner {
             if q < at || q > full.len() {
                 continue;
             }
+            // No match starts with the byte there (nor at the end: it is not empty).
+            if let Some(first) = &rule.first
+                && q > 0
+                && full.get(q).is_none_or(|b| !first[usize::from(*b)])
+            {
+                continue;
+            }
             let input = Input::new(full).range(q..).anchored(Anchored::Yes);
             let found = if rule.secret_is_match {
                 rule.regex.search(&input).map(|m| m.span())
