@@ -734,7 +734,10 @@ fn a_secret_seen_through_several_layers_is_one_finding_the_most_decoded() {
     assert_eq!(key.layer_name(), "json+json");
     assert!(key.exact);
     let at = &body[key.span.clone()];
-    assert!(at.starts_with("-----BEGIN RSA PRIVATE KEY-----\\\\n"), "{at}");
+    assert!(
+        at.starts_with("-----BEGIN RSA PRIVATE KEY-----\\\\n"),
+        "{at}"
+    );
     assert!(at.ends_with("-----END RSA PRIVATE KEY-----"), "{at}");
     // The fingerprint and digest are the key's as written, so a known key is recognised.
     let written = pem.trim_end();
