@@ -2,7 +2,7 @@
 //! and in-place redaction.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -166,8 +166,49 @@ struct Place<'x, 'a> {
 /// Where a layer's findings go.
 struct Sink<'r> {
     findings: &'r mut Findings,
-    seen: &'r mut HashSet<(u16, usize, usize, Fingerprint)>,
+    seen: &'r mut Seen,
     rule_of: &'r mut Vec<u16>,
+    pending: &'r mut Vec<Pending>,
+}
+
+/// A match to report: rule `r`'s match `matched` in layer `li`, its secret at `secret`
+/// there, at `span` in the root text (`exact` as in [`Finding::exact`]).
+struct Pending {
+    r: u16,
+    li: usize,
+    matched: Range<usize>,
+    secret: Range<usize>,
+    span: Range<usize>,
+    exact: bool,
+}
+
+/// The findings reported so far, by rule and place, and where each one's secret is read:
+/// a match whose secret another layer reported already at the same place (a decoded layer
+/// copies most of its parent) is dropped before its entropy, allowlists and digest are
+/// computed. Bounded by [`Limits::max_findings`].
+#[derive(Default)]
+struct Seen {
+    /// (rule, root span start, root span end, finding index).
+    places: BTreeSet<(u16, usize, usize, usize)>,
+    /// For each finding: its layer and the secret's span there.
+    secret_at: Vec<(usize, Range<usize>)>,
+}
+
+impl Seen {
+    /// The findings of rule `r` at root span `span`.
+    fn at(&self, r: u16, span: &Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        self.places
+            .range((r, span.start, span.end, 0)..=(r, span.start, span.end, usize::MAX))
+            .map(|p| p.3)
+    }
+
+    /// Whether rule `r` reported the bytes `secret` at root span `span` already.
+    fn has(&self, layers: &[Layer<'_>], r: u16, span: &Range<usize>, secret: &[u8]) -> bool {
+        self.at(r, span).any(|i| {
+            let (li, at) = &self.secret_at[i];
+            layers[*li].text.get(at.clone()) == Some(secret)
+        })
+    }
 }
 
 /// Most sets of buffers a scanner keeps for later scans (one per scan running at once).
@@ -291,7 +332,10 @@ struct Run<'a> {
     scratch: Scratch,
     layers: Vec<Layer<'a>>,
     findings: Findings,
-    seen: HashSet<(u16, usize, usize, Fingerprint)>,
+    seen: Seen,
+    /// Matches whose secret a decoded layer reads undone, reported at the end unless
+    /// that layer reports it (see [`Scanner::resolve_pending`]).
+    pending: Vec<Pending>,
     /// Index of each finding's rule (parallel to `findings.items`).
     rule_of: Vec<u16>,
     decoded_bytes: usize,
@@ -463,7 +507,8 @@ impl Scanner {
             pool: std::mem::take(&mut reuse.pool),
             scratch: std::mem::take(&mut reuse.scratch),
             findings: Findings::default(),
-            seen: HashSet::new(),
+            seen: Seen::default(),
+            pending: Vec::new(),
             rule_of: Vec::new(),
             decoded_bytes: 0,
             done: false,
@@ -476,6 +521,7 @@ impl Scanner {
             }
             i += 1;
         }
+        self.resolve_pending(&mut run);
         self.drop_generic_overlaps(&mut run);
         reuse.scratch = std::mem::take(&mut run.scratch);
         for layer in run.layers.drain(..) {
@@ -689,6 +735,7 @@ impl Scanner {
             findings,
             seen,
             rule_of,
+            pending,
             done,
             ..
         } = run;
@@ -696,6 +743,7 @@ impl Scanner {
             findings,
             seen,
             rule_of,
+            pending,
         };
         let layers: &[Layer<'_>] = layers;
         let full: &[u8] = &layers[li].text;
@@ -771,6 +819,13 @@ impl Scanner {
         let mut at = 0;
         for q in starts.iter().map(|q| *q as usize) {
             if q < at || q > full.len() {
+                continue;
+            }
+            // No match starts with the byte there (nor at the end: it is not empty).
+            if let Some(first) = &rule.first
+                && q > 0
+                && full.get(q).is_none_or(|b| !first[usize::from(*b)])
+            {
                 continue;
             }
             let input = Input::new(full).range(q..).anchored(Anchored::Yes);
@@ -855,40 +910,114 @@ impl Scanner {
             return false;
         }
         let secret = &full[s..e];
+        let (span, exact) = map_to_root(layers, li, s..e);
+        if sink.seen.has(layers, r, &span, secret) {
+            return false;
+        }
+        if layers[li].path.len() < self.limits.max_depth && decodes_further(full, s..e) {
+            // A layer decoded from this one reads the secret undone; its finding at this
+            // place, if any, is the one kept (see `resolve_pending`).
+            sink.pending.push(Pending {
+                r,
+                li,
+                matched: m.start..m.end,
+                secret: s..e,
+                span,
+                exact,
+            });
+            return false;
+        }
+        let found = Pending {
+            r,
+            li,
+            matched: m.start..m.end,
+            secret: s..e,
+            span,
+            exact,
+        };
+        self.report(layers, found, sink)
+    }
+
+    /// Checks a match's entropy and allowlists, then reports it. Returns whether the
+    /// findings limit was reached.
+    fn report(&self, layers: &[Layer<'_>], found: Pending, sink: &mut Sink<'_>) -> bool {
+        let Pending {
+            r,
+            li,
+            matched: m,
+            secret: at,
+            span,
+            exact,
+        } = found;
+        let rule = &self.set.rules[r as usize];
+        let full: &[u8] = &layers[li].text;
+        let secret = &full[at.clone()];
         if let Some(min) = rule.entropy
             && shannon_entropy(secret) < min
         {
             return false;
         }
-        let matched = &full[m.start..m.end];
-        let allowed = |al: &Allowlist| {
-            let line = line_around(full, m.start, m.end);
-            al.allows(secret, matched, line)
-        };
+        let matched = &full[m.clone()];
+        let allowed =
+            |al: &Allowlist| al.allows(secret, matched, || line_around(full, m.start, m.end));
         if rule.allowlists.iter().any(allowed) || self.set.allowlists.iter().any(allowed) {
-            return false;
-        }
-        let digest: [u8; 32] = Sha256::digest(secret).into();
-        let fingerprint = Fingerprint::from_digest(&digest);
-        let (span, exact) = map_to_root(layers, li, s..e);
-        if !sink.seen.insert((r, span.start, span.end, fingerprint)) {
             return false;
         }
         if sink.findings.items.len() >= self.limits.max_findings {
             sink.findings.incomplete = Some(Incomplete::FindingsLimit);
             return true;
         }
+        let digest: [u8; 32] = Sha256::digest(secret).into();
+        let index = sink.findings.items.len();
+        sink.seen.places.insert((r, span.start, span.end, index));
+        sink.seen.secret_at.push((li, at));
         sink.findings.items.push(Finding {
             rule: self.ids[r as usize].clone(),
             span,
             layers: layers[li].path.clone(),
             exact,
-            fingerprint,
+            fingerprint: Fingerprint::from_digest(&digest),
             credential: None,
             digest,
         });
         sink.rule_of.push(r);
         false
+    }
+
+    /// Reports the matches put off because a decoded layer would read their secret undone
+    /// (see [`decodes_further`]), unless a finding of the same rule sits at the same place:
+    /// one finding per secret occurrence, the most-decoded layer's. The latest put off
+    /// (the most decoded) are tried first; those reported join the findings in the order
+    /// found.
+    fn resolve_pending(&self, run: &mut Run<'_>) {
+        let Run {
+            layers,
+            findings,
+            seen,
+            rule_of,
+            pending,
+            ..
+        } = run;
+        if pending.is_empty() {
+            return;
+        }
+        let from = findings.items.len();
+        let mut sink = Sink {
+            findings,
+            seen,
+            rule_of,
+            pending: &mut Vec::new(),
+        };
+        for found in pending.drain(..).rev() {
+            if sink.seen.at(found.r, &found.span).next().is_some() {
+                continue;
+            }
+            if self.report(layers, found, &mut sink) {
+                break;
+            }
+        }
+        sink.findings.items[from..].reverse();
+        sink.rule_of[from..].reverse();
     }
 
     /// Adds the layers decoded from layer `li`.
@@ -926,6 +1055,10 @@ impl Scanner {
         for (needle, at, decoder, decoding) in escapes {
             decode::escape_windows_into(text, needle, at, &mut windows);
             for w in windows.iter().cloned() {
+                if needle == b'\\' && room.deeper && self.inert_json_window(text, &w, &parent.hits)
+                {
+                    continue;
+                }
                 let (mut decoded, mut map) = (pool.text(), pool.map());
                 decoder(&text[w.clone()], w.start, &mut decoded, &mut map);
                 room.push(Layer {
@@ -1021,6 +1154,46 @@ impl Scanner {
         }
     }
 
+    /// Whether decoding the JSON escapes of window `w` of a layer would give a layer in
+    /// which nothing can be found: every escape is `\"`, and the window holds no keyword
+    /// occurrence of the layer (`hits`), no `%` and no other backslash. Such a layer reads
+    /// as its parent but for quotes: it would hold no keyword occurrence (a `"` is in no
+    /// keyword, which is checked), no base64 run that reads differently from the parent's
+    /// (a `"` and its source `\"` are outside the alphabet), and nothing to decode again;
+    /// and with every rule searching only around keywords, no rule would run in it. Most
+    /// escaped JSON in traffic is like this (tool results: `{\"rows\": 36, …}`), so such
+    /// windows are not decoded at all (they take no layer or decoding budget either).
+    fn inert_json_window(&self, text: &[u8], w: &Range<usize>, hits: &Hits) -> bool {
+        let Some(kw) = &self.keywords else {
+            return false;
+        };
+        if !self.always.is_empty() || hits.overflow || kw.in_keyword(b'"') {
+            return false;
+        }
+        let first = hits.list.partition_point(|h| (h.end as usize) <= w.start);
+        // In order of end, so past `w.end` plus a keyword's length none overlaps.
+        let past = w.end + kw.max_len();
+        if hits.list[first..]
+            .iter()
+            .take_while(|h| (h.end as usize) < past)
+            .any(|h| (h.start as usize) < w.end)
+        {
+            return false;
+        }
+        let window = &text[w.clone()];
+        if memchr::memchr(b'%', window).is_some() {
+            return false;
+        }
+        let mut i = 0;
+        while let Some(p) = decode::find2(&window[i..], b'\\', b'\\') {
+            if window.get(i + p + 1) != Some(&b'"') {
+                return false;
+            }
+            i += p + 2;
+        }
+        true
+    }
+
     /// A generic rule's finding gives way to a specific rule's finding overlapping it.
     fn drop_generic_overlaps(&self, run: &mut Run<'_>) {
         let generic: Vec<bool> = run
@@ -1071,6 +1244,16 @@ impl Room {
             self.new.push(layer);
         }
     }
+}
+
+/// Whether the bytes `secret` of `text` hold an escape (JSON, or percent-encoding) that
+/// [`Scanner::derive`] decodes into a layer of its own: that layer reads the secret as it
+/// was before it was escaped.
+fn decodes_further(text: &[u8], secret: Range<usize>) -> bool {
+    memchr::memchr2_iter(b'\\', b'%', &text[secret.clone()]).any(|p| {
+        let i = secret.start + p;
+        decode::json_escape_at(text, i) || decode::percent_escape_at(text, i)
+    })
 }
 
 /// Maps a span in layer `li` to the root text. Exact while every step is a per-byte map.

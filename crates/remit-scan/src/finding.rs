@@ -104,7 +104,8 @@ pub enum Incomplete {
 /// What one scan found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Findings {
-    /// The findings, in the order found (raw layer first).
+    /// The findings, in the order found (raw layer first; a match put off for a decoded
+    /// layer that then did not report it comes last).
     pub items: Vec<Finding>,
     /// Set when the scan stopped early.
     pub incomplete: Option<Incomplete>,

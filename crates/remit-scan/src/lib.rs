@@ -9,7 +9,10 @@
 //! event by event, so a secret split across network chunks is still found.
 //!
 //! Findings name the rule, the span in the body, the decoding layers and a fingerprint of
-//! the secret — never the secret. Every limit is a decision for the caller: a body over
+//! the secret — never the secret. There is one finding per secret occurrence: where several
+//! layers read a secret at the same place (a PEM key inside escaped JSON reads `\\n` in
+//! the body and newlines once decoded), the most-decoded layer's finding is kept, so its
+//! fingerprint is the secret as written. Every limit is a decision for the caller: a body over
 //! [`Limits::max_body_bytes`] (or a zip bomb) is [`ScanError::TooLarge`], and a scan that
 //! stopped early says so in [`Findings::incomplete`]. The caller applies an [`Action`].
 #![forbid(unsafe_code)]

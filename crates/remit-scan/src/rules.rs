@@ -129,12 +129,20 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
-    /// Whether this allowlist allows a finding.
-    pub(crate) fn allows(&self, secret: &[u8], matched: &[u8], line: &[u8]) -> bool {
+    /// Whether this allowlist allows a finding. `line` gives the line holding the match,
+    /// asked for only by an allowlist whose regexes target lines (finding it reads up to
+    /// 2 KiB of text).
+    pub(crate) fn allows<'t>(
+        &self,
+        secret: &'t [u8],
+        matched: &'t [u8],
+        line: impl FnOnce() -> &'t [u8],
+    ) -> bool {
         let target = match self.target {
             RegexTarget::Secret => secret,
             RegexTarget::Match => matched,
-            RegexTarget::Line => line,
+            RegexTarget::Line if self.regexes.is_empty() => &[],
+            RegexTarget::Line => line(),
         };
         let regex_hit = || self.regexes.iter().any(|r| r.is_match(target));
         let stop_hit = || match &self.stop_matcher {
@@ -188,6 +196,10 @@ pub struct Rule {
     pub(crate) lead: Option<usize>,
     /// Where matches start relative to keyword occurrences, when the regex shows it.
     pub(crate) anchor: Option<Anchor>,
+    /// The bytes a match can start with anywhere but at the text's start, when that is
+    /// not every byte (see [`first_bytes`]): an anchored search at a position holding
+    /// another byte cannot match and is not run.
+    pub(crate) first: Option<Box<[bool; 256]>>,
 }
 
 impl Rule {
@@ -553,11 +565,13 @@ impl Loader<'_> {
         } else {
             anchor(pattern.get_ref(), &keywords)
         };
+        let first = parse(pattern.get_ref()).and_then(|hir| first_bytes(&hir));
         Ok(Rule {
             window,
             secret_is_match,
             lead,
             anchor,
+            first,
             id: id.to_owned(),
             description: raw.description.clone().unwrap_or_default(),
             regex,
@@ -676,6 +690,88 @@ fn parse(pattern: &str) -> Option<regex_syntax::hir::Hir> {
         .build()
         .parse(pattern)
         .ok()
+}
+
+/// The bytes a match of `hir` can start with at a position other than the text's start,
+/// or `None` when that is every byte or the regex can match the empty string there.
+/// Conservative: a byte that could start a match is always in the set. `^` (the text's
+/// start) matches nowhere else, so a branch that begins with it starts no match there: the
+/// generic rule's `(?:^|[^a-z0-9])` makes a match start only at a byte that is no letter
+/// or digit. Every other zero-width assertion is read as if it always held.
+pub(crate) fn first_bytes(hir: &regex_syntax::hir::Hir) -> Option<Box<[bool; 256]>> {
+    let (set, nullable) = first_of(hir);
+    if nullable || set.iter().all(|b| *b) {
+        return None;
+    }
+    Some(Box::new(set))
+}
+
+/// The bytes `hir`'s matches can start with away from the text's start, and whether it
+/// can match the empty string there.
+fn first_of(hir: &regex_syntax::hir::Hir) -> ([bool; 256], bool) {
+    use regex_syntax::hir::{Class, HirKind, Look};
+    let mut set = [false; 256];
+    match hir.kind() {
+        HirKind::Empty => (set, true),
+        HirKind::Literal(lit) => match lit.0.first() {
+            Some(b) => {
+                set[usize::from(*b)] = true;
+                (set, false)
+            }
+            None => (set, true),
+        },
+        HirKind::Class(Class::Bytes(c)) => {
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    set[usize::from(b)] = true;
+                }
+            }
+            (set, false)
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            for r in c.ranges() {
+                let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
+                for b in lo.min(0x80)..=hi.min(0x7f) {
+                    set[b as usize] = true;
+                }
+                if hi >= 0x80 {
+                    set[0x80..].fill(true);
+                }
+            }
+            (set, false)
+        }
+        // Only at the text's start: no match starts with it anywhere else.
+        HirKind::Look(Look::Start) => (set, false),
+        HirKind::Look(_) => (set, true),
+        HirKind::Repetition(rep) => {
+            let (sub, nullable) = first_of(&rep.sub);
+            (sub, nullable || rep.min == 0)
+        }
+        HirKind::Capture(cap) => first_of(&cap.sub),
+        HirKind::Concat(parts) => {
+            for part in parts {
+                let (sub, nullable) = first_of(part);
+                for (s, b) in set.iter_mut().zip(sub) {
+                    *s |= b;
+                }
+                if !nullable {
+                    return (set, false);
+                }
+            }
+            (set, true)
+        }
+        HirKind::Alternation(branches) => {
+            let mut any_nullable = false;
+            for branch in branches {
+                let (sub, nullable) = first_of(branch);
+                for (s, b) in set.iter_mut().zip(sub) {
+                    *s |= b;
+                }
+                any_nullable |= nullable;
+            }
+            (set, any_nullable)
+        }
+    }
 }
 
 /// A regex read as `before · keyed · rest`: `keyed` matches only a few strings, each
@@ -1001,6 +1097,30 @@ fn compile(pattern: &str) -> Result<Regex, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_bytes_are_the_bytes_a_match_can_start_with_past_the_start() {
+        let first = |p: &str| parse(p).and_then(|h| first_bytes(&h));
+        let set = first(r"(?i)(?:^|[^a-z0-9])[a-z0-9_.-]{0,30}?(?:key|token)=\w+").expect("set");
+        for b in [b' ', b'"', b'_', b'-', b'\n', 0xff] {
+            assert!(set[usize::from(b)], "{b}");
+        }
+        for b in [b'a', b'K', b'0', b'z'] {
+            assert!(!set[usize::from(b)], "{b}");
+        }
+        let set = first(r"\b(ghp_[A-Za-z0-9]{36})\b").expect("set");
+        assert_eq!(set.iter().filter(|b| **b).count(), 1);
+        assert!(set[usize::from(b'g')]);
+        let set = first(r"(?:x?|y)z").expect("set");
+        assert!(set[usize::from(b'x')] && set[usize::from(b'y')] && set[usize::from(b'z')]);
+        // A match that can be empty, or start with any byte, filters nothing.
+        assert!(first(r"a*").is_none());
+        assert!(first(r"(?s).abc").is_none());
+        // `^` matches only at the text's start.
+        let set = first(r"(?:^|b)c").expect("set");
+        assert_eq!(set.iter().filter(|b| **b).count(), 1);
+        assert!(set[usize::from(b'b')]);
+    }
 
     #[test]
     fn a_secret_is_the_match_only_for_one_group_around_all_but_assertions() {

@@ -696,6 +696,131 @@ fn a_remit_key_in_traffic_names_the_exposed_credential() {
     assert_eq!(f.rule_ids(), ["remit-api-key"]);
 }
 
+/// A fake PEM key: 16 lines of base64-shaped text between the armour lines, with newlines.
+fn fake_pem() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let line: String = (0..64usize)
+        .map(|i| char::from(ALPHABET[(i * 37 + 11) % 64]))
+        .collect();
+    let lines: Vec<String> = (0..16)
+        .map(|k| line[k % 7..].to_owned() + &line[..k % 7])
+        .collect();
+    format!(
+        "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+#[test]
+fn a_secret_seen_through_several_layers_is_one_finding_the_most_decoded() {
+    use sha2::Digest as _;
+    let scanner = Scanner::builtin();
+    let pem = fake_pem();
+    // The key as a JSON string inside a tool result that is itself a JSON string: the raw
+    // text holds `\\n`, the first JSON layer `\n`, the second real newlines. Each layer's
+    // match lands on the same place in the body.
+    let inner = serde_json::json!({ "private_key": pem }).to_string();
+    let body = serde_json::json!({ "role": "tool", "content": inner }).to_string();
+    let f = scanner
+        .scan(body.as_bytes(), ContentEncoding::Identity)
+        .expect("scan");
+    let keys: Vec<_> = f
+        .items
+        .iter()
+        .filter(|x| &*x.rule == "private-key")
+        .collect();
+    assert_eq!(keys.len(), 1, "one finding per occurrence: {f:?}");
+    let key = keys[0];
+    assert_eq!(key.layer_name(), "json+json");
+    assert!(key.exact);
+    let at = &body[key.span.clone()];
+    assert!(
+        at.starts_with("-----BEGIN RSA PRIVATE KEY-----\\\\n"),
+        "{at}"
+    );
+    assert!(at.ends_with("-----END RSA PRIVATE KEY-----"), "{at}");
+    // The fingerprint and digest are the key's as written, so a known key is recognised.
+    let written = pem.trim_end();
+    assert_eq!(
+        key.fingerprint,
+        remit_scan::Fingerprint::of(written.as_bytes())
+    );
+    let mut known = KnownSecrets::new();
+    assert!(known.insert(sha2::Sha256::digest(written).into(), "deploy-key"));
+    let mut marked = f.clone();
+    assert_eq!(known.mark(&mut marked), 1);
+    // Redaction still replaces the whole key in the body.
+    let r = scanner.redact(body.as_bytes()).expect("redact");
+    assert!(r.is_complete());
+    let out = String::from_utf8(r.body).expect("utf8");
+    assert!(
+        out.contains("[REDACTED:private-key]") && !out.contains("PRIVATE KEY-----"),
+        "{out}"
+    );
+
+    // With no room to decode the second layer, the first layer's match is the finding.
+    let shallow = Scanner::with_limits(
+        RuleSet::builtin(),
+        Limits {
+            max_depth: 1,
+            ..Limits::default()
+        },
+    );
+    let f = shallow
+        .scan(body.as_bytes(), ContentEncoding::Identity)
+        .expect("scan");
+    let keys: Vec<_> = f
+        .items
+        .iter()
+        .filter(|x| &*x.rule == "private-key")
+        .collect();
+    assert_eq!(keys.len(), 1, "{f:?}");
+    assert_eq!(keys[0].layer_name(), "json");
+
+    // A match that no longer matches once its escapes are undone is reported from where
+    // it matched.
+    let text = "[[rules]]\nid = \"esc\"\nregex = '''esc_[a-z\\\\]{12,}'''\nkeywords = [\"esc_\"]\n";
+    let scanner = Scanner::new(RuleSet::from_toml(text, "t.toml").expect("loads"));
+    let body = br#"{"note": "esc_abcdef\nghijkl end"}"#;
+    let f = scanner.scan(body, ContentEncoding::Identity).expect("scan");
+    assert_eq!(f.items.len(), 1, "{f:?}");
+    assert_eq!(f.items[0].layer_name(), "raw");
+    assert_eq!(&body[f.items[0].span.clone()], br"esc_abcdef\nghijkl");
+}
+
+#[test]
+fn escaped_json_that_can_hold_nothing_is_not_decoded() {
+    // Two tool results as escaped JSON: the first holds only `\"` escapes and no keyword,
+    // so its decoded layer could find nothing and is not made; the second holds a value
+    // only its decoded layer reads as an assignment. With room for one decoded layer,
+    // that one layer goes to the second.
+    let filler = "the pipeline owner looked at the nightly report and the billing job ".repeat(5);
+    let body = format!(
+        r#"{{"messages":[{{"role":"tool","content":"{{\"rows\": 36, \"next\": \"827e0c66-aa62-4394-a651-aa5e55b34de5\"}}"}},{{"role":"user","content":"{filler}"}},{{"role":"tool","content":"{{\"api_key\": \"Zk81pq0xLmQ7rT9vW2yN\"}}"}}]}}"#
+    );
+    let scanner = Scanner::with_limits(
+        RuleSet::builtin(),
+        Limits {
+            max_layers: 2,
+            ..Limits::default()
+        },
+    );
+    let f = scanner
+        .scan(body.as_bytes(), ContentEncoding::Identity)
+        .expect("scan");
+    assert_eq!(f.incomplete, None, "{f:?}");
+    assert_eq!(f.items.len(), 1, "{f:?}");
+    assert_eq!(&*f.items[0].rule, "generic-secret");
+    assert_eq!(f.items[0].layer_name(), "json");
+    assert_eq!(&body[f.items[0].span.clone()], "Zk81pq0xLmQ7rT9vW2yN");
+    // A window with any other escape is decoded: with no room, the scan says so.
+    let other = body.replacen(r#"\"rows\""#, r#"\"ro\/ws\""#, 1);
+    let f = scanner
+        .scan(other.as_bytes(), ContentEncoding::Identity)
+        .expect("scan");
+    assert_eq!(f.incomplete, Some(Incomplete::DecodeBudget), "{f:?}");
+}
+
 #[test]
 fn builtin_rules_load_and_every_rule_has_keywords() {
     let set = RuleSet::builtin();
