@@ -112,6 +112,7 @@ pub struct Engine {
     config: Config,
     authn: Authenticator,
     tokens: remit_token::jwt::Verifier,
+    client_keys: remit_token::assertion::ClientKeys,
     jti: remit_token::jti::JtiLedger,
     policy: PolicyEngine,
     rates: rate::RateCaps,
@@ -153,10 +154,16 @@ impl Engine {
                 }
             }
         }
+        // Client keys written in the configuration likewise; `load` reads those in files.
+        let (client_keys, refused) = remit_token::assertion::ClientKeys::new(&config.registry);
+        for e in refused {
+            tracing::error!(error = %e, "the client key is refused");
+        }
         Ok(Self {
             config,
             authn,
             tokens,
+            client_keys,
             jti: remit_token::jti::JtiLedger::default(),
             policy,
             rates,
@@ -168,6 +175,16 @@ impl Engine {
     /// Secret scanning and the credentials it found exposed.
     pub fn secrets(&self) -> &secrets::Secrets {
         &self.secrets
+    }
+
+    /// The identities' public keys for `private_key_jwt` client authentication.
+    pub fn client_keys(&self) -> &remit_token::assertion::ClientKeys {
+        &self.client_keys
+    }
+
+    /// The single-use ledger: `jti`s of single-use tokens and of client assertions.
+    pub fn jti_ledger(&self) -> &remit_token::jti::JtiLedger {
+        &self.jti
     }
 
     /// The JWT verifier: start-up and the key-set refresher install issuers' keys here.

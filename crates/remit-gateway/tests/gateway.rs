@@ -283,3 +283,5 @@ mod approvals;
 mod budgets;
 #[path = "gateway/records.rs"]
 mod records;
+#[path = "gateway/client_assertion.rs"]
+mod client_assertion;

@@ -1,0 +1,250 @@
+//! `private_key_jwt` client authentication (RFC 7523 §2.2, OpenID Connect Core §9): a
+//! client proves it is an identity with a JWT it signed with its own private key, whose
+//! public half is the identity's `client_key` credential.
+//!
+//! The assertion goes through the same reading as every JWT remit verifies
+//! ([`crate::jwt`]: size, canonical segments, no duplicated members, a header of `alg`,
+//! `typ` and `kid` only — so `jku`, `x5u`, `x5c` and an embedded `jwk` never choose the key —,
+//! asymmetric algorithms only, the key's own algorithms, typed time claims). Then, for an
+//! assertion: `iss` = `sub` = the client, `aud` remit's issuer or its token endpoint, `exp`
+//! required and at most [`MAX_ASSERTION_LIFETIME_S`] away (beyond the clock skew), `nbf`
+//! and `iat` typed and not in the future, a `typ` that is not an access token's, and a `jti`
+//! claimed once in the [`JtiLedger`] (a replay is refused). The claim is made last, after
+//! everything else verified, so nobody can spend another client's `jti`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use remit_core::identity::{ClientJwk, ClientKeySource};
+use remit_core::tokens::JwtAlg;
+use remit_core::{CredentialId, IdentityId, Registry};
+use serde_json::Value;
+
+use crate::jti::{JtiError, JtiLedger};
+use crate::jwt::{JwtError, KeySet, KeySetError, Parsed, shown, str_claim, str_list, time_claim};
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The longest an assertion may live: `exp` at most this far after now (and after `iat`),
+/// beyond the clock skew. An assertion is made for one request, not kept.
+pub const MAX_ASSERTION_LIFETIME_S: i64 = 300;
+/// The `typ` values an assertion may carry (case-insensitive); none at all is accepted too.
+/// An access token (`at+jwt`) is never a client assertion.
+const ASSERTION_TYPES: &[&str] = &["JWT", "client-authentication+jwt"];
+
+/// Why a client assertion was refused. The token endpoint answers `invalid_client` whatever
+/// the reason and logs the reason; messages never hold the assertion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    /// The JWT itself was refused (shape, header, algorithm, key, signature, claim types).
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    /// `iss` and `sub` are not both the client's id.
+    #[error("the assertion's `iss` and `sub` must both be the client's id")]
+    IssuerNotSubject,
+    /// `client_id` in the request names another client than the assertion.
+    #[error("`client_id` is not the assertion's client")]
+    ClientIdMismatch,
+    /// The client has no `client_key` credential (or is no identity).
+    #[error("client `{0}` has no public key registered")]
+    UnknownClient(String),
+    /// `exp` is too far away.
+    #[error("the assertion lives longer than {MAX_ASSERTION_LIFETIME_S} s")]
+    TooLongLived,
+    /// The `typ` is an access token's or unknown.
+    #[error("the assertion's `typ` `{0}` is not a client assertion's")]
+    BadType(String),
+    /// `jti` was already used, or the ledger is full.
+    #[error(transparent)]
+    Replay(#[from] JtiError),
+}
+
+/// An assertion that verified, and whose `jti` is now spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAssertion {
+    /// The client.
+    pub client: IdentityId,
+    /// The `client_key` credential whose key signed it.
+    pub credential: CredentialId,
+    /// The algorithm it was signed with.
+    pub alg: JwtAlg,
+}
+
+/// One identity's client keys: the key set, and which credential each `kid` is.
+#[derive(Debug, Default)]
+struct ClientKeySet {
+    keys: KeySet,
+    credentials: HashMap<String, CredentialId>,
+}
+
+/// Every identity's `client_key` public keys, by identity.
+#[derive(Debug, Default)]
+pub struct ClientKeys {
+    by_identity: RwLock<HashMap<IdentityId, Arc<ClientKeySet>>>,
+}
+
+/// A `client_key` credential that could not be installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("identity `{identity}`, credential `{credential}`: {source}")]
+pub struct ClientKeyError {
+    /// The identity.
+    pub identity: IdentityId,
+    /// The credential.
+    pub credential: CredentialId,
+    /// What is wrong with the key.
+    pub source: KeySetError,
+}
+
+impl ClientKeys {
+    /// Installs every client key written in the registry (`jwk`). Keys in files
+    /// (`jwk_file`) are read at start-up and installed with [`Self::install`]; a key that
+    /// cannot be installed leaves its credential unusable (fail closed) and is returned.
+    pub fn new(registry: &Registry) -> (Self, Vec<ClientKeyError>) {
+        let keys = Self::default();
+        let mut errors = Vec::new();
+        for identity in registry.iter() {
+            for c in &identity.client_keys {
+                if let ClientKeySource::Jwk(jwk) = &c.key
+                    && let Err(source) = keys.install(&identity.id, &c.id, jwk)
+                {
+                    errors.push(ClientKeyError {
+                        identity: identity.id.clone(),
+                        credential: c.id.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        (keys, errors)
+    }
+
+    /// Adds `jwk` as `identity`'s key for credential `credential`.
+    pub fn install(
+        &self,
+        identity: &IdentityId,
+        credential: &CredentialId,
+        jwk: &ClientJwk,
+    ) -> Result<(), KeySetError> {
+        let doc = format!("{{\"keys\":[{}]}}", jwk.text());
+        let one = KeySet::from_jwks(doc.as_bytes(), JwtAlg::ALL)?;
+        let mut map = self.by_identity.write().unwrap_or_else(|p| p.into_inner());
+        let mut set = ClientKeySet::default();
+        if let Some(old) = map.get(identity) {
+            set.keys = old.keys.clone();
+            set.credentials = old.credentials.clone();
+        }
+        set.keys.merge(one)?;
+        set.credentials
+            .insert(jwk.kid().to_owned(), credential.clone());
+        map.insert(identity.clone(), Arc::new(set));
+        Ok(())
+    }
+
+    /// Whether `identity` has any client key installed.
+    pub fn has_keys(&self, identity: &IdentityId) -> bool {
+        self.by_identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(identity)
+    }
+
+    /// Verifies a client assertion at `now` (Unix seconds): signed by a key of the client
+    /// it names, for one of `audiences`, short-lived, within `skew_s` of the clock, and —
+    /// last — its `jti` claimed in `ledger`. `client_id`, when the request sent one, must
+    /// be the assertion's client.
+    pub fn verify(
+        &self,
+        assertion: &str,
+        client_id: Option<&str>,
+        audiences: &[&str],
+        skew_s: u32,
+        now: i64,
+        ledger: &JtiLedger,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        let parsed = Parsed::parse(assertion)?;
+        if let Some(t) = &parsed.typ
+            && !ASSERTION_TYPES.iter().any(|a| t.eq_ignore_ascii_case(a))
+        {
+            return Err(AssertionError::BadType(shown(t)));
+        }
+        let claims = &parsed.claims;
+        let iss = str_claim(claims, "iss")?.ok_or(JwtError::MissingClaim("iss"))?;
+        let sub = str_claim(claims, "sub")?.ok_or(JwtError::MissingClaim("sub"))?;
+        if iss != sub {
+            return Err(AssertionError::IssuerNotSubject);
+        }
+        if client_id.is_some_and(|c| c != iss) {
+            return Err(AssertionError::ClientIdMismatch);
+        }
+        let client =
+            IdentityId::parse(iss).map_err(|_| AssertionError::UnknownClient(shown(iss)))?;
+        let set = self
+            .by_identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&client)
+            .cloned()
+            .ok_or_else(|| AssertionError::UnknownClient(shown(iss)))?;
+        parsed.check_signature(&set.keys, client.as_str())?;
+        let credential = set
+            .credentials
+            .get(&parsed.kid)
+            .cloned()
+            .ok_or_else(|| AssertionError::UnknownClient(shown(iss)))?;
+
+        // Claims, typed, at `now`.
+        let skew = i64::from(skew_s.min(remit_core::tokens::MAX_SKEW_S));
+        let exp = time_claim(claims, "exp")?.ok_or(JwtError::MissingClaim("exp"))?;
+        let nbf = time_claim(claims, "nbf")?;
+        let iat = time_claim(claims, "iat")?;
+        if now >= exp.saturating_add(skew) {
+            return Err(JwtError::Expired.into());
+        }
+        if exp > now.saturating_add(MAX_ASSERTION_LIFETIME_S + skew)
+            || iat.is_some_and(|t| exp.saturating_sub(t) > MAX_ASSERTION_LIFETIME_S)
+        {
+            return Err(AssertionError::TooLongLived);
+        }
+        if [nbf, iat]
+            .iter()
+            .flatten()
+            .any(|t| *t > now.saturating_add(skew))
+        {
+            return Err(JwtError::NotYetValid.into());
+        }
+        let auds = match claims.get("aud") {
+            None => return Err(JwtError::MissingClaim("aud").into()),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(v @ Value::Array(_)) => str_list(v, "aud")?,
+            Some(_) => {
+                return Err(JwtError::BadClaim {
+                    claim: "aud".into(),
+                    why: "is not a string or a list of strings",
+                }
+                .into());
+            }
+        };
+        if !auds.iter().any(|a| audiences.contains(&a.as_str())) {
+            return Err(JwtError::WrongAudience(shown(auds.first().map_or("", String::as_str))).into());
+        }
+        let jti = str_claim(claims, "jti")?.ok_or(JwtError::MissingClaim("jti"))?;
+        // Spent last, and kept until the assertion could no longer be accepted anyway.
+        ledger.claim(
+            &format!("client-assertion:{client}"),
+            jti,
+            exp.saturating_add(skew),
+            now,
+        )?;
+        Ok(VerifiedAssertion {
+            client,
+            credential,
+            alg: parsed.alg,
+        })
+    }
+}
+
+/// Every algorithm a client may sign its assertions with (for RFC 8414's
+/// `token_endpoint_auth_signing_alg_values_supported`).
+pub fn signing_algs() -> impl Iterator<Item = &'static str> {
+    JwtAlg::ALL.iter().map(|a| a.as_str())
+}
