@@ -1610,11 +1610,17 @@ boundary = ["tickets.read"]
     fn client_keys_are_checked() {
         const JWK: &str = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1","alg":"EdDSA"}"#;
         let key = |id: &str, jwk: &str| {
-            format!("[[identity.credential]]\ntype = \"client_key\"\nid = \"{id}\"\njwk = '{jwk}'\n")
+            format!(
+                "[[identity.credential]]\ntype = \"client_key\"\nid = \"{id}\"\njwk = '{jwk}'\n"
+            )
         };
         let c = Config::parse(&format!("{BASE}{}", key("c1", JWK)), "remit.toml").unwrap();
         let id = IdentityId::parse("support-assistant").unwrap();
-        let who = c.registry.get(&id).or_else(|| c.registry.iter().next()).unwrap();
+        let who = c
+            .registry
+            .get(&id)
+            .or_else(|| c.registry.iter().next())
+            .unwrap();
         assert_eq!(who.client_keys.len(), 1);
         assert!(matches!(&who.client_keys[0].key, ClientKeySource::Jwk(j) if j.kid() == "k1"));
         let file = Config::parse(
@@ -1628,7 +1634,10 @@ boundary = ["tickets.read"]
         match &who.client_keys[0].key {
             ClientKeySource::File { path, at } => {
                 assert_eq!(path, &PathBuf::from("keys/c1.jwk"));
-                assert_eq!((at.file.as_str(), at.field.as_str()), ("remit.toml", "identity[0].credential[0].jwk_file"));
+                assert_eq!(
+                    (at.file.as_str(), at.field.as_str()),
+                    ("remit.toml", "identity[0].credential[0].jwk_file")
+                );
                 assert!(at.line > 1);
             }
             other => panic!("{other:?}"),
@@ -1640,9 +1649,20 @@ boundary = ["tickets.read"]
         let no_kid = JWK.replace(r#","kid":"k1""#, "");
         let bad_kid = JWK.replace(r#""k1""#, r#""../../etc""#);
         let jku = JWK.replace(r#""alg""#, r#""jku":"https://evil.example/jwks","alg""#);
-        let big = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{}","kid":"k1"}}"#, "A".repeat(9000));
-        let dup_id = format!("{}{}", key("c1", JWK), key("c1", &JWK.replace("11qY", "22qY").replace("k1", "k2")));
-        let dup_kid = format!("{}{}", key("c1", JWK), key("c2", &JWK.replace("11qY", "22qY")));
+        let big = format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{}","kid":"k1"}}"#,
+            "A".repeat(9000)
+        );
+        let dup_id = format!(
+            "{}{}",
+            key("c1", JWK),
+            key("c1", &JWK.replace("11qY", "22qY").replace("k1", "k2"))
+        );
+        let dup_kid = format!(
+            "{}{}",
+            key("c1", JWK),
+            key("c2", &JWK.replace("11qY", "22qY"))
+        );
         let dup_key = format!("{}{}", key("c1", JWK), key("c2", &JWK.replace("k1", "k2")));
         let cases: Vec<(String, &str, &str)> = vec![
             (key("c1", "{"), "jwk", "not a JSON document"),
@@ -1656,18 +1676,63 @@ boundary = ["tickets.read"]
             (key("c1", &bad_kid), "jwk", "`kid`"),
             (key("c1", &jku), "jwk", "never follows"),
             (key("c1", &big), "jwk", "larger than"),
-            (key("c1", &JWK.replace("OKP", "EC")), "jwk", "not an Ed25519"),
+            (
+                key("c1", &JWK.replace("OKP", "EC")),
+                "jwk",
+                "not an Ed25519",
+            ),
             (dup_id, "id", "used twice"),
             (dup_kid, "jwk", "key id `k1` is used twice"),
             (dup_key, "jwk", "already registered"),
-            ("[[identity.credential]]\ntype = \"client_key\"\njwk = '{}'\n".into(), "id", "needs an `id`"),
-            ("[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\n".into(), "jwk", "needs its public key"),
-            (format!("[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\njwk = '{JWK}'\njwk_file = \"k.jwk\"\n"), "jwk", "not both"),
-            (format!("[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\nsha256 = \"{}\"\n", "a".repeat(64)), "sha256", "not a hash"),
-            (format!("[[identity.credential]]\ntype = \"api_key\"\nsha256 = \"{}\"\njwk = '{JWK}'\n", "a".repeat(64)), "jwk", "belongs to a `client_key`"),
-            ("[[identity.credential]]\ntype = \"api_key\"\n".into(), "sha256", "needs `sha256`"),
-            ("[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\njwk_file = \"\"\n".into(), "jwk_file", "not a file path"),
-            ("[[identity.credential]]\ntype = \"x509\"\nid = \"c\"\n".into(), "type", "`client_key`"),
+            (
+                "[[identity.credential]]\ntype = \"client_key\"\njwk = '{}'\n".into(),
+                "id",
+                "needs an `id`",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\n".into(),
+                "jwk",
+                "needs its public key",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\njwk = '{JWK}'\njwk_file = \"k.jwk\"\n"
+                ),
+                "jwk",
+                "not both",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\nsha256 = \"{}\"\n",
+                    "a".repeat(64)
+                ),
+                "sha256",
+                "not a hash",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"api_key\"\nsha256 = \"{}\"\njwk = '{JWK}'\n",
+                    "a".repeat(64)
+                ),
+                "jwk",
+                "belongs to a `client_key`",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"api_key\"\n".into(),
+                "sha256",
+                "needs `sha256`",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\njwk_file = \"\"\n"
+                    .into(),
+                "jwk_file",
+                "not a file path",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"x509\"\nid = \"c\"\n".into(),
+                "type",
+                "`client_key`",
+            ),
         ];
         for (extra, field, says) in cases {
             let e = err(&extra);
@@ -1679,9 +1744,19 @@ boundary = ["tickets.read"]
             assert!(e.line > 1, "{extra}: {e}");
         }
         let many: String = (0..33)
-            .map(|i| key(&format!("c{i}"), &JWK.replace("k1", &format!("k{i}")).replace("11qY", &format!("{i:04}"))))
+            .map(|i| {
+                key(
+                    &format!("c{i}"),
+                    &JWK.replace("k1", &format!("k{i}"))
+                        .replace("11qY", &format!("{i:04}")),
+                )
+            })
             .collect();
-        assert!(err(&many).message.contains("more than 32"), "{}", err(&many));
+        assert!(
+            err(&many).message.contains("more than 32"),
+            "{}",
+            err(&many)
+        );
     }
 
     #[test]

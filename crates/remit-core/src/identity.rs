@@ -111,7 +111,9 @@ impl ClientJwk {
                 &["n", "e"],
             ),
             (Some("oct"), _) => {
-                return Err("is a symmetric key; client assertions are signed with a private key".into());
+                return Err(
+                    "is a symmetric key; client assertions are signed with a private key".into(),
+                );
             }
             _ => {
                 return Err(
@@ -125,12 +127,16 @@ impl ClientJwk {
                 .ok_or_else(|| "has an `alg` that is not a string".to_owned())
                 .and_then(JwtAlg::parse)?;
             if !algs.contains(&alg) {
-                return Err(format!("has `alg` `{alg}`, which its key type cannot sign with"));
+                return Err(format!(
+                    "has `alg` `{alg}`, which its key type cannot sign with"
+                ));
             }
         }
         let mut material = String::from(s("kty").unwrap_or_default());
         for p in parts {
-            let part = s(p).filter(|x| !x.is_empty()).ok_or_else(|| format!("has no `{p}`"))?;
+            let part = s(p)
+                .filter(|x| !x.is_empty())
+                .ok_or_else(|| format!("has no `{p}`"))?;
             material.push(' ');
             material.push_str(part);
         }

@@ -664,7 +664,10 @@ fn token_record(
         credential_id: client.credential.clone(),
         authority,
         human_issuer: trail.human.as_ref().map(|(_, i)| i.clone()),
-        purpose: trail.purpose.as_deref().and_then(|p| Purpose::parse(p).ok()),
+        purpose: trail
+            .purpose
+            .as_deref()
+            .and_then(|p| Purpose::parse(p).ok()),
         requested_scope: trail
             .requested_scope
             .as_ref()

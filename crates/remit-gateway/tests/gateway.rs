@@ -281,7 +281,7 @@ mod alerts;
 mod approvals;
 #[path = "gateway/budgets.rs"]
 mod budgets;
-#[path = "gateway/records.rs"]
-mod records;
 #[path = "gateway/client_assertion.rs"]
 mod client_assertion;
+#[path = "gateway/records.rs"]
+mod records;

@@ -225,7 +225,9 @@ impl ClientKeys {
             }
         };
         if !auds.iter().any(|a| audiences.contains(&a.as_str())) {
-            return Err(JwtError::WrongAudience(shown(auds.first().map_or("", String::as_str))).into());
+            return Err(
+                JwtError::WrongAudience(shown(auds.first().map_or("", String::as_str))).into(),
+            );
         }
         let jti = str_claim(claims, "jti")?.ok_or(JwtError::MissingClaim("jti"))?;
         // Spent last, and kept until the assertion could no longer be accepted anyway.

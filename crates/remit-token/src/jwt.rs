@@ -446,7 +446,10 @@ impl fmt::Debug for Verifier {
     }
 }
 
-pub(crate) fn str_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, JwtError> {
+pub(crate) fn str_claim<'a>(
+    claims: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, JwtError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CLAIM_LEN => Ok(Some(s)),
@@ -462,7 +465,10 @@ pub(crate) fn str_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Resul
 }
 
 /// A NumericDate: a JSON integer, nothing else (a string `exp` is CVE-2026-25537's shape).
-pub(crate) fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, JwtError> {
+pub(crate) fn time_claim(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, JwtError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => n
@@ -668,7 +674,7 @@ impl Verifier {
                 auds.first().map_or("", String::as_str),
             )));
         }
-        let actors = actors(&claims)?;
+        let actors = actors(claims)?;
         let scope = match str_claim_long(claims, "scope")? {
             None => None,
             Some(s) => {

@@ -58,16 +58,13 @@ pub fn identity_secret_id<'i>(
     secret: &str,
 ) -> Option<&'i CredentialId> {
     let h = hash_key(secret);
-    identity
-        .credentials
-        .iter()
-        .fold(None, |found, c| {
-            if bool::from(c.sha256.ct_eq(&h)) {
-                Some(&c.id)
-            } else {
-                found
-            }
-        })
+    identity.credentials.iter().fold(None, |found, c| {
+        if bool::from(c.sha256.ct_eq(&h)) {
+            Some(&c.id)
+        } else {
+            found
+        }
+    })
 }
 
 /// The identity whose API key `secret` is, if any (an actor token of the API-key type).

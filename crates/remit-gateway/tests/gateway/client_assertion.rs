@@ -181,7 +181,10 @@ async fn private_key_jwt_issues_a_token_recorded_before_it_is_returned() {
     assert_eq!(body["scope"], "tickets.read");
     let token = body["access_token"].as_str().unwrap().to_owned();
     let claims = claims_of(&token);
-    assert_eq!((claims["sub"].as_str(), claims["client_id"].as_str()), (Some(CLIENT), Some(CLIENT)));
+    assert_eq!(
+        (claims["sub"].as_str(), claims["client_id"].as_str()),
+        (Some(CLIENT), Some(CLIENT))
+    );
     let jti = claims["jti"].as_str().unwrap();
 
     // The record was durable before the answer: it names the grant, the client, how it
@@ -211,21 +214,65 @@ async fn private_key_jwt_issues_a_token_recorded_before_it_is_returned() {
     let signature = token.rsplit('.').next().unwrap();
     for (path, bytes) in files_under(dir.path()) {
         for secret in [token.as_str(), signature, assertion.as_str()] {
-            assert!(!contains(&bytes, secret), "{} holds a secret", path.display());
+            assert!(
+                !contains(&bytes, secret),
+                "{} holds a secret",
+                path.display()
+            );
         }
     }
     // The same assertion again is a replay: refused, though everything else still holds.
     let (status, body, headers) = post_form(&url, cc_form(&assertion, ""), None).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
     assert!(headers.contains_key("www-authenticate"));
     // A fresh assertion works again, and its `client_id` may be named beside it.
     let (status, body, _) = post_form(
         &url,
-        cc_form(&key.sign(json!({"aud": "http://127.0.0.1:8440"})), "&client_id=support-assistant"),
+        cc_form(
+            &key.sign(json!({"aud": "http://127.0.0.1:8440"})),
+            "&client_id=support-assistant",
+        ),
         None,
     )
     .await;
     assert_eq!(status, 200, "the issuer is an audience too: {body}");
+}
+
+/// One assertion presented 50 times at once: exactly one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_assertion_raced_in_parallel_issues_exactly_one_token() {
+    let key = ClientKey::new();
+    let (url, store, _dir) = serve(&key).await;
+    let form = cc_form(&key.sign(json!({})), "");
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (url, form) = (url.clone(), form.clone());
+            tokio::spawn(async move { post_form(&url, form, None).await.0 })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        49,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        store.reader().after(0, 100).await.unwrap().len(),
+        1,
+        "one token, one record"
+    );
 }
 
 #[tokio::test]
@@ -257,30 +304,78 @@ async fn hostile_client_assertions_are_refused_without_saying_why() {
         .unwrap()
     };
     let cases: Vec<(&str, String)> = vec![
-        ("foreign audience", key.sign(json!({"aud": "https://other.example/oauth2/token"}))),
-        ("audience is the resource", key.sign(json!({"aud": ["https://elsewhere.example"]}))),
+        (
+            "foreign audience",
+            key.sign(json!({"aud": "https://other.example/oauth2/token"})),
+        ),
+        (
+            "audience is the resource",
+            key.sign(json!({"aud": ["https://elsewhere.example"]})),
+        ),
         ("no audience", key.sign(json!({"aud": null}))),
-        ("expired", key.sign(json!({"iat": now - 200, "exp": now - 100}))),
+        (
+            "expired",
+            key.sign(json!({"iat": now - 200, "exp": now - 100})),
+        ),
         ("lives an hour", key.sign(json!({"exp": now + 3600}))),
-        ("issued long ago", key.sign(json!({"iat": now - 400, "exp": now + 30}))),
-        ("issued in the future", key.sign(json!({"iat": now + 600, "exp": now + 700}))),
+        (
+            "issued long ago",
+            key.sign(json!({"iat": now - 400, "exp": now + 30})),
+        ),
+        (
+            "issued in the future",
+            key.sign(json!({"iat": now + 600, "exp": now + 700})),
+        ),
         ("not yet valid", key.sign(json!({"nbf": now + 600}))),
-        ("string exp", key.sign(json!({"exp": (now + 60).to_string()}))),
+        (
+            "string exp",
+            key.sign(json!({"exp": (now + 60).to_string()})),
+        ),
         ("no exp", key.sign(json!({"exp": null}))),
         ("no jti", key.sign(json!({"jti": null}))),
         ("numeric jti", key.sign(json!({"jti": 7}))),
-        ("iss is not sub", key.sign(json!({"iss": "codegen-workflow"}))),
-        ("another client", key.sign(json!({"iss": "codegen-workflow", "sub": "codegen-workflow"}))),
-        ("unknown client", key.sign(json!({"iss": "nobody", "sub": "nobody"}))),
+        (
+            "iss is not sub",
+            key.sign(json!({"iss": "codegen-workflow"})),
+        ),
+        (
+            "another client",
+            key.sign(json!({"iss": "codegen-workflow", "sub": "codegen-workflow"})),
+        ),
+        (
+            "unknown client",
+            key.sign(json!({"iss": "nobody", "sub": "nobody"})),
+        ),
         ("wrong key", other.sign_with(&wrong_kid, json!({}))),
         ("unknown kid", other.sign(json!({}))),
         ("alg none", forged(json!({"alg": "none", "kid": kid}), b"")),
-        ("alg none, no signature", format!("{}.", forged(json!({"alg": "none"}), b"x").rsplit_once('.').unwrap().0)),
+        (
+            "alg none, no signature",
+            format!(
+                "{}.",
+                forged(json!({"alg": "none"}), b"x")
+                    .rsplit_once('.')
+                    .unwrap()
+                    .0
+            ),
+        ),
         ("HS256 with the public key", hs256),
-        ("jku", forged(eddsa(json!({"jku": "https://evil.example/jwks"})), &[0; 64])),
-        ("x5u", forged(eddsa(json!({"x5u": "https://evil.example/cert"})), &[0; 64])),
-        ("embedded jwk", forged(eddsa(json!({"jwk": other.key.jwk()})), &[0; 64])),
-        ("kid path", forged(eddsa(json!({"kid": "../../keys/x"})), &[0; 64])),
+        (
+            "jku",
+            forged(eddsa(json!({"jku": "https://evil.example/jwks"})), &[0; 64]),
+        ),
+        (
+            "x5u",
+            forged(eddsa(json!({"x5u": "https://evil.example/cert"})), &[0; 64]),
+        ),
+        (
+            "embedded jwk",
+            forged(eddsa(json!({"jwk": other.key.jwk()})), &[0; 64]),
+        ),
+        (
+            "kid path",
+            forged(eddsa(json!({"kid": "../../keys/x"})), &[0; 64]),
+        ),
         ("access token typ", {
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
             h.kid = Some(kid.clone());
@@ -307,7 +402,10 @@ async fn hostile_client_assertions_are_refused_without_saying_why() {
             "{what}: {body}"
         );
         let said = body["error_description"].as_str().unwrap_or_default();
-        assert_eq!(said, "client authentication failed: the client assertion is refused", "{what}");
+        assert_eq!(
+            said, "client authentication failed: the client assertion is refused",
+            "{what}"
+        );
     }
     // `client_id` beside the assertion must name the assertion's client.
     let (status, body, _) = post_form(
@@ -316,22 +414,55 @@ async fn hostile_client_assertions_are_refused_without_saying_why() {
         None,
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
     // One client authentication method per request; half a method is malformed.
     let a = key.sign(json!({}));
     let basic = Some((CLIENT, "rk_demo_support_assistant"));
     #[allow(clippy::type_complexity)]
     let requests: Vec<(&str, String, Option<(&str, &str)>)> = vec![
         ("assertion and Basic", cc_form(&a, ""), basic),
-        ("assertion and a posted secret", cc_form(&a, "&client_id=support-assistant&client_secret=rk_demo_support_assistant"), None),
-        ("assertion without its type", format!("grant_type=client_credentials&client_assertion={a}"), None),
-        ("type without an assertion", format!("grant_type=client_credentials&client_assertion_type={ASSERTION_TYPE}"), None),
-        ("another assertion type", format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Asaml2-bearer&client_assertion={a}"), None),
-        ("the assertion twice", format!("{}&client_assertion={a}", cc_form(&a, "")), None),
+        (
+            "assertion and a posted secret",
+            cc_form(
+                &a,
+                "&client_id=support-assistant&client_secret=rk_demo_support_assistant",
+            ),
+            None,
+        ),
+        (
+            "assertion without its type",
+            format!("grant_type=client_credentials&client_assertion={a}"),
+            None,
+        ),
+        (
+            "type without an assertion",
+            format!("grant_type=client_credentials&client_assertion_type={ASSERTION_TYPE}"),
+            None,
+        ),
+        (
+            "another assertion type",
+            format!(
+                "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Asaml2-bearer&client_assertion={a}"
+            ),
+            None,
+        ),
+        (
+            "the assertion twice",
+            format!("{}&client_assertion={a}", cc_form(&a, "")),
+            None,
+        ),
     ];
     for (what, form, basic) in requests {
         let (status, body, _) = post_form(&url, form, basic).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{what}: {body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{what}: {body}"
+        );
     }
     // The assertion refused for carrying two methods was never spent: it still works alone.
     let (status, body, _) = post_form(&url, cc_form(&a, ""), None).await;
@@ -377,7 +508,10 @@ async fn the_actor_of_an_exchange_authenticates_with_its_key_and_the_record_name
         json!({"kind": "delegated", "on_behalf_of": "alice", "actors": [CLIENT]})
     );
     assert_eq!(rec["human_issuer"], "demo-humans");
-    assert_eq!(rec["scope"], "tickets.history.read tickets.list tickets.read");
+    assert_eq!(
+        rec["scope"],
+        "tickets.history.read tickets.list tickets.read"
+    );
     assert!(!text_has_token(&rec, token) && !text_has_token(&rec, &alice));
 
     // A refusal after the client authenticated is recorded too, with its error.
@@ -387,7 +521,10 @@ async fn the_actor_of_an_exchange_authenticates_with_its_key_and_the_record_name
         Some((CLIENT, "rk_demo_support_assistant")),
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
     let reader = store.reader();
     let search = |human: Option<&str>, verdict: Option<&str>| remit_store::audit::Search {
         kind: Some("token".into()),
@@ -398,7 +535,11 @@ async fn the_actor_of_an_exchange_authenticates_with_its_key_and_the_record_name
         ..Default::default()
     };
     let found = reader.search(&search(Some("alice"), None)).await.unwrap();
-    assert_eq!(found.len(), 1, "the exchange is found by the human it acted for");
+    assert_eq!(
+        found.len(),
+        1,
+        "the exchange is found by the human it acted for"
+    );
     assert_eq!(reader.search(&search(None, None)).await.unwrap().len(), 2);
     let refused = reader.search(&search(None, Some("deny"))).await.unwrap();
     let denied: Vec<Value> = refused
@@ -406,9 +547,18 @@ async fn the_actor_of_an_exchange_authenticates_with_its_key_and_the_record_name
         .map(|e| serde_json::from_str::<Value>(&e.entry).unwrap()["record"].clone())
         .collect();
     assert_eq!(denied.len(), 1, "{refused:?}");
-    assert_eq!((denied[0]["kind"].as_str(), denied[0]["decision"].as_str()), (Some("token"), Some("deny")));
-    let decisions = remit_store::audit::Search { limit: 10, ..Default::default() };
-    assert!(reader.search(&decisions).await.unwrap().is_empty(), "decisions by default");
+    assert_eq!(
+        (denied[0]["kind"].as_str(), denied[0]["decision"].as_str()),
+        (Some("token"), Some("deny"))
+    );
+    let decisions = remit_store::audit::Search {
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(
+        reader.search(&decisions).await.unwrap().is_empty(),
+        "decisions by default"
+    );
     assert_eq!(denied[0]["error"], "invalid_scope");
     assert_eq!(denied[0]["client_auth"], "client_secret_basic");
     assert_eq!(denied[0]["credential_id"], "support-assistant-demo");
@@ -458,13 +608,23 @@ async fn a_token_that_cannot_be_recorded_is_not_issued() {
         )
     }));
     let dir = tempfile::tempdir().unwrap();
-    let state = remit_gateway::proxy::ProxyState::new(engine.clone(), Arc::new(BrokenSink)).unwrap();
+    let state =
+        remit_gateway::proxy::ProxyState::new(engine.clone(), Arc::new(BrokenSink)).unwrap();
     let svc = Arc::new(TokenService::open(engine, dir.path()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve_proxy_with_tokens(listener, state, svc, std::future::pending()));
+    tokio::spawn(serve_proxy_with_tokens(
+        listener,
+        state,
+        svc,
+        std::future::pending(),
+    ));
     for (what, form, basic) in [
-        ("secret", "grant_type=client_credentials".to_owned(), Some((CLIENT, "rk_demo_support_assistant"))),
+        (
+            "secret",
+            "grant_type=client_credentials".to_owned(),
+            Some((CLIENT, "rk_demo_support_assistant")),
+        ),
         ("assertion", cc_form(&key.sign(json!({})), ""), None),
     ] {
         let (status, body, headers) = post_form(&url, form, basic).await;
@@ -483,7 +643,10 @@ async fn a_token_that_cannot_be_recorded_is_not_issued() {
         Some((CLIENT, "rk_demo_support_assistant")),
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
 }
 
 /// A client key in a file beside the configuration (`jwk_file`), read at start-up; a bad
@@ -517,22 +680,41 @@ async fn client_keys_in_files_load_and_bad_ones_name_where_they_are_configured()
     let load = || remit_engine::load::load_engine(&config);
 
     let missing = load().unwrap_err().to_string();
-    assert!(missing.contains(&format!("remit.toml:{line}:")), "{missing}");
-    assert!(missing.contains("identity[0].credential[1].jwk_file"), "{missing}");
+    assert!(
+        missing.contains(&format!("remit.toml:{line}:")),
+        "{missing}"
+    );
+    assert!(
+        missing.contains("identity[0].credential[1].jwk_file"),
+        "{missing}"
+    );
     assert!(missing.contains("sa.jwk.json"), "{missing}");
     for (bad, says) in [
         ("{", "not a JSON document".to_owned()),
-        (r#"{"kty":"oct","k":"c2VjcmV0","kid":"a"}"#, "symmetric".to_owned()),
-        (&*format!("{{\"keys\":[{}]}}", key.key.jwk()), "key set".to_owned()),
+        (
+            r#"{"kty":"oct","k":"c2VjcmV0","kid":"a"}"#,
+            "symmetric".to_owned(),
+        ),
+        (
+            &*format!("{{\"keys\":[{}]}}", key.key.jwk()),
+            "key set".to_owned(),
+        ),
         (&*"x".repeat(9000), "larger than".to_owned()),
     ] {
         std::fs::write(&key_file, bad).unwrap();
         let e = load().unwrap_err().to_string();
-        assert!(e.contains(&format!("remit.toml:{line}:")) && e.contains(&says), "{e}");
+        assert!(
+            e.contains(&format!("remit.toml:{line}:")) && e.contains(&says),
+            "{e}"
+        );
     }
     std::fs::write(&key_file, key.key.jwk().to_string()).unwrap();
     let engine = load().unwrap();
-    assert!(engine.client_keys().has_keys(&remit_core::IdentityId::parse(CLIENT).unwrap()));
+    assert!(
+        engine
+            .client_keys()
+            .has_keys(&remit_core::IdentityId::parse(CLIENT).unwrap())
+    );
     // The loaded key authenticates the client.
     let v = engine.client_keys().verify(
         &key.sign(json!({})),
@@ -556,7 +738,11 @@ async fn authlib_authenticates_with_private_key_jwt() {
         .args(["-c", "import authlib, requests, joserfc"])
         .output()
         .unwrap_or_else(|e| panic!("{NEED}: python3 is not runnable ({e})"));
-    assert!(probe.status.success(), "{NEED}: {}", String::from_utf8_lossy(&probe.stderr));
+    assert!(
+        probe.status.success(),
+        "{NEED}: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     let key = ClientKey::new();
     let (url, store, dir) = serve(&key).await;
     let pem = dir.path().join("client-key.jwk.json");
@@ -586,7 +772,11 @@ async fn authlib_authenticates_with_private_key_jwt() {
     assert!(out.status.success(), "authlib_client.py failed: {stderr}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
     let cc = &v["private_key_jwt"];
-    assert_eq!((cc["token_type"].as_str(), cc["scope"].as_str()), (Some("Bearer"), Some("tickets.read")), "{v}");
+    assert_eq!(
+        (cc["token_type"].as_str(), cc["scope"].as_str()),
+        (Some("Bearer"), Some("tickets.read")),
+        "{v}"
+    );
     let jti = claims_of(cc["access_token"].as_str().unwrap())["jti"]
         .as_str()
         .unwrap()
