@@ -250,3 +250,109 @@ impl ClientKeys {
 pub fn signing_algs() -> impl Iterator<Item = &'static str> {
     JwtAlg::ALL.iter().map(|a| a.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const AUD: &str = "https://remit.example/oauth2/token";
+    const NOW: i64 = 1_800_000_000;
+
+    /// A P-256 client key registered to `bot` (with `alg`, if given), and its signing key.
+    fn es256(alg: Option<&str>) -> (ClientKeys, EncodingKey) {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref();
+        let mut jwk = json!({
+            "kty": "EC", "crv": "P-256", "kid": "ec-1",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        });
+        if let Some(a) = alg {
+            jwk["alg"] = json!(a);
+        }
+        let keys = ClientKeys::default();
+        keys.install(
+            &IdentityId::parse("bot").unwrap(),
+            &CredentialId::parse("bot-ec").unwrap(),
+            &ClientJwk::parse(&jwk.to_string()).unwrap(),
+        )
+        .unwrap();
+        (keys, EncodingKey::from_ec_der(pkcs8.as_ref()))
+    }
+
+    fn sign(key: &EncodingKey, alg: Algorithm, jti: &str) -> String {
+        let mut h = Header::new(alg);
+        h.kid = Some("ec-1".into());
+        let claims = json!({"iss": "bot", "sub": "bot", "aud": AUD, "exp": NOW + 60, "jti": jti});
+        jsonwebtoken::encode(&h, &claims, key).unwrap()
+    }
+
+    #[test]
+    fn an_es256_assertion_verifies_once() {
+        let (keys, key) = es256(Some("ES256"));
+        let ledger = JtiLedger::default();
+        let a = sign(&key, Algorithm::ES256, "j1");
+        let v = keys
+            .verify(&a, Some("bot"), &[AUD], 0, NOW, &ledger)
+            .unwrap();
+        assert_eq!(
+            (v.client.as_str(), v.credential.as_str(), v.alg),
+            ("bot", "bot-ec", JwtAlg::Es256)
+        );
+        assert!(matches!(
+            keys.verify(&a, None, &[AUD], 0, NOW, &ledger),
+            Err(AssertionError::Replay(JtiError::Replayed(_)))
+        ));
+        // Another client's ledger entry is another key: the same `jti` from another
+        // client would not collide, and a refused assertion spends nothing.
+        let b = sign(&key, Algorithm::ES256, "j2");
+        assert!(
+            keys.verify(&b, None, &["https://elsewhere.example"], 0, NOW, &ledger)
+                .is_err()
+        );
+        assert!(keys.verify(&b, None, &[AUD], 0, NOW, &ledger).is_ok());
+    }
+
+    #[test]
+    fn only_the_keys_own_algorithms_verify() {
+        let (keys, key) = es256(None);
+        let ledger = JtiLedger::default();
+        // The header claims an algorithm the key does not sign with.
+        let t = sign(&key, Algorithm::ES256, "x");
+        let rest = t.split_once('.').unwrap().1;
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES384","kid":"ec-1"}"#);
+        assert!(matches!(
+            keys.verify(&format!("{header}.{rest}"), None, &[AUD], 0, NOW, &ledger),
+            Err(AssertionError::Jwt(JwtError::KeyAlgMismatch { .. }))
+        ));
+        // A JWK naming EdDSA for an EC key is no key at all.
+        assert!(
+            ClientJwk::parse(
+                r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","kid":"k","alg":"EdDSA"}"#
+            )
+            .is_err()
+        );
+        // The all-zero ECDSA signature (CVE-2022-21449) never verifies.
+        let good = sign(&key, Algorithm::ES256, "z");
+        let (signed, _) = good.rsplit_once('.').unwrap();
+        let zero = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
+        assert!(matches!(
+            keys.verify(&zero, None, &[AUD], 0, NOW, &ledger),
+            Err(AssertionError::Jwt(JwtError::BadSignature))
+        ));
+        assert!(keys.verify(&good, None, &[AUD], 0, NOW, &ledger).is_ok());
+    }
+}
