@@ -16,7 +16,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::approval::ApprovalSettings;
-use crate::identity::{ApiKeyCredential, Boundary, Identity, Limits, Registry, Schedule};
+use crate::identity::{
+    ApiKeyCredential, Boundary, ClientJwk, ClientKeyCredential, ClientKeySource, Identity, Limits,
+    Registry, Schedule,
+};
 use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
 use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
 use crate::scan::{Oversize, ScanAction, ScanSettings};
@@ -38,6 +41,8 @@ pub const MAX_IDENTITIES: usize = 100_000;
 pub const MAX_ROUTES: usize = 10_000;
 /// Most purposes, boundary entries, credentials or origins on one identity.
 pub const MAX_PER_IDENTITY: usize = 256;
+/// Longest file path a configuration names (a client's `jwk_file`).
+pub const MAX_PATH_LEN: usize = 1024;
 /// Default limit on a `/v1/decide` body.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// Hard ceiling on `max_request_bytes`.
@@ -358,7 +363,9 @@ struct RawCredential {
     #[serde(rename = "type")]
     ctype: Spanned<String>,
     id: Option<CredentialId>,
-    sha256: Spanned<String>,
+    sha256: Option<Spanned<String>>,
+    jwk: Option<Spanned<String>>,
+    jwk_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1253,6 +1260,7 @@ fn parse_identities(
     let mut seen_ids = HashSet::new();
     let mut seen_creds = HashSet::new();
     let mut seen_hashes = HashSet::new();
+    let mut seen_client_keys: HashSet<String> = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
         let span = r.span();
@@ -1288,49 +1296,155 @@ fn parse_identities(
         }
         let boundary = parse_boundary(cx, r.boundary, routes, &field("boundary"))?;
         let mut credentials = Vec::new();
+        let mut client_keys: Vec<ClientKeyCredential> = Vec::new();
         for (j, c) in r.credentials.into_iter().enumerate() {
             let cspan = c.span();
             let c = c.into_inner();
             let cf = |f: &str| field(&format!("credential[{j}].{f}"));
-            if c.ctype.get_ref() != "api_key" {
-                return Err(cx.err(
-                    c.ctype.span(),
-                    cf("type"),
-                    format!(
-                        "`{}` is not a credential type this version reads: use `api_key`",
-                        c.ctype.get_ref()
-                    ),
-                ));
+            match c.ctype.get_ref().as_str() {
+                "api_key" => {
+                    if let Some(extra) = c.jwk.as_ref().or(c.jwk_file.as_ref()) {
+                        return Err(cx.err(
+                            extra.span(),
+                            cf(if c.jwk.is_some() { "jwk" } else { "jwk_file" }),
+                            "an `api_key` credential is a hash; a public key belongs to a `client_key`",
+                        ));
+                    }
+                    let Some(sha) = c.sha256 else {
+                        return Err(cx.err(
+                            cspan,
+                            cf("sha256"),
+                            "an `api_key` credential needs `sha256`, as `remit key new` prints it",
+                        ));
+                    };
+                    let hex_str = sha.get_ref();
+                    let mut sha256 = [0u8; 32];
+                    if hex_str.len() != 64 || hex::decode_to_slice(hex_str, &mut sha256).is_err() {
+                        return Err(cx.err(
+                            sha.span(),
+                            cf("sha256"),
+                            "must be 64 hex digits: the SHA-256 of the key, as `remit key new` prints it",
+                        ));
+                    }
+                    if !seen_hashes.insert(sha256) {
+                        return Err(cx.err(
+                            sha.span(),
+                            cf("sha256"),
+                            "this key is already registered to an identity",
+                        ));
+                    }
+                    let id = match c.id {
+                        Some(id) => id,
+                        None => CredentialId::parse(&format!("key:{}", &hex_str[..16]))
+                            .map_err(|e| cx.err(cspan.clone(), cf("id"), e.to_string()))?,
+                    };
+                    if !seen_creds.insert(id.clone()) {
+                        return Err(cx.err(
+                            cspan,
+                            cf("id"),
+                            format!("credential id `{id}` is used twice"),
+                        ));
+                    }
+                    credentials.push(ApiKeyCredential { id, sha256 });
+                }
+                "client_key" => {
+                    if client_keys.len() >= crate::identity::MAX_CLIENT_KEYS {
+                        return Err(cx.err(
+                            cspan,
+                            cf("type"),
+                            format!(
+                                "more than {} `client_key` credentials",
+                                crate::identity::MAX_CLIENT_KEYS
+                            ),
+                        ));
+                    }
+                    if let Some(sha) = &c.sha256 {
+                        return Err(cx.err(
+                            sha.span(),
+                            cf("sha256"),
+                            "a `client_key` credential is a public key (`jwk` or `jwk_file`), not a hash",
+                        ));
+                    }
+                    let Some(id) = c.id else {
+                        return Err(cx.err(
+                            cspan,
+                            cf("id"),
+                            "a `client_key` credential needs an `id`, written to records",
+                        ));
+                    };
+                    if !seen_creds.insert(id.clone()) {
+                        return Err(cx.err(
+                            cspan,
+                            cf("id"),
+                            format!("credential id `{id}` is used twice"),
+                        ));
+                    }
+                    let key = match (c.jwk, c.jwk_file) {
+                        (Some(j), None) => {
+                            let jwk = ClientJwk::parse(j.get_ref())
+                                .map_err(|m| cx.err(j.span(), cf("jwk"), format!("the key {m}")))?;
+                            if client_keys.iter().any(|k| {
+                                matches!(&k.key, ClientKeySource::Jwk(o) if o.kid() == jwk.kid())
+                            }) {
+                                return Err(cx.err(
+                                    j.span(),
+                                    cf("jwk"),
+                                    format!("key id `{}` is used twice by this identity", jwk.kid()),
+                                ));
+                            }
+                            if !seen_client_keys.insert(jwk.material().to_owned()) {
+                                return Err(cx.err(
+                                    j.span(),
+                                    cf("jwk"),
+                                    "this public key is already registered to an identity",
+                                ));
+                            }
+                            ClientKeySource::Jwk(jwk)
+                        }
+                        (None, Some(f)) => {
+                            let path = f.get_ref();
+                            if path.is_empty()
+                                || path.len() > MAX_PATH_LEN
+                                || path.chars().any(char::is_control)
+                            {
+                                return Err(cx.err(
+                                    f.span(),
+                                    cf("jwk_file"),
+                                    format!("is not a file path of at most {MAX_PATH_LEN} bytes"),
+                                ));
+                            }
+                            ClientKeySource::File {
+                                path: std::path::PathBuf::from(path),
+                                at: Box::new(cx.err(f.span(), cf("jwk_file"), "")),
+                            }
+                        }
+                        (Some(j), Some(_)) => {
+                            return Err(cx.err(
+                                j.span(),
+                                cf("jwk"),
+                                "give one of `jwk` or `jwk_file`, not both",
+                            ));
+                        }
+                        (None, None) => {
+                            return Err(cx.err(
+                                cspan,
+                                cf("jwk"),
+                                "a `client_key` credential needs its public key: `jwk` (a JWK, inline) or `jwk_file`",
+                            ));
+                        }
+                    };
+                    client_keys.push(ClientKeyCredential { id, key });
+                }
+                other => {
+                    return Err(cx.err(
+                        c.ctype.span(),
+                        cf("type"),
+                        format!(
+                            "`{other}` is not a credential type this version reads: use `api_key` or `client_key`"
+                        ),
+                    ));
+                }
             }
-            let hex_str = c.sha256.get_ref();
-            let mut sha256 = [0u8; 32];
-            if hex_str.len() != 64 || hex::decode_to_slice(hex_str, &mut sha256).is_err() {
-                return Err(cx.err(
-                    c.sha256.span(),
-                    cf("sha256"),
-                    "must be 64 hex digits: the SHA-256 of the key, as `remit key new` prints it",
-                ));
-            }
-            if !seen_hashes.insert(sha256) {
-                return Err(cx.err(
-                    c.sha256.span(),
-                    cf("sha256"),
-                    "this key is already registered to an identity",
-                ));
-            }
-            let id = match c.id {
-                Some(id) => id,
-                None => CredentialId::parse(&format!("key:{}", &hex_str[..16]))
-                    .map_err(|e| cx.err(cspan.clone(), cf("id"), e.to_string()))?,
-            };
-            if !seen_creds.insert(id.clone()) {
-                return Err(cx.err(
-                    cspan,
-                    cf("id"),
-                    format!("credential id `{id}` is used twice"),
-                ));
-            }
-            credentials.push(ApiKeyCredential { id, sha256 });
         }
         let limit = |v: Option<Spanned<String>>, name: &str| match v {
             None => Ok(None),
@@ -1413,6 +1527,7 @@ fn parse_identities(
             purposes,
             boundary,
             credentials,
+            client_keys,
             limits: Limits {
                 rate,
                 per_purpose,
@@ -1497,6 +1612,159 @@ boundary = ["tickets.read"]
         let h = "a".repeat(64);
         let e = err(&format!("{}{}", cred(&h), cred(&h)));
         assert!(e.message.contains("already registered"), "{e}");
+    }
+
+    #[test]
+    fn client_keys_are_checked() {
+        const JWK: &str = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1","alg":"EdDSA"}"#;
+        let key = |id: &str, jwk: &str| {
+            format!(
+                "[[identity.credential]]\ntype = \"client_key\"\nid = \"{id}\"\njwk = '{jwk}'\n"
+            )
+        };
+        let c = Config::parse(&format!("{BASE}{}", key("c1", JWK)), "remit.toml").unwrap();
+        let id = IdentityId::parse("support-assistant").unwrap();
+        let who = c
+            .registry
+            .get(&id)
+            .or_else(|| c.registry.iter().next())
+            .unwrap();
+        assert_eq!(who.client_keys.len(), 1);
+        assert!(matches!(&who.client_keys[0].key, ClientKeySource::Jwk(j) if j.kid() == "k1"));
+        let file = Config::parse(
+            &format!(
+                "{BASE}[[identity.credential]]\ntype = \"client_key\"\nid = \"c1\"\njwk_file = \"keys/c1.jwk\"\n"
+            ),
+            "remit.toml",
+        )
+        .unwrap();
+        let who = file.registry.iter().next().unwrap();
+        match &who.client_keys[0].key {
+            ClientKeySource::File { path, at } => {
+                assert_eq!(path, &PathBuf::from("keys/c1.jwk"));
+                assert_eq!(
+                    (at.file.as_str(), at.field.as_str()),
+                    ("remit.toml", "identity[0].credential[0].jwk_file")
+                );
+                assert!(at.line > 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let private = JWK.replace(r#""alg""#, r#""d":"c2VjcmV0","alg""#);
+        let hs = r#"{"kty":"oct","k":"c2VjcmV0","kid":"k1"}"#;
+        let wrong_alg = JWK.replace("EdDSA", "RS256");
+        let hs_alg = JWK.replace("EdDSA", "HS256");
+        let no_kid = JWK.replace(r#","kid":"k1""#, "");
+        let bad_kid = JWK.replace(r#""k1""#, r#""../../etc""#);
+        let jku = JWK.replace(r#""alg""#, r#""jku":"https://evil.example/jwks","alg""#);
+        let big = format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{}","kid":"k1"}}"#,
+            "A".repeat(9000)
+        );
+        let dup_id = format!(
+            "{}{}",
+            key("c1", JWK),
+            key("c1", &JWK.replace("11qY", "22qY").replace("k1", "k2"))
+        );
+        let dup_kid = format!(
+            "{}{}",
+            key("c1", JWK),
+            key("c2", &JWK.replace("11qY", "22qY"))
+        );
+        let dup_key = format!("{}{}", key("c1", JWK), key("c2", &JWK.replace("k1", "k2")));
+        let cases: Vec<(String, &str, &str)> = vec![
+            (key("c1", "{"), "jwk", "not a JSON document"),
+            (key("c1", "[1]"), "jwk", "not a JWK"),
+            (key("c1", r#"{"keys":[]}"#), "jwk", "key set"),
+            (key("c1", &private), "jwk", "private"),
+            (key("c1", hs), "jwk", "private or symmetric"),
+            (key("c1", &wrong_alg), "jwk", "cannot sign"),
+            (key("c1", &hs_alg), "jwk", "not an accepted algorithm"),
+            (key("c1", &no_kid), "jwk", "no `kid`"),
+            (key("c1", &bad_kid), "jwk", "`kid`"),
+            (key("c1", &jku), "jwk", "never follows"),
+            (key("c1", &big), "jwk", "larger than"),
+            (
+                key("c1", &JWK.replace("OKP", "EC")),
+                "jwk",
+                "not an Ed25519",
+            ),
+            (dup_id, "id", "used twice"),
+            (dup_kid, "jwk", "key id `k1` is used twice"),
+            (dup_key, "jwk", "already registered"),
+            (
+                "[[identity.credential]]\ntype = \"client_key\"\njwk = '{}'\n".into(),
+                "id",
+                "needs an `id`",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\n".into(),
+                "jwk",
+                "needs its public key",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\njwk = '{JWK}'\njwk_file = \"k.jwk\"\n"
+                ),
+                "jwk",
+                "not both",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\nsha256 = \"{}\"\n",
+                    "a".repeat(64)
+                ),
+                "sha256",
+                "not a hash",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"api_key\"\nsha256 = \"{}\"\njwk = '{JWK}'\n",
+                    "a".repeat(64)
+                ),
+                "jwk",
+                "belongs to a `client_key`",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"api_key\"\n".into(),
+                "sha256",
+                "needs `sha256`",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"client_key\"\nid = \"c\"\njwk_file = \"\"\n"
+                    .into(),
+                "jwk_file",
+                "not a file path",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"x509\"\nid = \"c\"\n".into(),
+                "type",
+                "`client_key`",
+            ),
+        ];
+        for (extra, field, says) in cases {
+            let e = err(&extra);
+            assert!(
+                e.field.starts_with("identity[0].credential[") && e.field.ends_with(field),
+                "{extra}: {e}"
+            );
+            assert!(e.message.contains(says), "{extra}: {e}");
+            assert!(e.line > 1, "{extra}: {e}");
+        }
+        let many: String = (0..33)
+            .map(|i| {
+                key(
+                    &format!("c{i}"),
+                    &JWK.replace("k1", &format!("k{i}"))
+                        .replace("11qY", &format!("{i:04}")),
+                )
+            })
+            .collect();
+        assert!(
+            err(&many).message.contains("more than 32"),
+            "{}",
+            err(&many)
+        );
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub enum AuditRecord {
     Outcome(OutcomeRecord),
     /// A person granting or denying an approval, or an attempt refused.
     Approval(ApprovalRecord),
+    /// A token the token endpoint issued (written before the token is returned), or a
+    /// token request refused after its client authenticated.
+    Token(TokenRecord),
 }
 
 impl AuditRecord {
@@ -131,6 +134,7 @@ impl AuditRecord {
             Self::Decision(d) => &d.decision.decision_id,
             Self::Outcome(o) => &o.decision_id,
             Self::Approval(a) => &a.decision_id,
+            Self::Token(t) => &t.decision_id,
         }
     }
 }
@@ -166,6 +170,75 @@ pub struct ApprovalRecord {
     /// The request the approval is for, when the approval exists.
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
     pub binding: Option<crate::approval::Binding>,
+}
+
+/// One token request at `POST /oauth2/token` that got as far as an authenticated client:
+/// the token issued (`allow`) or the refusal (`deny`, with the OAuth error and reasons).
+/// Names who asked, for whom, what and for how long; never the token or any secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenRecord {
+    /// Schema version.
+    pub v: u32,
+    /// RFC 3339 time of the request.
+    pub time: String,
+    /// The replica that answered.
+    pub replica: String,
+    /// This request's id; an issued token carries it as its `jti`.
+    pub decision_id: String,
+    /// `allow` (a token was issued) or `deny`.
+    pub decision: Verdict,
+    /// `client_credentials` or `token_exchange`.
+    pub grant_type: String,
+    /// The identity the token is for (the client, or the actor of an exchange).
+    pub identity: IdentityId,
+    /// How it authenticated: `client_secret_basic`, `client_secret_post`,
+    /// `private_key_jwt`, or `actor_token` (an exchange whose actor presented a token or key).
+    pub client_auth: String,
+    /// The credential it authenticated with (a public id, never the secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<CredentialId>,
+    /// `own`, or for an exchange `delegated` on behalf of the human with the actor chain
+    /// (the presenter first).
+    pub authority: Authority,
+    /// For an exchange: the issuer that vouched for the human.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub human_issuer: Option<String>,
+    /// The declared purpose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
+    /// The scope asked for, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_scope: Option<String>,
+    /// The scope granted (space-separated actions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The token's audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The issued token's `jti` (equal to `decision_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The issued token's `iat`, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// The issued token's `exp`, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// The issued token's lifetime in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    /// The key that signed the token (its `kid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_kid: Option<String>,
+    /// For a refusal: the OAuth error code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For a refusal: why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The client's address, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
 }
 
 /// What the upstream answered to an allowed request.

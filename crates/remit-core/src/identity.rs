@@ -25,6 +25,171 @@ impl std::fmt::Debug for ApiKeyCredential {
     }
 }
 
+/// Most `client_key` credentials one identity may hold.
+pub const MAX_CLIENT_KEYS: usize = 32;
+/// Largest client public key (one JWK), written inline or in a file.
+pub const MAX_CLIENT_JWK_BYTES: usize = 8 * 1024;
+
+/// Members of a JWK that belong to a private or symmetric key: a client's key in
+/// `remit.toml` is its public half only.
+const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// A client's public signing key as a JWK (RFC 7517), checked for shape: an asymmetric
+/// signing key (`OKP` Ed25519, `EC` P-256/P-384, `RSA`), public members only, a `kid`
+/// of `[A-Za-z0-9._-]`, `use` (if any) `sig`, `alg` (if any) an asymmetric algorithm of
+/// the key's type. The cryptographic parse happens where keys are used (remit-token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientJwk {
+    kid: String,
+    text: String,
+    material: String,
+}
+
+impl std::fmt::Debug for ClientJwk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientJwk")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientJwk {
+    /// Parses and checks one JWK document.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use crate::tokens::JwtAlg;
+        if text.len() > MAX_CLIENT_JWK_BYTES {
+            return Err(format!("is larger than {MAX_CLIENT_JWK_BYTES} bytes"));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|_| "is not a JSON document".to_owned())?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| "is not a JWK (a JSON object)".to_owned())?;
+        if obj.contains_key("keys") {
+            return Err("is a key set; give the one public key (a JWK) of this credential".into());
+        }
+        if let Some(m) = PRIVATE_JWK_MEMBERS.iter().find(|m| obj.contains_key(**m)) {
+            return Err(format!(
+                "holds `{m}`, part of a private or symmetric key: give only the public key"
+            ));
+        }
+        for remote in ["x5u", "jku", "x5c"] {
+            if obj.contains_key(remote) {
+                return Err(format!("carries `{remote}`, which remit never follows"));
+            }
+        }
+        let s = |name: &str| obj.get(name).and_then(serde_json::Value::as_str);
+        let kid = s("kid").ok_or_else(|| {
+            "has no `kid`: the key id the client names in its assertions' header".to_owned()
+        })?;
+        if kid.is_empty()
+            || kid.len() > 128
+            || kid == "."
+            || kid == ".."
+            || !kid
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            return Err("has a `kid` that is not 1 to 128 of `A-Za-z0-9._-`".into());
+        }
+        if obj.get("use").is_some_and(|u| u.as_str() != Some("sig")) {
+            return Err("is not a signing key (`use` is not `sig`)".into());
+        }
+        let (algs, parts): (&[JwtAlg], &[&str]) = match (s("kty"), s("crv")) {
+            (Some("OKP"), Some("Ed25519")) => (&[JwtAlg::EdDsa], &["crv", "x"]),
+            (Some("EC"), Some("P-256")) => (&[JwtAlg::Es256], &["crv", "x", "y"]),
+            (Some("EC"), Some("P-384")) => (&[JwtAlg::Es384], &["crv", "x", "y"]),
+            (Some("RSA"), _) => (
+                &[
+                    JwtAlg::Rs256,
+                    JwtAlg::Rs384,
+                    JwtAlg::Rs512,
+                    JwtAlg::Ps256,
+                    JwtAlg::Ps384,
+                    JwtAlg::Ps512,
+                ],
+                &["n", "e"],
+            ),
+            (Some("oct"), _) => {
+                return Err(
+                    "is a symmetric key; client assertions are signed with a private key".into(),
+                );
+            }
+            _ => {
+                return Err(
+                    "is not an Ed25519 (`OKP`), P-256 or P-384 (`EC`) or `RSA` signing key".into(),
+                );
+            }
+        };
+        if let Some(a) = obj.get("alg") {
+            let alg = a
+                .as_str()
+                .ok_or_else(|| "has an `alg` that is not a string".to_owned())
+                .and_then(JwtAlg::parse)?;
+            if !algs.contains(&alg) {
+                return Err(format!(
+                    "has `alg` `{alg}`, which its key type cannot sign with"
+                ));
+            }
+        }
+        let mut material = String::from(s("kty").unwrap_or_default());
+        for p in parts {
+            let part = s(p)
+                .filter(|x| !x.is_empty())
+                .ok_or_else(|| format!("has no `{p}`"))?;
+            material.push(' ');
+            material.push_str(part);
+        }
+        Ok(Self {
+            kid: kid.to_owned(),
+            text: text.to_owned(),
+            material,
+        })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The JWK's JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The public key itself (type and public parameters), to find one key registered
+    /// twice under different ids.
+    pub fn material(&self) -> &str {
+        &self.material
+    }
+}
+
+/// Where a client key credential's public key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKeySource {
+    /// Written in `remit.toml` (`jwk`), already checked.
+    Jwk(ClientJwk),
+    /// In a file (`jwk_file`), relative to the configuration's directory; read and checked
+    /// at start-up.
+    File {
+        /// The path as written.
+        path: std::path::PathBuf,
+        /// Where the credential names the file (file, line, field), for errors found when
+        /// it is read; its message is empty.
+        at: Box<crate::ConfigError>,
+    },
+}
+
+/// A client's public key for `private_key_jwt` client authentication (RFC 7523 §2.2): the
+/// identity signs its client assertions with the private half, which remit never holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKeyCredential {
+    /// The credential's public id, written to records.
+    pub id: CredentialId,
+    /// The public key.
+    pub key: ClientKeySource,
+}
+
 /// The most an identity may ever do: a ceiling no policy can lift.
 ///
 /// Entries are exact action names or prefixes ending in `*` (`tickets.*`). The reserved
@@ -172,6 +337,8 @@ pub struct Identity {
     pub boundary: Boundary,
     /// Its API keys (hashed).
     pub credentials: Vec<ApiKeyCredential>,
+    /// Its public keys for `private_key_jwt` client authentication at the token endpoint.
+    pub client_keys: Vec<ClientKeyCredential>,
     /// Its limits.
     pub limits: Limits,
     /// When a scheduled job is expected to run.

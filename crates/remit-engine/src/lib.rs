@@ -112,6 +112,7 @@ pub struct Engine {
     config: Config,
     authn: Authenticator,
     tokens: remit_token::jwt::Verifier,
+    client_keys: remit_token::assertion::ClientKeys,
     jti: std::sync::Arc<dyn remit_core::single_use::ClaimStore>,
     policy: PolicyEngine,
     rates: rate::RateCaps,
@@ -153,10 +154,16 @@ impl Engine {
                 }
             }
         }
+        // Client keys written in the configuration likewise; `load` reads those in files.
+        let (client_keys, refused) = remit_token::assertion::ClientKeys::new(&config.registry);
+        for e in refused {
+            tracing::error!(error = %e, "the client key is refused");
+        }
         Ok(Self {
             config,
             authn,
             tokens,
+            client_keys,
             jti: std::sync::Arc::new(remit_token::jti::JtiLedger::default()),
             policy,
             rates,
@@ -170,6 +177,11 @@ impl Engine {
         &self.secrets
     }
 
+    /// The identities' public keys for `private_key_jwt` client authentication.
+    pub fn client_keys(&self) -> &remit_token::assertion::ClientKeys {
+        &self.client_keys
+    }
+
     /// The JWT verifier: start-up and the key-set refresher install issuers' keys here.
     pub fn tokens(&self) -> &remit_token::jwt::Verifier {
         &self.tokens
@@ -181,7 +193,8 @@ impl Engine {
         self.jti = store;
     }
 
-    /// Where single-use claims are kept: this process's ledger, or the shared store.
+    /// Where single-use claims are kept — the `jti`s of single-use tokens and of client
+    /// assertions: this process's ledger, or the store every replica shares.
     pub fn claims(&self) -> &dyn remit_core::single_use::ClaimStore {
         self.jti.as_ref()
     }

@@ -123,8 +123,34 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
             )?;
         }
     }
+    for identity in config.registry.iter() {
+        for c in &identity.client_keys {
+            if let remit_core::identity::ClientKeySource::Jwk(jwk) = &c.key {
+                remit_token::assertion::ClientKeys::default()
+                    .install(&identity.id, &c.id, jwk)
+                    .map_err(|e| LoadError::Io {
+                        path: config_path.display().to_string(),
+                        message: format!(
+                            "identity `{}`, credential `{}`: field `jwk`: {e}",
+                            identity.id, c.id
+                        ),
+                    })?;
+            }
+        }
+    }
+    let client_key_files = read_client_key_files(config_path, &config)?;
     let rules = read_rules(config_path, &config)?;
     let engine = Engine::with_rules(config, &policies, rules)?;
+    for (identity, credential, jwk, at) in client_key_files {
+        engine
+            .client_keys()
+            .install(&identity, &credential, &jwk)
+            .map_err(|e| {
+                let mut at = at;
+                at.message = format!("the key in `{}`: {e}", at.message);
+                LoadError::Config(at)
+            })?;
+    }
     for (issuer, path, algs) in key_files {
         let text = read_limited(&path, remit_token::jwt::MAX_JWKS_BYTES)?;
         let keys = remit_token::jwt::KeySet::from_jwks(text.as_bytes(), &algs).map_err(|e| {
@@ -136,6 +162,73 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
         engine.tokens().set_keys(&issuer, keys);
     }
     Ok(engine)
+}
+
+/// A client key read from its `jwk_file`: the identity, the credential, the key, and where
+/// the configuration names the file (its message is the file's path).
+type ClientKeyFile = (
+    remit_core::IdentityId,
+    remit_core::CredentialId,
+    remit_core::identity::ClientJwk,
+    ConfigError,
+);
+
+/// Reads and checks every `client_key` credential's `jwk_file` (relative to the
+/// configuration's directory). An error names the configuration file, the line and field
+/// that name the key file, and the key file.
+fn read_client_key_files(
+    config_path: &Path,
+    config: &Config,
+) -> Result<Vec<ClientKeyFile>, LoadError> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for identity in config.registry.iter() {
+        for c in &identity.client_keys {
+            if let remit_core::identity::ClientKeySource::Jwk(jwk) = &c.key {
+                seen.insert(jwk.material().to_owned());
+            }
+        }
+    }
+    for identity in config.registry.iter() {
+        for c in &identity.client_keys {
+            let remit_core::identity::ClientKeySource::File { path, at } = &c.key else {
+                continue;
+            };
+            let file = base.join(path);
+            let fail = |why: String| {
+                let mut e = (**at).clone();
+                e.message = format!("`{}`: {why}", file.display());
+                LoadError::Config(e)
+            };
+            let text = match read_limited(&file, remit_core::identity::MAX_CLIENT_JWK_BYTES) {
+                Ok(t) => t,
+                Err(LoadError::Io { message, .. }) => return Err(fail(message)),
+                Err(e) => return Err(e),
+            };
+            let jwk = remit_core::identity::ClientJwk::parse(&text)
+                .map_err(|m| fail(format!("the key {m}")))?;
+            if !seen.insert(jwk.material().to_owned()) {
+                return Err(fail(
+                    "this public key is already registered to an identity".into(),
+                ));
+            }
+            if identity.client_keys.iter().any(|o| {
+                matches!(&o.key, remit_core::identity::ClientKeySource::Jwk(k) if k.kid() == jwk.kid())
+            }) || out.iter().any(|(i, _, k, _): &ClientKeyFile| {
+                *i == identity.id && k.kid() == jwk.kid()
+            }) {
+                return Err(fail(format!(
+                    "key id `{}` is used twice by this identity",
+                    jwk.kid()
+                )));
+            }
+            let mut at = (**at).clone();
+            at.message = file.display().to_string();
+            out.push((identity.id.clone(), c.id.clone(), jwk, at));
+        }
+    }
+    Ok(out)
 }
 
 /// The issuers whose key sets are files, with each file's path (relative to the

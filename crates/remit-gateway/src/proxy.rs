@@ -82,6 +82,11 @@ impl std::fmt::Debug for ProxyState {
 }
 
 impl ProxyState {
+    /// Where the proxy's records go (the token endpoint beside it records there too).
+    pub fn sink(&self) -> Arc<dyn RecordSink> {
+        self.sink.clone()
+    }
+
     /// Builds the proxy's state, reading upstream credentials from the environment.
     pub fn new(engine: Arc<Engine>, sink: Arc<dyn RecordSink>) -> Result<Self, ProxyError> {
         let mut credentials = HashMap::new();

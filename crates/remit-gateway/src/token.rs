@@ -3,8 +3,10 @@
 //! for an agent acting for a human) and `GET /.well-known/jwks.json` (remit's public keys).
 //!
 //! What is issued is decided by `remit_token::grant` (pure); this module parses the form,
-//! authenticates the client, signs, and keeps remit's signing keys in the data directory
-//! (`token-keys/`, one PKCS#8 file per key, the newest signing).
+//! authenticates the client (a secret in HTTP Basic or the form, or a `private_key_jwt`
+//! assertion — exactly one), signs, records the token in the audit log before returning it
+//! (a `token` record; no record, no token), and keeps remit's signing keys in the data
+//! directory (`token-keys/`, one PKCS#8 file per key, the newest signing).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -16,9 +18,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use remit_core::{Identity, IdentityId};
+use remit_core::decision::RECORD_VERSION;
+use remit_core::vocab::{Authority, AuthorityKind};
+use remit_core::{
+    AuditRecord, CredentialId, Identity, IdentityId, Purpose, RecordSink, TokenRecord, Verdict,
+};
 use remit_engine::Engine;
-use remit_token::grant::{self, GrantError, GrantRequest};
+use remit_core::single_use::ClaimError;
+use remit_token::assertion::{AssertionError, CLIENT_ASSERTION_TYPE};
+use remit_token::grant::{self, AccessClaims, GrantError, GrantRequest};
 use remit_token::jwt::{SubjectKind, VerifiedToken};
 use remit_token::mint::{KeyRing, MAX_SIGNING_KEYS, MintError, SigningKey};
 use serde_json::json;
@@ -204,8 +212,18 @@ fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The token endpoint's routes, to be merged into the proxy listener's router.
-pub fn token_router(svc: Arc<TokenService>) -> Router {
+/// The token endpoint's state: the signing keys and pipeline, and the audit log every
+/// issued token is recorded in before it is returned.
+struct Endpoint {
+    svc: Arc<TokenService>,
+    sink: Arc<dyn RecordSink>,
+}
+
+/// The token endpoint's routes, to be merged into the proxy listener's router. Every token
+/// issued, and every refusal of an authenticated client, is made durable in `sink` before
+/// the answer; a token whose record cannot be written is not issued.
+pub fn token_router(svc: Arc<TokenService>, sink: Arc<dyn RecordSink>) -> Router {
+    let ep = Arc::new(Endpoint { svc, sink });
     Router::new()
         .route("/oauth2/token", post(token))
         .route("/.well-known/jwks.json", get(jwks))
@@ -213,7 +231,7 @@ pub fn token_router(svc: Arc<TokenService>) -> Router {
             "/.well-known/oauth-authorization-server",
             get(authorization_server_metadata),
         )
-        .with_state(svc)
+        .with_state(ep)
         .layer(
             ServiceBuilder::new()
                 // Shed token requests beyond a fixed number in flight (a limit, answered 503).
@@ -239,16 +257,17 @@ pub async fn serve_proxy_with_tokens(
     svc: Arc<TokenService>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let sink = state.sink();
     let app = crate::proxy::proxy_router(state)
-        .merge(token_router(svc))
+        .merge(token_router(svc, sink))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn jwks(State(svc): State<Arc<TokenService>>) -> Response {
-    let mut r = axum::Json(svc.jwks()).into_response();
+async fn jwks(State(ep): State<Arc<Endpoint>>) -> Response {
+    let mut r = axum::Json(ep.svc.jwks()).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -259,7 +278,8 @@ async fn jwks(State(svc): State<Arc<TokenService>>) -> Response {
 /// RFC 8414 authorization server metadata: where remit's token endpoint and keys are and
 /// what the endpoint accepts, so that an OAuth client — an MCP client following the
 /// protected resource's `authorization_servers` (RFC 9728) — finds them.
-async fn authorization_server_metadata(State(svc): State<Arc<TokenService>>) -> Response {
+async fn authorization_server_metadata(State(ep): State<Arc<Endpoint>>) -> Response {
+    let svc = &ep.svc;
     let tokens = &svc.engine.config().tokens;
     // `TokenService::open` refuses a configuration without an issuer; fail closed anyway.
     let Some(issuer) = tokens.issuer.as_deref() else {
@@ -271,7 +291,10 @@ async fn authorization_server_metadata(State(svc): State<Arc<TokenService>>) -> 
         "token_endpoint": format!("{base}/oauth2/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported":
+            remit_token::assertion::signing_algs().collect::<Vec<_>>(),
         "response_types_supported": [],
         "scopes_supported": svc
             .engine
@@ -295,6 +318,7 @@ async fn authorization_server_metadata(State(svc): State<Arc<TokenService>>) -> 
 fn oauth_error(e: &GrantError) -> Response {
     let status = match e {
         GrantError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+        GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
     let mut r = (
@@ -385,16 +409,50 @@ impl Form {
     }
 }
 
-/// The client's id and secret from HTTP Basic (RFC 6749 §2.3.1) or the form; both at once
-/// is refused.
-fn client_credentials(
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<Option<(String, String)>, GrantError> {
+/// How a client authenticated at the token endpoint (RFC 8414's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthMethod {
+    /// The secret in HTTP Basic (RFC 6749 §2.3.1).
+    SecretBasic,
+    /// The secret in the form.
+    SecretPost,
+    /// A JWT signed with the client's key (RFC 7523 §2.2).
+    PrivateKeyJwt,
+    /// No client authentication: the actor of an exchange presented its own token or key.
+    ActorToken,
+}
+
+impl AuthMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SecretBasic => "client_secret_basic",
+            Self::SecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::ActorToken => "actor_token",
+        }
+    }
+}
+
+/// The client authentication a request presents: exactly one method, or none.
+enum ClientAuth {
+    /// A client id and secret, from Basic or the form.
+    Secret {
+        id: String,
+        secret: String,
+        method: AuthMethod,
+    },
+    /// A client assertion, and the `client_id` sent beside it, if any.
+    Assertion {
+        assertion: String,
+        client_id: Option<String>,
+    },
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, GrantError> {
     let mut auth = headers.get_all(header::AUTHORIZATION).iter();
-    let basic = match (auth.next(), auth.next()) {
-        (None, _) => None,
-        (Some(_), Some(_)) => return Err(bad("`Authorization` is repeated")),
+    match (auth.next(), auth.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(bad("`Authorization` is repeated")),
         (Some(v), None) => {
             let v = v
                 .to_str()
@@ -422,32 +480,136 @@ fn client_credentials(
                     "unreadable `Basic` credentials".into(),
                 ));
             };
-            Some((id, secret))
+            Ok(Some((id, secret)))
         }
-    };
-    let posted = match (form.get("client_id"), form.get("client_secret")) {
-        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
-        (_, Some(_)) => return Err(bad("`client_secret` without `client_id`")),
-        _ => None,
-    };
-    match (basic, posted) {
-        (Some(_), Some(_)) => Err(bad("use one client authentication method, not two")),
-        (b, p) => Ok(b.or(p)),
     }
 }
 
-fn authenticate_client<'e>(
-    engine: &'e Engine,
-    id: &str,
-    secret: &str,
-) -> Result<&'e Identity, GrantError> {
-    let refused = || GrantError::InvalidClient("client authentication failed".into());
-    let id = IdentityId::parse(id).map_err(|_| refused())?;
-    let identity = engine.config().registry.get(&id).ok_or_else(refused)?;
-    if !remit_token::is_identity_secret(identity, secret) {
-        return Err(refused());
+/// The client authentication of a request: a secret in HTTP Basic, a secret in the form,
+/// or a client assertion (RFC 7523 §2.2). More than one method is an `invalid_request`
+/// (RFC 6749 §2.3); so is half of one.
+fn client_auth(headers: &HeaderMap, form: &Form) -> Result<Option<ClientAuth>, GrantError> {
+    let basic = basic_credentials(headers)?.map(|(id, secret)| ClientAuth::Secret {
+        id,
+        secret,
+        method: AuthMethod::SecretBasic,
+    });
+    let posted = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Some(ClientAuth::Secret {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+            method: AuthMethod::SecretPost,
+        }),
+        (_, Some(_)) => return Err(bad("`client_secret` without `client_id`")),
+        _ => None,
+    };
+    let assertion = match (
+        form.get("client_assertion_type"),
+        form.get("client_assertion"),
+    ) {
+        (Some(CLIENT_ASSERTION_TYPE), Some(a)) => Some(ClientAuth::Assertion {
+            assertion: a.to_owned(),
+            client_id: form.get("client_id").map(str::to_owned),
+        }),
+        (Some(CLIENT_ASSERTION_TYPE), None) => {
+            return Err(bad("`client_assertion_type` without `client_assertion`"));
+        }
+        (Some(_), _) => {
+            return Err(bad(format!(
+                "`client_assertion_type` must be `{CLIENT_ASSERTION_TYPE}`"
+            )));
+        }
+        (None, Some(_)) => return Err(bad("`client_assertion` without `client_assertion_type`")),
+        (None, None) => None,
+    };
+    let mut given = [basic, posted, assertion].into_iter().flatten();
+    match (given.next(), given.next()) {
+        (Some(_), Some(_)) => Err(bad("use one client authentication method, not two")),
+        (one, _) => Ok(one),
     }
-    Ok(identity)
+}
+
+/// The client an authenticated request comes from.
+#[derive(Clone)]
+struct Client<'e> {
+    identity: &'e Identity,
+    method: AuthMethod,
+    credential: Option<CredentialId>,
+}
+
+/// The audiences a client assertion may name: remit's issuer and its token endpoint.
+fn assertion_audiences(issuer: &str) -> [String; 2] {
+    [
+        issuer.to_owned(),
+        format!("{}/oauth2/token", issuer.trim_end_matches('/')),
+    ]
+}
+
+async fn authenticate_client<'e>(
+    engine: &'e Engine,
+    auth: &ClientAuth,
+    now: i64,
+) -> Result<Client<'e>, GrantError> {
+    let refused = || GrantError::InvalidClient("client authentication failed".into());
+    match auth {
+        ClientAuth::Secret { id, secret, method } => {
+            let id = IdentityId::parse(id).map_err(|_| refused())?;
+            let identity = engine.config().registry.get(&id).ok_or_else(refused)?;
+            let credential = remit_token::identity_secret_id(identity, secret)
+                .ok_or_else(refused)?
+                .clone();
+            Ok(Client {
+                identity,
+                method: *method,
+                credential: Some(credential),
+            })
+        }
+        ClientAuth::Assertion {
+            assertion,
+            client_id,
+        } => {
+            let settings = &engine.config().tokens;
+            let issuer = settings.issuer.as_deref().ok_or_else(refused)?;
+            let auds = assertion_audiences(issuer);
+            let auds = [auds[0].as_str(), auds[1].as_str()];
+            let verified = match engine.client_keys().verify(
+                assertion,
+                client_id.as_deref(),
+                &auds,
+                settings.skew_s,
+                now,
+            ) {
+                Ok(unspent) => unspent.spend(engine.claims(), now).await,
+                Err(e) => Err(e),
+            };
+            let verified = verified.map_err(|e| {
+                // A claim store that cannot answer is remit's failure, not the client's: no
+                // token now (fail closed), and the client may try again.
+                if let AssertionError::Replay(ClaimError::Unavailable(why)) = &e {
+                    tracing::error!(error = %why, "a client assertion's `jti` could not be claimed");
+                    return GrantError::Unavailable(
+                        "remit cannot check client assertions now; try again later".into(),
+                    );
+                }
+                // The reason is for the operator; the client learns only that it failed.
+                tracing::info!(error = %e, "a client assertion is refused");
+                metrics::counter!("remit_client_assertion_refusals_total").increment(1);
+                GrantError::InvalidClient(
+                    "client authentication failed: the client assertion is refused".into(),
+                )
+            })?;
+            let identity = engine
+                .config()
+                .registry
+                .get(&verified.client)
+                .ok_or_else(refused)?;
+            Ok(Client {
+                identity,
+                method: AuthMethod::PrivateKeyJwt,
+                credential: Some(verified.credential),
+            })
+        }
+    }
 }
 
 fn verify(engine: &Engine, token: &str, what: &str, now: i64) -> Result<VerifiedToken, GrantError> {
@@ -457,10 +619,132 @@ fn verify(engine: &Engine, token: &str, what: &str, now: i64) -> Result<Verified
         .map_err(|e| GrantError::InvalidGrant(format!("the {what} is refused: {e}")))
 }
 
-async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: Bytes) -> Response {
-    match issue(&svc, &headers, &body) {
-        Ok(v) => {
-            let mut r = axum::Json(v).into_response();
+/// What the record of a token request names, filled in as the request is decided. Only a
+/// request whose client (or actor) authenticated is recorded.
+#[derive(Default)]
+struct Trail<'e> {
+    grant_type: Option<&'static str>,
+    client: Option<Client<'e>>,
+    human: Option<(String, String)>,
+    actors: Vec<String>,
+    purpose: Option<String>,
+    requested_scope: Option<String>,
+}
+
+/// A token signed and ready to be returned once its record is durable.
+struct Issued {
+    body: serde_json::Value,
+    claims: AccessClaims,
+    signing_kid: Option<String>,
+}
+
+fn token_record(
+    engine: &Engine,
+    id: &str,
+    trail: &Trail<'_>,
+    client: &Client<'_>,
+    outcome: &Result<Issued, GrantError>,
+    source_ip: Option<std::net::IpAddr>,
+) -> TokenRecord {
+    let authority = match &trail.human {
+        Some((human, _)) => Authority {
+            kind: AuthorityKind::Delegated,
+            on_behalf_of: Some(human.clone()),
+            actors: trail.actors.clone(),
+        },
+        None => Authority {
+            kind: AuthorityKind::Own,
+            on_behalf_of: None,
+            actors: Vec::new(),
+        },
+    };
+    let time = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut r = TokenRecord {
+        v: RECORD_VERSION,
+        time,
+        replica: engine.config().gateway.replica_id.clone(),
+        decision_id: id.to_owned(),
+        decision: Verdict::Allow,
+        grant_type: trail.grant_type.unwrap_or("unknown").to_owned(),
+        identity: client.identity.id.clone(),
+        client_auth: client.method.as_str().to_owned(),
+        credential_id: client.credential.clone(),
+        authority,
+        human_issuer: trail.human.as_ref().map(|(_, i)| i.clone()),
+        purpose: trail
+            .purpose
+            .as_deref()
+            .and_then(|p| Purpose::parse(p).ok()),
+        requested_scope: trail
+            .requested_scope
+            .as_ref()
+            .map(|s| s.chars().take(1024).collect()),
+        scope: None,
+        audience: None,
+        jti: None,
+        iat: None,
+        exp: None,
+        expires_in: None,
+        signing_kid: None,
+        error: None,
+        reasons: Vec::new(),
+        source_ip,
+    };
+    match outcome {
+        Ok(i) => {
+            r.scope = Some(i.claims.scope.clone());
+            r.audience = Some(i.claims.aud.clone());
+            r.jti = Some(i.claims.jti.clone());
+            r.iat = Some(i.claims.iat);
+            r.exp = Some(i.claims.exp);
+            r.expires_in = Some(i.claims.exp - i.claims.iat);
+            r.signing_kid.clone_from(&i.signing_kid);
+            r.purpose = i
+                .claims
+                .purpose
+                .as_deref()
+                .and_then(|p| Purpose::parse(p).ok());
+        }
+        Err(e) => {
+            r.decision = Verdict::Deny;
+            r.error = Some(e.code().to_owned());
+            r.reasons = vec![e.to_string().chars().take(512).collect()];
+        }
+    }
+    r
+}
+
+async fn token(
+    State(ep): State<Arc<Endpoint>>,
+    conn: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let engine = &ep.svc.engine;
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut trail = Trail::default();
+    let mut outcome = issue(&ep.svc, &headers, &body, &id, &mut trail);
+    // Every token, and every refusal of an authenticated client, is durable in the audit
+    // log before the answer: a token whose record cannot be written is never returned.
+    if let Some(client) = &trail.client {
+        let ip = conn.map(|c| c.0.0.ip());
+        let record = token_record(engine, &id, &trail, client, &outcome, ip);
+        if let Err(e) = ep.sink.append(AuditRecord::Token(record)).await {
+            tracing::error!(error = %e, "a token record could not be written");
+            metrics::counter!("remit_token_unrecorded_total").increment(1);
+            if outcome.is_ok() {
+                outcome = Err(GrantError::Unavailable(
+                    "the token could not be recorded, so none was issued".into(),
+                ));
+            }
+        }
+    }
+    match outcome {
+        Ok(issued) => {
+            metrics::counter!("remit_tokens_issued_total").increment(1);
+            let mut r = axum::Json(issued.body).into_response();
             let h = r.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -473,11 +757,13 @@ async fn token(State(svc): State<Arc<TokenService>>, headers: HeaderMap, body: B
     }
 }
 
-fn issue(
-    svc: &TokenService,
+fn issue<'e>(
+    svc: &'e TokenService,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<serde_json::Value, GrantError> {
+    jti: &str,
+    trail: &mut Trail<'e>,
+) -> Result<Issued, GrantError> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -491,7 +777,7 @@ fn issue(
         ));
     }
     let form = Form(parse_form(body)?);
-    let engine = &svc.engine;
+    let engine = &*svc.engine;
     let settings = &engine.config().tokens;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let req = GrantRequest {
@@ -500,46 +786,56 @@ fn issue(
         resource: form.get("resource"),
         audience: form.get("audience"),
     };
-    let jti = uuid::Uuid::now_v7().to_string();
-    let client = client_credentials(headers, &form)?;
-    let grant = match form.get("grant_type") {
-        Some("client_credentials") => {
-            let (id, secret) = client.ok_or_else(|| {
-                GrantError::InvalidClient("client credentials need client authentication".into())
-            })?;
-            let identity = authenticate_client(engine, &id, &secret)?;
-            grant::client_credentials(settings, identity, &req, now, jti)?
+    let grant_type = match form.get("grant_type") {
+        Some("client_credentials") => "client_credentials",
+        Some(TOKEN_EXCHANGE) => "token_exchange",
+        Some(other) => {
+            return Err(GrantError::InvalidRequest(format!(
+                "grant type `{}` is not supported",
+                other.chars().take(64).collect::<String>()
+            )));
         }
-        Some(TOKEN_EXCHANGE) => {
-            let subject_token = form
-                .get("subject_token")
-                .ok_or_else(|| bad("`subject_token` is required"))?;
-            match form.get("subject_token_type") {
-                Some(ACCESS_TOKEN_TYPE | JWT_TYPE | ID_TOKEN_TYPE) => {}
-                Some(_) => {
-                    return Err(bad(
-                        "`subject_token_type` must be an access token, a JWT or an ID token",
-                    ));
-                }
-                None => return Err(bad("`subject_token_type` is required")),
+        None => return Err(bad("`grant_type` is required")),
+    };
+    let auth = client_auth(headers, &form)?;
+    let client = match &auth {
+        Some(a) => Some(authenticate_client(engine, a, now).await?),
+        None => None,
+    };
+    trail.grant_type = Some(grant_type);
+    trail.client.clone_from(&client);
+    trail.purpose = req.purpose.map(str::to_owned);
+    trail.requested_scope = req.scope.map(str::to_owned);
+    let grant = if grant_type == "client_credentials" {
+        let client = client.ok_or_else(|| {
+            GrantError::InvalidClient("client credentials need client authentication".into())
+        })?;
+        grant::client_credentials(settings, client.identity, &req, now, jti.to_owned())?
+    } else {
+        let subject_token = form
+            .get("subject_token")
+            .ok_or_else(|| bad("`subject_token` is required"))?;
+        match form.get("subject_token_type") {
+            Some(ACCESS_TOKEN_TYPE | JWT_TYPE | ID_TOKEN_TYPE) => {}
+            Some(_) => {
+                return Err(bad(
+                    "`subject_token_type` must be an access token, a JWT or an ID token",
+                ));
             }
-            let subject = verify(engine, subject_token, "subject token", now)?;
-            let client_identity = match &client {
-                Some((id, secret)) => Some(authenticate_client(engine, id, secret)?),
-                None => None,
-            };
-            let (actor, actor_token) = match (form.get("actor_token"), form.get("actor_token_type"))
-            {
-                (Some(t), Some(API_KEY_TYPE)) => (
-                    remit_token::identity_by_secret(&engine.config().registry, t).ok_or_else(
-                        || {
+            None => return Err(bad("`subject_token_type` is required")),
+        }
+        let (actor, actor_credential, actor_token) =
+            match (form.get("actor_token"), form.get("actor_token_type")) {
+                (Some(t), Some(API_KEY_TYPE)) => {
+                    let identity = remit_token::identity_by_secret(&engine.config().registry, t)
+                        .ok_or_else(|| {
                             GrantError::InvalidGrant(
                                 "the actor token is not an identity's key".into(),
                             )
-                        },
-                    )?,
-                    None,
-                ),
+                        })?;
+                    let cred = remit_token::identity_secret_id(identity, t).cloned();
+                    (identity, cred, None)
+                }
                 (Some(t), Some(ACCESS_TOKEN_TYPE | JWT_TYPE)) => {
                     let v = verify(engine, t, "actor token", now)?;
                     if v.kind != SubjectKind::Identity || !v.actors.is_empty() {
@@ -556,7 +852,7 @@ fn issue(
                                 v.subject
                             ))
                         })?;
-                    (identity, Some(v))
+                    (identity, None, Some(v))
                 }
                 (Some(_), Some(_)) => {
                     return Err(bad(
@@ -565,46 +861,54 @@ fn issue(
                 }
                 (Some(_), None) => return Err(bad("`actor_token_type` is required")),
                 (None, Some(_)) => return Err(bad("`actor_token_type` without `actor_token`")),
-                (None, None) => (
-                    client_identity.ok_or_else(|| {
+                (None, None) => {
+                    let c = client.as_ref().ok_or_else(|| {
                         GrantError::InvalidRequest(
                             "name the actor with `actor_token` or client authentication".into(),
                         )
-                    })?,
-                    None,
-                ),
+                    })?;
+                    (c.identity, c.credential.clone(), None)
+                }
             };
-            if let Some(c) = client_identity
-                && c.id != actor.id
-            {
-                return Err(GrantError::InvalidGrant(
-                    "the authenticated client is not the actor".into(),
-                ));
-            }
-            grant::exchange(
-                settings,
-                &engine.config().registry,
-                &subject,
-                actor,
-                actor_token.as_ref(),
-                &req,
-                now,
-                jti,
-            )?
+        if let Some(c) = &client
+            && c.identity.id != actor.id
+        {
+            return Err(GrantError::InvalidGrant(
+                "the authenticated client is not the actor".into(),
+            ));
         }
-        Some(other) => {
-            return Err(GrantError::InvalidRequest(format!(
-                "grant type `{}` is not supported",
-                other.chars().take(64).collect::<String>()
-            )));
+        if client.is_none() {
+            // The actor authenticated by its own token or key: it is who is recorded.
+            trail.client = Some(Client {
+                identity: actor,
+                method: AuthMethod::ActorToken,
+                credential: actor_credential,
+            });
         }
-        None => return Err(bad("`grant_type` is required")),
+        let subject = verify(engine, subject_token, "subject token", now)?;
+        if let SubjectKind::Human { issuer, .. } = &subject.kind {
+            trail.human = Some((subject.subject.clone(), issuer.clone()));
+        }
+        trail.actors = std::iter::once(actor.id.to_string())
+            .chain(subject.actors.iter().cloned())
+            .collect();
+        grant::exchange(
+            settings,
+            &engine.config().registry,
+            &subject,
+            actor,
+            actor_token.as_ref(),
+            &req,
+            now,
+            jti.to_owned(),
+        )?
     };
-    let token = svc
-        .read_ring()
+    let ring = svc.read_ring();
+    let signing_kid = ring.keys().last().map(|k| k.kid().to_owned());
+    let token = ring
         .sign(&grant.claims)
-        .map_err(|e| GrantError::InvalidRequest(format!("no token could be signed: {e}")))?;
-    metrics::counter!("remit_tokens_issued_total").increment(1);
+        .map_err(|e| GrantError::Unavailable(format!("no token could be signed: {e}")))?;
+    drop(ring);
     let mut out = json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -614,7 +918,11 @@ fn issue(
     if grant.claims.act.is_some() {
         out["issued_token_type"] = json!(ACCESS_TOKEN_TYPE);
     }
-    Ok(out)
+    Ok(Issued {
+        body: out,
+        claims: grant.claims,
+        signing_kid,
+    })
 }
 
 #[cfg(test)]

@@ -281,5 +281,7 @@ mod alerts;
 mod approvals;
 #[path = "gateway/budgets.rs"]
 mod budgets;
+#[path = "gateway/client_assertion.rs"]
+mod client_assertion;
 #[path = "gateway/records.rs"]
 mod records;

@@ -143,6 +143,9 @@ pub struct Search {
     pub until: Option<String>,
     /// Results at most (capped at [`MAX_SEARCH`]).
     pub limit: u32,
+    /// The record kind: `decision` when unset, or `token` (the token endpoint's records),
+    /// `approval`.
+    pub kind: Option<String>,
 }
 
 /// One stored entry.
@@ -652,12 +655,12 @@ impl AuditReader {
             .map_err(|e| ProveError::Damaged(e.to_string()))
     }
 
-    /// Decision entries matching `search`, oldest first.
+    /// Entries of the kind `search` names (decisions by default) matching it, oldest first.
     pub async fn search(&self, s: &Search) -> Result<Vec<StoredEntry>, StoreError> {
         self.caught_up().await;
         let limit = s.limit.clamp(1, MAX_SEARCH);
         let rows: Vec<CursorRow> = sqlx::query_as(&format!(
-            "SELECT rowid, {LOCATED} FROM audit_entries WHERE kind = 'decision' \
+            "SELECT rowid, {LOCATED} FROM audit_entries WHERE kind = ?8 \
              AND (?1 IS NULL OR identity = ?1) AND (?2 IS NULL OR human = ?2) \
              AND (?3 IS NULL OR purpose = ?3) AND (?4 IS NULL OR verdict = ?4) \
              AND (?5 IS NULL OR time >= ?5) AND (?6 IS NULL OR time < ?6) \
@@ -670,6 +673,7 @@ impl AuditReader {
         .bind(&s.since)
         .bind(&s.until)
         .bind(limit)
+        .bind(s.kind.as_deref().unwrap_or("decision"))
         .fetch_all(&self.pool)
         .await?;
         let mut files = EntryFiles::new(&self.data_dir);

@@ -370,7 +370,8 @@ impl Indexer {
                         // Readers hand entries out as text.
                         std::str::from_utf8(bytes).map_err(|e| damaged(at, e.to_string()))?;
                         let r = &e.record;
-                        let decision = r.kind == "decision";
+                        // Decisions and token records carry a verdict in `decision`.
+                        let decision = r.kind == "decision" || r.kind == "token";
                         insert.execute(rusqlite::params![
                             replica,
                             i64::try_from(e.seq).unwrap_or(i64::MAX),

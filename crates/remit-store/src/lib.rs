@@ -226,6 +226,12 @@ impl SqliteStore {
         audit::record_json(&self.pool, self.live.data_dir(), id, "approval").await
     }
 
+    /// The stored record of token request `id` (an issued token's `jti`), as JSON text.
+    pub async fn token_record(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.live.caught_up().await;
+        audit::record_json(&self.pool, self.live.data_dir(), id, "token").await
+    }
+
     /// The stored outcome record of decision `id`, as JSON text.
     pub async fn outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.live.caught_up().await;
@@ -281,7 +287,7 @@ fn prepare(record: AuditRecord) -> Result<(Vec<u8>, Option<Review>), SinkError> 
         )));
     }
     let review = match record {
-        AuditRecord::Decision(_) | AuditRecord::Approval(_) => None,
+        AuditRecord::Decision(_) | AuditRecord::Approval(_) | AuditRecord::Token(_) => None,
         // The copy's bytes are not part of the record: moved, not cloned.
         AuditRecord::Outcome(o) => o.review_body.zip(o.review).map(|(body, n)| Review {
             id: o.decision_id,

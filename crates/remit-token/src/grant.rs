@@ -33,6 +33,9 @@ pub enum GrantError {
     /// Policy refuses (a disabled human, a chain too long, `may_act`).
     #[error("{0}")]
     AccessDenied(String),
+    /// remit cannot issue now (a token that could not be signed or recorded).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl GrantError {
@@ -45,6 +48,7 @@ impl GrantError {
             Self::InvalidScope(_) => "invalid_scope",
             Self::InvalidTarget(_) => "invalid_target",
             Self::AccessDenied(_) => "access_denied",
+            Self::Unavailable(_) => "temporarily_unavailable",
         }
     }
 }

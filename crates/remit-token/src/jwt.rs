@@ -132,7 +132,7 @@ pub enum JwtError {
 }
 
 /// Shows attacker-supplied text in an error: at most 64 printable characters.
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control())
         .take(64)
@@ -338,6 +338,18 @@ impl KeySet {
         Ok(Self { keys: out })
     }
 
+    /// Adds `other`'s keys to this set; a `kid` both hold is refused and nothing is added.
+    pub fn merge(&mut self, other: KeySet) -> Result<(), KeySetError> {
+        if let Some(kid) = other.keys.keys().find(|k| self.keys.contains_key(*k)) {
+            return Err(KeySetError::DuplicateKid(shown(kid)));
+        }
+        if self.keys.len() + other.keys.len() > MAX_KEYS_PER_SET {
+            return Err(KeySetError::TooManyKeys);
+        }
+        self.keys.extend(other.keys);
+        Ok(())
+    }
+
     /// The key ids held.
     pub fn kids(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.keys.keys().map(String::as_str).collect();
@@ -434,7 +446,10 @@ impl fmt::Debug for Verifier {
     }
 }
 
-fn str_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, JwtError> {
+pub(crate) fn str_claim<'a>(
+    claims: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, JwtError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CLAIM_LEN => Ok(Some(s)),
@@ -450,7 +465,10 @@ fn str_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'
 }
 
 /// A NumericDate: a JSON integer, nothing else (a string `exp` is CVE-2026-25537's shape).
-fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, JwtError> {
+pub(crate) fn time_claim(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, JwtError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => n
@@ -468,7 +486,7 @@ fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<
     }
 }
 
-fn str_list(v: &Value, claim: &str) -> Result<Vec<String>, JwtError> {
+pub(crate) fn str_list(v: &Value, claim: &str) -> Result<Vec<String>, JwtError> {
     let bad = |why| JwtError::BadClaim {
         claim: claim.to_owned(),
         why,
@@ -573,42 +591,10 @@ impl Verifier {
 
     /// Verifies `token` at `now` (Unix seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedToken, JwtError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(JwtError::TooLarge);
-        }
-        let mut parts = token.split('.');
-        let (Some(h64), Some(p64), Some(s64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtError::Malformed("a JWT has three segments"));
-        };
-        if h64.is_empty() || p64.is_empty() || s64.is_empty() {
-            return Err(JwtError::Malformed("a segment is empty"));
-        }
-        let header = object(&b64(h64, MAX_HEADER_BYTES)?, "header")?;
-        if let Some(name) = header
-            .keys()
-            .find(|k| !matches!(k.as_str(), "alg" | "typ" | "kid"))
-        {
-            return Err(JwtError::ForbiddenHeader(shown(name)));
-        }
-        let alg = match header.get("alg") {
-            Some(Value::String(s)) => {
-                JwtAlg::parse(s).map_err(|_| JwtError::UnsupportedAlg(shown(s)))?
-            }
-            _ => return Err(JwtError::UnsupportedAlg("(missing)".into())),
-        };
-        let typ = match header.get("typ") {
-            None => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => return Err(JwtError::BadType("(not a string)".into())),
-        };
-        let kid = match header.get("kid") {
-            Some(Value::String(k)) if valid_kid(k) => k.as_str(),
-            _ => return Err(JwtError::BadKid),
-        };
-        let claims = object(&b64(p64, MAX_TOKEN_BYTES)?, "payload")?;
-        let iss = str_claim(&claims, "iss")?.ok_or(JwtError::MissingClaim("iss"))?;
+        let parsed = Parsed::parse(token)?;
+        let (alg, claims) = (parsed.alg, &parsed.claims);
+        let typ = parsed.typ.as_deref();
+        let iss = str_claim(claims, "iss")?.ok_or(JwtError::MissingClaim("iss"))?;
 
         // The issuer, by exact `iss`, chooses the key set and every rule after it.
         let own = self.own.as_ref().filter(|o| o.issuer == iss);
@@ -653,27 +639,12 @@ impl Verifier {
         let keys = self
             .keys_of(issuer_id)
             .ok_or_else(|| JwtError::KeysUnavailable(issuer_id.to_owned()))?;
-        let entry = keys.keys.get(kid).ok_or_else(|| JwtError::UnknownKey {
-            issuer: issuer_id.to_owned(),
-            kid: kid.to_owned(),
-        })?;
-        if !entry.algs.contains(&alg) {
-            return Err(JwtError::KeyAlgMismatch {
-                kid: kid.to_owned(),
-                alg,
-            });
-        }
-        let signed = &token[..h64.len() + 1 + p64.len()];
-        let ok = jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &entry.key, jws_alg(alg))
-            .unwrap_or(false);
-        if !ok {
-            return Err(JwtError::BadSignature);
-        }
+        parsed.check_signature(&keys, issuer_id)?;
 
         // Claims, typed, at `now`.
-        let exp = time_claim(&claims, "exp")?.ok_or(JwtError::MissingClaim("exp"))?;
-        let nbf = time_claim(&claims, "nbf")?;
-        let iat = time_claim(&claims, "iat")?;
+        let exp = time_claim(claims, "exp")?.ok_or(JwtError::MissingClaim("exp"))?;
+        let nbf = time_claim(claims, "nbf")?;
+        let iat = time_claim(claims, "iat")?;
         let skew = i64::from(skew);
         if now >= exp.saturating_add(skew) {
             return Err(JwtError::Expired);
@@ -703,8 +674,8 @@ impl Verifier {
                 auds.first().map_or("", String::as_str),
             )));
         }
-        let actors = actors(&claims)?;
-        let scope = match str_claim_long(&claims, "scope")? {
+        let actors = actors(claims)?;
+        let scope = match str_claim_long(claims, "scope")? {
             None => None,
             Some(s) => {
                 let items: Vec<String> = s
@@ -738,15 +709,15 @@ impl Verifier {
                 });
             }
         };
-        let jti = str_claim(&claims, "jti")?.map(str::to_owned);
-        let purpose = str_claim(&claims, "purpose")?.map(str::to_owned);
-        let client_id = str_claim(&claims, "client_id")?.map(str::to_owned);
-        let sub = str_claim(&claims, "sub")?;
+        let jti = str_claim(claims, "jti")?.map(str::to_owned);
+        let purpose = str_claim(claims, "purpose")?.map(str::to_owned);
+        let client_id = str_claim(claims, "client_id")?.map(str::to_owned);
+        let sub = str_claim(claims, "sub")?;
         let (subject, kind, single_use) = match ext {
             Some(e) => {
                 let (subject, kind) = match &e.settings.subjects {
                     Subjects::Identities { claim } => (
-                        str_claim(&claims, claim.as_str())?.ok_or(JwtError::MissingClaim("sub"))?,
+                        str_claim(claims, claim.as_str())?.ok_or(JwtError::MissingClaim("sub"))?,
                         SubjectKind::Identity,
                     ),
                     Subjects::Humans { groups_claim, .. } => (
@@ -766,7 +737,7 @@ impl Verifier {
                 // remit's own: a delegated token names a human (and the issuer that vouched
                 // for them); any other names the identity it was issued to.
                 let sub = sub.ok_or(JwtError::MissingClaim("sub"))?;
-                let kind = match str_claim(&claims, "remit_human_issuer")? {
+                let kind = match str_claim(claims, "remit_human_issuer")? {
                     Some(h) if !actors.is_empty() => SubjectKind::Human {
                         issuer: h.to_owned(),
                         groups: match claims.get("groups") {
@@ -802,6 +773,104 @@ impl Verifier {
             actors,
             may_act,
         })
+    }
+}
+
+/// A compact JWS split, its header read and its payload parsed: the checks every JWT
+/// remit reads gets before a key is chosen — size, three canonical base64url segments of
+/// JSON objects without duplicated members, a header of `alg`, `typ` and `kid` only (no
+/// `jku`, `x5u`, `x5c` or `jwk` ever chooses the key), an asymmetric `alg` (never `none`
+/// or `HS*`), and a `kid` that is a key id. Shared by access tokens ([`Verifier::verify`])
+/// and client assertions ([`crate::assertion`]).
+pub(crate) struct Parsed<'t> {
+    /// The header's algorithm.
+    pub(crate) alg: JwtAlg,
+    /// The header's `typ`, when present.
+    pub(crate) typ: Option<String>,
+    /// The header's `kid`.
+    pub(crate) kid: String,
+    /// The payload.
+    pub(crate) claims: Map<String, Value>,
+    signed: &'t str,
+    signature: &'t str,
+}
+
+impl<'t> Parsed<'t> {
+    /// Splits and reads `token`; no signature is checked yet.
+    pub(crate) fn parse(token: &'t str) -> Result<Self, JwtError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtError::TooLarge);
+        }
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtError::Malformed("a JWT has three segments"));
+        };
+        if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+            return Err(JwtError::Malformed("a segment is empty"));
+        }
+        let header = object(&b64(h64, MAX_HEADER_BYTES)?, "header")?;
+        if let Some(name) = header
+            .keys()
+            .find(|k| !matches!(k.as_str(), "alg" | "typ" | "kid"))
+        {
+            return Err(JwtError::ForbiddenHeader(shown(name)));
+        }
+        let alg = match header.get("alg") {
+            Some(Value::String(s)) => {
+                JwtAlg::parse(s).map_err(|_| JwtError::UnsupportedAlg(shown(s)))?
+            }
+            _ => return Err(JwtError::UnsupportedAlg("(missing)".into())),
+        };
+        let typ = match header.get("typ") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(JwtError::BadType("(not a string)".into())),
+        };
+        let kid = match header.get("kid") {
+            Some(Value::String(k)) if valid_kid(k) => k.clone(),
+            _ => return Err(JwtError::BadKid),
+        };
+        let claims = object(&b64(p64, MAX_TOKEN_BYTES)?, "payload")?;
+        Ok(Self {
+            alg,
+            typ,
+            kid,
+            claims,
+            signed: &token[..h64.len() + 1 + p64.len()],
+            signature: s64,
+        })
+    }
+
+    /// Checks the signature with the key `kid` of `keys`, which must sign with `alg`.
+    /// `issuer_id` names the key set's owner in errors.
+    pub(crate) fn check_signature(&self, keys: &KeySet, issuer_id: &str) -> Result<(), JwtError> {
+        let entry = keys
+            .keys
+            .get(&self.kid)
+            .ok_or_else(|| JwtError::UnknownKey {
+                issuer: issuer_id.to_owned(),
+                kid: self.kid.clone(),
+            })?;
+        if !entry.algs.contains(&self.alg) {
+            return Err(JwtError::KeyAlgMismatch {
+                kid: self.kid.clone(),
+                alg: self.alg,
+            });
+        }
+        let ok = jsonwebtoken::crypto::verify(
+            self.signature,
+            self.signed.as_bytes(),
+            &entry.key,
+            jws_alg(self.alg),
+        )
+        .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(JwtError::BadSignature)
+        }
     }
 }
 

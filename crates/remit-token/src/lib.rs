@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod assertion;
 pub mod grant;
 pub mod jti;
 pub mod jwt;
@@ -48,6 +49,22 @@ pub fn is_identity_secret(identity: &remit_core::Identity, secret: &str) -> bool
         .credentials
         .iter()
         .fold(false, |found, c| found | bool::from(c.sha256.ct_eq(&h)))
+}
+
+/// The id of `identity`'s API key that `secret` is, if it is one (every key compared, in
+/// constant time).
+pub fn identity_secret_id<'i>(
+    identity: &'i remit_core::Identity,
+    secret: &str,
+) -> Option<&'i CredentialId> {
+    let h = hash_key(secret);
+    identity.credentials.iter().fold(None, |found, c| {
+        if bool::from(c.sha256.ct_eq(&h)) {
+            Some(&c.id)
+        } else {
+            found
+        }
+    })
 }
 
 /// The identity whose API key `secret` is, if any (an actor token of the API-key type).

@@ -84,7 +84,8 @@ impl SigningKey {
         &self.pkcs8
     }
 
-    fn jwk(&self) -> serde_json::Value {
+    /// The public key as a JWK (never the private half).
+    pub fn jwk(&self) -> serde_json::Value {
         serde_json::json!({
             "kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": self.kid,
             "alg": "EdDSA", "use": "sig"

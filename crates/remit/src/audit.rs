@@ -75,10 +75,14 @@ pub enum AuditCommand {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Print the decision records that match every filter given, oldest first.
+    /// Print the decision records (or, with `--kind`, the token endpoint's or approvals'
+    /// records) that match every filter given, oldest first.
     Search {
         #[command(flatten)]
         place: Place,
+        /// The record kind: decision (the default), token, approval.
+        #[arg(long)]
+        kind: Option<String>,
         /// The acting identity.
         #[arg(long)]
         identity: Option<String>,
@@ -153,6 +157,7 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
         } => tail(&place, lines, follow).await,
         AuditCommand::Search {
             place,
+            kind,
             identity,
             human,
             purpose,
@@ -166,7 +171,13 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             {
                 bail!("--verdict `{v}` is not one of allow, deny, approval_required, rate_limited");
             }
+            if let Some(k) = &kind
+                && !["decision", "token", "approval"].contains(&k.as_str())
+            {
+                bail!("--kind `{k}` is not one of decision, token, approval");
+            }
             let search = Search {
+                kind,
                 identity,
                 human,
                 purpose,

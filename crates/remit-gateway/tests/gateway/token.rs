@@ -81,7 +81,7 @@ pub(crate) fn human_token(sub: &str, groups: &[&str]) -> String {
     jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ed_der(&der)).unwrap()
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     url: &str,
     body: String,
     basic: Option<(&str, &str)>,
@@ -105,7 +105,7 @@ async fn post_form(
     )
 }
 
-fn exchange_form(subject: &str, actor_key: &str, extra: &str) -> String {
+pub(crate) fn exchange_form(subject: &str, actor_key: &str, extra: &str) -> String {
     format!(
         "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange\
          &subject_token={subject}&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt\

@@ -393,3 +393,89 @@ async fn audit_commands_verify_prove_search_tail_and_export() {
         text(&out)
     );
 }
+
+/// A token issued at the token endpoint leaves a `token` record that `remit audit search
+/// --kind token` finds, that both verifiers accept as part of the chain, and that never
+/// holds the token.
+#[tokio::test]
+async fn issued_tokens_are_in_the_audit_log_and_searchable_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, data) = world(dir.path(), 3_600_000);
+    let data_s = data.display().to_string();
+    let token = {
+        let (server, _, proxy) = spawn_serving(&["serve", "--config", &cfg, "--data-dir", &data_s]);
+        let v: Value = reqwest::Client::new()
+            .post(format!("http://{proxy}/oauth2/token"))
+            .basic_auth("support-assistant", Some("rk_demo_support_assistant"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials&scope=tickets.read&purpose=case-summary")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pid = server.0.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut server = server;
+        assert!(server.0.wait().unwrap().success());
+        v["access_token"].as_str().expect("a token").to_owned()
+    };
+    let out = run(
+        &[
+            "audit",
+            "search",
+            "--kind",
+            "token",
+            "--identity",
+            "support-assistant",
+        ],
+        &data,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let found: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (
+            found[0]["kind"].as_str(),
+            found[0]["client_auth"].as_str(),
+            found[0]["scope"].as_str()
+        ),
+        (
+            Some("token"),
+            Some("client_secret_basic"),
+            Some("tickets.read")
+        )
+    );
+    let out = run(
+        &["audit", "search", "--identity", "support-assistant"],
+        &data,
+    );
+    assert!(out.stdout.is_empty(), "decisions only by default");
+    let out = run(&["audit", "search", "--kind", "tokens"], &data);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = run(&["audit", "verify"], &data);
+    assert!(out.status.success(), "{}", text(&out));
+    let export = run(&["audit", "export", "--format", "jsonl"], &data);
+    let lines = String::from_utf8(export.stdout).unwrap();
+    assert!(!lines.contains(&token) && lines.contains("\"kind\":\"token\""));
+    let export_file = dir.path().join("log.jsonl");
+    std::fs::write(&export_file, &lines).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/verify_audit.py");
+    let py = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&export_file)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+}
