@@ -3,7 +3,6 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::{Digest, Sha256};
 
 /// A SHA-256 hash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -15,7 +14,22 @@ impl Hash {
 
     /// SHA-256 of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self(Sha256::digest(bytes).into())
+        Self::of_parts(&[bytes])
+    }
+
+    /// SHA-256 of `parts`, one after another.
+    ///
+    /// aws-lc-rs rather than the `sha2` crate: on CPUs without the SHA extensions its
+    /// assembly (AVX2) hashes an audit entry in about half the time (`cargo bench -p
+    /// remit-audit --bench hash`), and the audit writer hashes every entry.
+    pub fn of_parts(parts: &[&[u8]]) -> Self {
+        let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for p in parts {
+            h.update(p);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(h.finish().as_ref());
+        Self(out)
     }
 
     /// Lowercase hex.

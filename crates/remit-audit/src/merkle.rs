@@ -5,25 +5,16 @@
 //! hash differently from RFC 9162 (no 0x00/0x01 domain separation, or duplicated last
 //! nodes) or bring a storage layer; the algorithms below are the RFC's, a few dozen lines.
 
-use sha2::{Digest, Sha256};
-
 use crate::hash::Hash;
 
 /// `SHA-256(0x00 || entry)`: the hash of one leaf.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0x00]);
-    h.update(entry);
-    Hash(h.finalize().into())
+    Hash::of_parts(&[&[0x00], entry])
 }
 
 /// `SHA-256(0x01 || left || right)`: the hash of an interior node.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0x01]);
-    h.update(left.0);
-    h.update(right.0);
-    Hash(h.finalize().into())
+    Hash::of_parts(&[&[0x01], &left.0, &right.0])
 }
 
 /// The hash of the empty tree: `SHA-256()` of nothing.
