@@ -6,6 +6,8 @@
 # share core 1. Needs the Debian packages nginx and wrk (`apt-get install nginx wrk`).
 #
 # Usage: bench/proxy.sh [seconds] [connections]
+# With REMIT_BASELINE=/path/to/an/older/remit, that build runs too (durable records, same
+# configuration), measured right after this one: an A/B of two builds in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -84,7 +86,13 @@ taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)
 taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" & pids+=($!)
 RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml" --data-dir "$work/data" & pids+=($!)
 RUST_LOG=error taskset -c 0 target/release/remit serve --config "$work/remit-nofsync.toml" --data-dir "$work/data-nofsync" & pids+=($!)
-for port in 18080 18081 18082 18084; do
+ports="18080 18081 18082 18084"
+if [ -n "${REMIT_BASELINE:-}" ]; then
+  sed -e 's/18082/18086/; s/18083/18087/' "$work/remit.toml" > "$work/remit-baseline.toml"
+  RUST_LOG=warn taskset -c 0 "$REMIT_BASELINE" serve --config "$work/remit-baseline.toml" --data-dir "$work/data-baseline" & pids+=($!)
+  ports="$ports 18086"
+fi
+for port in $ports; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -102,8 +110,11 @@ to_us() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms
 
 echo "warming up" >&2
 taskset -c 1 wrk -t1 -c"$conns" -d2s -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1 >/dev/null
-results=$(run direct http://127.0.0.1:18080/bench/1; run nginx http://127.0.0.1:18081/bench/1; run remit http://127.0.0.1:18082/bench/1; run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1)
-records=$(sqlite3 "$work/data/remit.db" 'select count(*) from decisions' 2>/dev/null || echo "?")
+results=$(run direct http://127.0.0.1:18080/bench/1; run nginx http://127.0.0.1:18081/bench/1; run remit http://127.0.0.1:18082/bench/1
+  if [ -n "${REMIT_BASELINE:-}" ]; then run remit-baseline http://127.0.0.1:18086/bench/1; fi
+  run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1)
+# Decision records: the entries of the audit segments that hold a decision.
+records=$(cat "$work"/data/audit/*/*.seg 2>/dev/null | grep -c '"kind":"decision"' || true)
 
 echo "wrk -t1 -c$conns -d${secs}s; server under test on core 0, upstream and wrk on core 1"
 echo "| target | requests/s | p50 | p99 | non-2xx |"
@@ -115,6 +126,11 @@ n50=$(to_us "$(awk '$1=="nginx"{print $3}' <<<"$results")"); r50=$(to_us "$(awk 
 d99=$(to_us "$(awk '$1=="direct"{print $4}' <<<"$results")")
 n99=$(to_us "$(awk '$1=="nginx"{print $4}' <<<"$results")"); r99=$(to_us "$(awk '$1=="remit"{print $4}' <<<"$results")")
 x_rps=$(awk '$1=="remit-danger-skip-fsync"{print $2}' <<<"$results"); x50=$(to_us "$(awk '$1=="remit-danger-skip-fsync"{print $3}' <<<"$results")")
+if [ -n "${REMIT_BASELINE:-}" ]; then
+  b_rps=$(awk '$1=="remit-baseline"{print $2}' <<<"$results"); b50=$(to_us "$(awk '$1=="remit-baseline"{print $3}' <<<"$results")")
+  awk -v r="$r_rps" -v b="$b_rps" -v r50="$r50" -v b50="$b50" -v d50="$d50" 'BEGIN {
+    printf "remit / baseline requests/s: %.2fx; added p50 over direct: remit %.0f us, baseline %.0f us\n", r/b, r50-d50, b50-d50 }'
+fi
 awk -v n="$n_rps" -v x="$x_rps" -v x50="$x50" -v r="$r_rps" -v d50="$d50" -v n50="$n50" -v r50="$r50" -v d99="$d99" -v n99="$n99" -v r99="$r99" 'BEGIN {
   printf "remit / nginx requests/s: %.2fx (danger_skip_fsync: %.2fx)\n", r/n, x/n;
   printf "added p50 over direct with danger_skip_fsync: %.0f us\n", x50-d50;
