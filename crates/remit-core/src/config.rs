@@ -1705,7 +1705,10 @@ boundary = ["tickets.read"]
             "{BASE}{ok}{other}{}",
             svid("b-svid", "spiffe://example.org/ns/prod/sa/b")
         );
-        assert_eq!(Config::parse(&text, "remit.toml").unwrap().registry.len(), 2);
+        assert_eq!(
+            Config::parse(&text, "remit.toml").unwrap().registry.len(),
+            2
+        );
         let long = format!("spiffe://example.org/{}", "a".repeat(2100));
         let cases: Vec<(String, &str, &str)> = vec![
             (svid("s", "https://example.org/a"), "spiffe_id", "does not start with `spiffe://`"),
@@ -1783,7 +1786,10 @@ boundary = ["tickets.read"]
             );
             assert!(e.message.contains(says), "{extra}: {e}");
             assert!(e.line > 1, "{extra}: {e}");
-            assert!(e.message.len() < 600, "the error quotes a bounded excerpt: {e}");
+            assert!(
+                e.message.len() < 600,
+                "the error quotes a bounded excerpt: {e}"
+            );
         }
         // Hostile text never reaches the error raw.
         let e = err(&svid("s", "spiffe://e/\\u001b[31mred"));
@@ -1791,7 +1797,9 @@ boundary = ["tickets.read"]
         // A SPIFFE ID that is not a string, and an unknown field, are refused by shape.
         let e = err("[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\nspiffe_id = 7\n");
         assert!(e.message.contains("invalid type"), "{e}");
-        let e = err("[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\nspiffe_id = \"spiffe://e/a\"\ntrust_bundle = \"x\"\n");
+        let e = err(
+            "[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\nspiffe_id = \"spiffe://e/a\"\ntrust_bundle = \"x\"\n",
+        );
         assert!(e.message.contains("unknown field"), "{e}");
         // A limit on how many: the identity's credential list is bounded.
         let many: String = (0..=MAX_PER_IDENTITY)

@@ -351,8 +351,7 @@ mod tests {
         let (keys, key) = es256(Some("ES256"));
         let ledger = crate::jti::JtiLedger::default();
         let a = sign(&key, Algorithm::ES256, "j1");
-        let v = spent(&keys, &a, Some("bot"), &[AUD], 0, &ledger)
-            .unwrap();
+        let v = spent(&keys, &a, Some("bot"), &[AUD], 0, &ledger).unwrap();
         assert_eq!(
             (v.client.as_str(), v.credential.as_str(), v.alg),
             ("bot", "bot-ec", JwtAlg::Es256)
@@ -364,10 +363,7 @@ mod tests {
         // Another client's ledger entry is another key: the same `jti` from another
         // client would not collide, and a refused assertion spends nothing.
         let b = sign(&key, Algorithm::ES256, "j2");
-        assert!(
-            spent(&keys, &b, None, &["https://elsewhere.example"], 0, &ledger)
-                .is_err()
-        );
+        assert!(spent(&keys, &b, None, &["https://elsewhere.example"], 0, &ledger).is_err());
         assert!(spent(&keys, &b, None, &[AUD], 0, &ledger).is_ok());
     }
 
