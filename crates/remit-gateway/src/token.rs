@@ -725,7 +725,7 @@ async fn token(
     let engine = &ep.svc.engine;
     let id = uuid::Uuid::now_v7().to_string();
     let mut trail = Trail::default();
-    let mut outcome = issue(&ep.svc, &headers, &body, &id, &mut trail);
+    let mut outcome = issue(&ep.svc, &headers, &body, &id, &mut trail).await;
     // Every token, and every refusal of an authenticated client, is durable in the audit
     // log before the answer: a token whose record cannot be written is never returned.
     if let Some(client) = &trail.client {
@@ -757,7 +757,7 @@ async fn token(
     }
 }
 
-fn issue<'e>(
+async fn issue<'e>(
     svc: &'e TokenService,
     headers: &HeaderMap,
     body: &[u8],
