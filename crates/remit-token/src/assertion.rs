@@ -299,8 +299,6 @@ mod tests {
     const AUD: &str = "https://remit.example/oauth2/token";
     const NOW: i64 = 1_800_000_000;
 
-    /// A P-256 client key registered to `bot` (with `alg`, if given), and its signing key.
-
     /// Verifies `a` at `NOW` and spends its `jti` in `ledger`, as the token endpoint does.
     fn spent(
         keys: &ClientKeys,
@@ -314,6 +312,8 @@ mod tests {
         futures_util::FutureExt::now_or_never(unspent.spend(ledger, NOW))
             .expect("the in-process ledger answers at once")
     }
+
+    /// A P-256 client key registered to `bot` (with `alg`, if given), and its signing key.
     fn es256(alg: Option<&str>) -> (ClientKeys, EncodingKey) {
         let pkcs8 =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
