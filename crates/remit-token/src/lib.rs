@@ -1,5 +1,5 @@
 //! Credentials: API keys (stored only as SHA-256 hashes), peers' SPIFFE IDs verified by a
-//! front door (mTLS), JWT bearer tokens from trusted issuers (`jwt`), and the tokens remit
+//! front door (mTLS; `svid` reads an X.509-SVID's SPIFFE ID), JWT bearer tokens from trusted issuers (`jwt`), and the tokens remit
 //! issues (`mint`, `grant`, `scope`, `jti`).
 //!
 //! Authentication never fails open: a credential that is unknown, malformed, expired or
@@ -14,6 +14,7 @@ pub mod jti;
 pub mod jwt;
 pub mod mint;
 pub mod scope;
+pub mod svid;
 
 use std::collections::HashMap;
 
