@@ -18,9 +18,9 @@ use time::format_description::well_known::Rfc3339;
 use crate::approval::ApprovalSettings;
 use crate::identity::{
     ApiKeyCredential, Boundary, ClientJwk, ClientKeyCredential, ClientKeySource, Identity, Limits,
-    Registry, Schedule,
+    Registry, Schedule, SpiffeCredential,
 };
-use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
+use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose, SpiffeId};
 use crate::route::{HttpRoute, McpServer, McpTool, ResourceTemplate, RouteTable};
 use crate::scan::{Oversize, ScanAction, ScanSettings};
 use crate::vocab::{Kind, Rate, Status};
@@ -366,6 +366,7 @@ struct RawCredential {
     sha256: Option<Spanned<String>>,
     jwk: Option<Spanned<String>>,
     jwk_file: Option<Spanned<String>>,
+    spiffe_id: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1261,6 +1262,7 @@ fn parse_identities(
     let mut seen_creds = HashSet::new();
     let mut seen_hashes = HashSet::new();
     let mut seen_client_keys: HashSet<String> = HashSet::new();
+    let mut seen_spiffe: HashSet<SpiffeId> = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
         let span = r.span();
@@ -1297,11 +1299,67 @@ fn parse_identities(
         let boundary = parse_boundary(cx, r.boundary, routes, &field("boundary"))?;
         let mut credentials = Vec::new();
         let mut client_keys: Vec<ClientKeyCredential> = Vec::new();
+        let mut spiffe_ids: Vec<SpiffeCredential> = Vec::new();
         for (j, c) in r.credentials.into_iter().enumerate() {
             let cspan = c.span();
             let c = c.into_inner();
             let cf = |f: &str| field(&format!("credential[{j}].{f}"));
+            if matches!(c.ctype.get_ref().as_str(), "api_key" | "client_key")
+                && let Some(s) = &c.spiffe_id
+            {
+                return Err(cx.err(
+                    s.span(),
+                    cf("spiffe_id"),
+                    "a SPIFFE ID belongs to a `spiffe` credential",
+                ));
+            }
             match c.ctype.get_ref().as_str() {
+                "spiffe" => {
+                    for (extra, name) in [
+                        (&c.sha256, "sha256"),
+                        (&c.jwk, "jwk"),
+                        (&c.jwk_file, "jwk_file"),
+                    ] {
+                        if let Some(x) = extra {
+                            return Err(cx.err(
+                                x.span(),
+                                cf(name),
+                                "a `spiffe` credential is a SPIFFE ID (`spiffe_id`), not a key",
+                            ));
+                        }
+                    }
+                    let Some(id) = c.id else {
+                        return Err(cx.err(
+                            cspan,
+                            cf("id"),
+                            "a `spiffe` credential needs an `id`, written to records",
+                        ));
+                    };
+                    let Some(raw) = c.spiffe_id else {
+                        return Err(cx.err(
+                            cspan,
+                            cf("spiffe_id"),
+                            "a `spiffe` credential needs `spiffe_id` (`spiffe://trust-domain/path`)",
+                        ));
+                    };
+                    let spiffe_id = SpiffeId::parse(raw.get_ref())
+                        .map_err(|e| cx.err(raw.span(), cf("spiffe_id"), e.to_string()))?;
+                    if !seen_spiffe.insert(spiffe_id.clone()) {
+                        return Err(cx.err(
+                            raw.span(),
+                            cf("spiffe_id"),
+                            format!("SPIFFE ID `{spiffe_id}` is already registered to an identity"),
+                        ));
+                    }
+                    if !seen_creds.insert(id.clone()) {
+                        return Err(cx.err(
+                            cspan,
+                            cf("id"),
+                            format!("credential id `{id}` is used twice"),
+                        ));
+                    }
+                    spiffe_ids.push(SpiffeCredential { id, spiffe_id });
+                }
                 "api_key" => {
                     if let Some(extra) = c.jwk.as_ref().or(c.jwk_file.as_ref()) {
                         return Err(cx.err(
@@ -1440,7 +1498,7 @@ fn parse_identities(
                         c.ctype.span(),
                         cf("type"),
                         format!(
-                            "`{other}` is not a credential type this version reads: use `api_key` or `client_key`"
+                            "`{other}` is not a credential type this version reads: use `api_key`, `client_key` or `spiffe`"
                         ),
                     ));
                 }
@@ -1528,6 +1586,7 @@ fn parse_identities(
             boundary,
             credentials,
             client_keys,
+            spiffe_ids,
             limits: Limits {
                 rate,
                 per_purpose,
@@ -1612,6 +1671,142 @@ boundary = ["tickets.read"]
         let h = "a".repeat(64);
         let e = err(&format!("{}{}", cred(&h), cred(&h)));
         assert!(e.message.contains("already registered"), "{e}");
+    }
+
+    #[test]
+    fn spiffe_credentials_are_checked() {
+        let svid = |id: &str, spiffe: &str| {
+            format!(
+                "[[identity.credential]]\ntype = \"spiffe\"\nid = \"{id}\"\nspiffe_id = \"{spiffe}\"\n"
+            )
+        };
+        let ok = svid("a-svid", "spiffe://example.org/ns/prod/sa/a");
+        let c = Config::parse(&format!("{BASE}{ok}"), "remit.toml").unwrap();
+        let who = c.registry.iter().next().unwrap();
+        assert_eq!(who.spiffe_ids.len(), 1);
+        assert_eq!(who.spiffe_ids[0].id.as_str(), "a-svid");
+        assert_eq!(
+            who.spiffe_ids[0].spiffe_id.as_str(),
+            "spiffe://example.org/ns/prod/sa/a"
+        );
+        assert!(who.credentials.is_empty() && who.client_keys.is_empty());
+        // The same SPIFFE ID on a second identity: refused at the second one's line.
+        let other = "[[identity]]\nid = \"b\"\nkind = \"agent\"\nowner = \"t\"\n";
+        let text = format!(
+            "{BASE}{ok}{other}{}",
+            svid("b-svid", "spiffe://example.org/ns/prod/sa/a")
+        );
+        let e = Config::parse(&text, "remit.toml").unwrap_err();
+        assert_eq!(e.field, "identity[1].credential[0].spiffe_id");
+        assert!(e.message.contains("already registered"), "{e}");
+        assert_eq!(e.line, text.lines().count());
+        // A different SPIFFE ID on the second identity is fine.
+        let text = format!(
+            "{BASE}{ok}{other}{}",
+            svid("b-svid", "spiffe://example.org/ns/prod/sa/b")
+        );
+        assert_eq!(
+            Config::parse(&text, "remit.toml").unwrap().registry.len(),
+            2
+        );
+        let long = format!("spiffe://example.org/{}", "a".repeat(2100));
+        let cases: Vec<(String, &str, &str)> = vec![
+            (svid("s", "https://example.org/a"), "spiffe_id", "does not start with `spiffe://`"),
+            (svid("s", "spiffe://Example.org/a"), "spiffe_id", "trust domain"),
+            (svid("s", "spiffe:///a"), "spiffe_id", "trust domain"),
+            (svid("s", "spiffe://example.org/a/../b"), "spiffe_id", "path"),
+            (svid("s", "spiffe://example.org/a?x=1"), "spiffe_id", "path"),
+            (svid("s", "spiffe://example.org/a#f"), "spiffe_id", "path"),
+            (svid("s", "spiffe://example.org/a//b"), "spiffe_id", "path"),
+            (svid("s", "spiffe://example.org/a/"), "spiffe_id", "path"),
+            (svid("s", "spiffe://u@example.org/a"), "spiffe_id", "trust domain"),
+            (svid("s", "spiffe://example.org:8443/a"), "spiffe_id", "trust domain"),
+            (svid("s", ""), "spiffe_id", "does not start"),
+            (svid("s", &long), "spiffe_id", "longer than 2048"),
+            (
+                format!("{}{}", ok, svid("a-svid2", "spiffe://example.org/ns/prod/sa/a")),
+                "spiffe_id",
+                "already registered",
+            ),
+            (
+                format!("{}{}", ok, svid("a-svid", "spiffe://example.org/ns/prod/sa/z")),
+                "id",
+                "used twice",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"api_key\"\nid = \"a-svid\"\nsha256 = \"{}\"\n{ok}",
+                    "a".repeat(64)
+                ),
+                "id",
+                "used twice",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"spiffe\"\nspiffe_id = \"spiffe://e/a\"\n".into(),
+                "id",
+                "needs an `id`",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\n".into(),
+                "spiffe_id",
+                "needs `spiffe_id`",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\nspiffe_id = \"spiffe://e/a\"\nsha256 = \"{}\"\n",
+                    "a".repeat(64)
+                ),
+                "sha256",
+                "not a key",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\nspiffe_id = \"spiffe://e/a\"\njwk_file = \"k.jwk\"\n".into(),
+                "jwk_file",
+                "not a key",
+            ),
+            (
+                format!(
+                    "[[identity.credential]]\ntype = \"api_key\"\nsha256 = \"{}\"\nspiffe_id = \"spiffe://e/a\"\n",
+                    "a".repeat(64)
+                ),
+                "spiffe_id",
+                "belongs to a `spiffe` credential",
+            ),
+            (
+                "[[identity.credential]]\ntype = \"SPIFFE\"\nid = \"s\"\nspiffe_id = \"spiffe://e/a\"\n".into(),
+                "type",
+                "`spiffe`",
+            ),
+        ];
+        for (extra, field, says) in cases {
+            let e = err(&extra);
+            assert!(
+                e.field.starts_with("identity[0].credential[") && e.field.ends_with(field),
+                "{extra}: {e}"
+            );
+            assert!(e.message.contains(says), "{extra}: {e}");
+            assert!(e.line > 1, "{extra}: {e}");
+            assert!(
+                e.message.len() < 600,
+                "the error quotes a bounded excerpt: {e}"
+            );
+        }
+        // Hostile text never reaches the error raw.
+        let e = err(&svid("s", "spiffe://e/\\u001b[31mred"));
+        assert!(!e.message.contains('\u{1b}'), "{e}");
+        // A SPIFFE ID that is not a string, and an unknown field, are refused by shape.
+        let e = err("[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\nspiffe_id = 7\n");
+        assert!(e.message.contains("invalid type"), "{e}");
+        let e = err(
+            "[[identity.credential]]\ntype = \"spiffe\"\nid = \"s\"\nspiffe_id = \"spiffe://e/a\"\ntrust_bundle = \"x\"\n",
+        );
+        assert!(e.message.contains("unknown field"), "{e}");
+        // A limit on how many: the identity's credential list is bounded.
+        let many: String = (0..=MAX_PER_IDENTITY)
+            .map(|i| svid(&format!("s{i}"), &format!("spiffe://e/w{i}")))
+            .collect();
+        let e = err(&many);
+        assert!(e.message.contains("more than"), "{e}");
     }
 
     #[test]

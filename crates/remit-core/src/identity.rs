@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
-use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose};
+use crate::names::{ActionName, CredentialId, IdentityId, Owner, Purpose, SpiffeId};
 use crate::vocab::{Kind, Rate, Status};
 
 /// An API key as the registry stores it: a public id and the SHA-256 of the secret.
@@ -190,6 +190,18 @@ pub struct ClientKeyCredential {
     pub key: ClientKeySource,
 }
 
+/// A workload's SPIFFE ID (`type = "spiffe"`): a peer that a front door verified as this
+/// SPIFFE ID (Envoy's mTLS, reported in ext_authz `source.principal`, or remit's own mTLS
+/// listener reading the client certificate's X.509-SVID) is this identity. No two
+/// credentials, on one identity or on two, hold the same SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffeCredential {
+    /// The credential's public id, written to records.
+    pub id: CredentialId,
+    /// The SPIFFE ID, compared exactly.
+    pub spiffe_id: SpiffeId,
+}
+
 /// The most an identity may ever do: a ceiling no policy can lift.
 ///
 /// Entries are exact action names or prefixes ending in `*` (`tickets.*`). The reserved
@@ -339,6 +351,8 @@ pub struct Identity {
     pub credentials: Vec<ApiKeyCredential>,
     /// Its public keys for `private_key_jwt` client authentication at the token endpoint.
     pub client_keys: Vec<ClientKeyCredential>,
+    /// The SPIFFE IDs that authenticate it when a front door verified the peer.
+    pub spiffe_ids: Vec<SpiffeCredential>,
     /// Its limits.
     pub limits: Limits,
     /// When a scheduled job is expected to run.

@@ -189,8 +189,8 @@ mod tests {
 pub const MAX_SPIFFE_ID_LEN: usize = 2048;
 
 /// A SPIFFE ID (`spiffe://trust-domain/path`) a peer presented, such as the URI SAN of an
-/// mTLS client certificate that Envoy reports in ext_authz. It is recorded as a fact; it is
-/// not a credential yet (SPIFFE authentication is a later issue).
+/// mTLS client certificate that Envoy reports in ext_authz. It is recorded as a fact, and
+/// an identity's `spiffe` credential names the SPIFFE ID that authenticates it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct SpiffeId(String);

@@ -120,8 +120,10 @@ pub struct RequestFacts {
     pub body: Option<Vec<u8>>,
     /// The client's address.
     pub source_ip: Option<IpAddr>,
-    /// The SPIFFE ID of the peer that sent the request, when a front door knows it (Envoy
-    /// ext_authz reports the mTLS peer's URI SAN). Recorded, not yet used to authenticate.
+    /// The SPIFFE ID of the peer that sent the request, when a front door verified it (Envoy
+    /// ext_authz from a trusted proxy reports the mTLS peer's URI SAN). Recorded, and it
+    /// authenticates the identity whose `spiffe` credential holds it. Only a door that
+    /// verified the peer sets it; no client-supplied header or body field ever does.
     pub peer_spiffe_id: Option<SpiffeId>,
     /// The body's `Content-Encoding`, lowercased, unless `identity`.
     pub content_encoding: Option<String>,

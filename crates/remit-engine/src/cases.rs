@@ -30,6 +30,11 @@ pub struct Case {
     pub now: Option<String>,
     /// The request, as `POST /v1/decide` takes it.
     pub request: Value,
+    /// The SPIFFE ID a front door verified for the peer (Envoy's mTLS `source.principal`,
+    /// or remit's mTLS listener). It stands beside the request because no client can state
+    /// it: `POST /v1/decide` never takes one from its body.
+    #[serde(default)]
+    pub peer_spiffe_id: Option<String>,
     /// What must come out.
     pub expect: Expect,
 }
@@ -43,6 +48,9 @@ pub struct Expect {
     /// The identity id, or null for none.
     #[serde(default, deserialize_with = "some")]
     pub identity: Option<Option<String>>,
+    /// The credential id recorded, or null for none.
+    #[serde(default, deserialize_with = "some")]
+    pub credential: Option<Option<String>>,
     /// The class.
     pub class: Option<String>,
     /// The authority kind.
@@ -119,7 +127,11 @@ pub fn run_case(engine: &Engine, case: &Case) -> Vec<String> {
     let result = WireRequest::from_json(&bytes)
         .map_err(|e| e.to_string())
         .and_then(|w| w.into_facts().map_err(|e| BadRequest::from(e).to_string()))
-        .and_then(|facts| {
+        .and_then(|mut facts| {
+            if let Some(s) = &case.peer_spiffe_id {
+                facts.peer_spiffe_id =
+                    Some(remit_core::SpiffeId::parse(s).map_err(|e| e.to_string())?);
+            }
             engine
                 .decide(&facts, "case".into(), now)
                 .map_err(|e| e.to_string())
@@ -154,6 +166,12 @@ pub fn run_case(engine: &Engine, case: &Case) -> Vec<String> {
         "identity",
         e.identity.clone(),
         decided.identity.as_ref().map(ToString::to_string),
+    );
+    check(
+        &mut failures,
+        "credential",
+        e.credential.clone(),
+        decided.credential_id.as_ref().map(ToString::to_string),
     );
     check(
         &mut failures,

@@ -37,6 +37,9 @@ pub const ORIGINS_POLICY: &str = "remit.origins";
 /// The pseudo-policy id reported when a read-only identity, purpose or obligation refuses
 /// a write.
 pub const READ_ONLY_POLICY: &str = "remit.read-only";
+/// The pseudo-policy id reported when a bearer credential names one identity and the peer's
+/// verified SPIFFE ID another: a credential used from another workload does not pass.
+pub const PEER_IDENTITY_POLICY: &str = "remit.peer-identity";
 
 /// Why a request was refused before any decision (an HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -243,8 +246,11 @@ impl Engine {
         let registry = &self.config.registry;
         let mut unknown: Option<CredentialId> = None;
         let mut token_facts = None;
-        let (authn, note) = match facts.credential.as_ref() {
-            Some(t)
+        let (authn, mut note) = match (facts.credential.as_ref(), facts.peer_spiffe_id.as_ref()) {
+            // No bearer credential: a peer a front door verified (mTLS) is the identity
+            // holding its SPIFFE ID; an unregistered one is unclassified.
+            (None, Some(peer)) => self.authn.authenticate_peer(registry, peer, now),
+            (Some(t), _)
                 if self.tokens.is_enabled()
                     && remit_token::jwt::looks_like_jwt(t.expose_secret()) =>
             {
@@ -259,8 +265,30 @@ impl Engine {
                 token_facts = tf;
                 (a, note)
             }
-            c => self.authn.authenticate(registry, c, now, &mut unknown),
+            (c, _) => self.authn.authenticate(registry, c, now, &mut unknown),
         };
+        // A bearer credential and a verified peer naming different identities: refused, so a
+        // credential taken from one workload does not pass from another.
+        let mut authn = authn;
+        let mut peer_conflict = false;
+        if let (Some(peer), Some(_), Authn::Identity { identity, .. }) =
+            (&facts.peer_spiffe_id, &facts.credential, authn.authn)
+            && let remit_token::PeerIdentity::Registered {
+                identity: holder, ..
+            } = self.authn.peer_identity(peer)
+            && *holder != identity.id
+        {
+            peer_conflict = true;
+            note = Some(format!(
+                "the bearer credential is identity `{}`'s but the peer's SPIFFE ID `{peer}` is identity `{holder}`'s",
+                identity.id
+            ));
+            authn = remit_token::AuthnResult {
+                authn: Authn::Refused,
+                credential: authn.credential,
+            };
+            token_facts = None;
+        }
         let scope =
             self.config
                 .routes
@@ -324,6 +352,10 @@ impl Engine {
         {
             reasons.push(format!("identity `{id}` is quarantined: {why}"));
             decision.policies.push(secrets::QUARANTINE_POLICY.into());
+            return Ok(decided(decision, reasons, scope, None));
+        }
+        if peer_conflict {
+            decision.policies.push(PEER_IDENTITY_POLICY.into());
             return Ok(decided(decision, reasons, scope, None));
         }
         if scope.action.is_unmapped() {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod delegation;
+mod spiffe;
 mod support;
 
 use std::path::{Path, PathBuf};

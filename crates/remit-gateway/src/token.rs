@@ -19,12 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use remit_core::decision::RECORD_VERSION;
+use remit_core::single_use::ClaimError;
 use remit_core::vocab::{Authority, AuthorityKind};
 use remit_core::{
     AuditRecord, CredentialId, Identity, IdentityId, Purpose, RecordSink, TokenRecord, Verdict,
 };
 use remit_engine::Engine;
-use remit_core::single_use::ClaimError;
 use remit_token::assertion::{AssertionError, CLIENT_ASSERTION_TYPE};
 use remit_token::grant::{self, AccessClaims, GrantError, GrantRequest};
 use remit_token::jwt::{SubjectKind, VerifiedToken};

@@ -285,3 +285,5 @@ mod budgets;
 mod client_assertion;
 #[path = "gateway/records.rs"]
 mod records;
+#[path = "gateway/spiffe.rs"]
+mod spiffe;

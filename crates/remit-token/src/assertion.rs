@@ -299,8 +299,6 @@ mod tests {
     const AUD: &str = "https://remit.example/oauth2/token";
     const NOW: i64 = 1_800_000_000;
 
-    /// A P-256 client key registered to `bot` (with `alg`, if given), and its signing key.
-
     /// Verifies `a` at `NOW` and spends its `jti` in `ledger`, as the token endpoint does.
     fn spent(
         keys: &ClientKeys,
@@ -314,6 +312,8 @@ mod tests {
         futures_util::FutureExt::now_or_never(unspent.spend(ledger, NOW))
             .expect("the in-process ledger answers at once")
     }
+
+    /// A P-256 client key registered to `bot` (with `alg`, if given), and its signing key.
     fn es256(alg: Option<&str>) -> (ClientKeys, EncodingKey) {
         let pkcs8 =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
@@ -351,8 +351,7 @@ mod tests {
         let (keys, key) = es256(Some("ES256"));
         let ledger = crate::jti::JtiLedger::default();
         let a = sign(&key, Algorithm::ES256, "j1");
-        let v = spent(&keys, &a, Some("bot"), &[AUD], 0, &ledger)
-            .unwrap();
+        let v = spent(&keys, &a, Some("bot"), &[AUD], 0, &ledger).unwrap();
         assert_eq!(
             (v.client.as_str(), v.credential.as_str(), v.alg),
             ("bot", "bot-ec", JwtAlg::Es256)
@@ -364,10 +363,7 @@ mod tests {
         // Another client's ledger entry is another key: the same `jti` from another
         // client would not collide, and a refused assertion spends nothing.
         let b = sign(&key, Algorithm::ES256, "j2");
-        assert!(
-            spent(&keys, &b, None, &["https://elsewhere.example"], 0, &ledger)
-                .is_err()
-        );
+        assert!(spent(&keys, &b, None, &["https://elsewhere.example"], 0, &ledger).is_err());
         assert!(spent(&keys, &b, None, &[AUD], 0, &ledger).is_ok());
     }
 

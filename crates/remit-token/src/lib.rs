@@ -1,5 +1,6 @@
-//! Credentials: API keys (stored only as SHA-256 hashes), JWT bearer tokens from trusted
-//! issuers (`jwt`), and the tokens remit issues (`mint`, `grant`, `scope`, `jti`).
+//! Credentials: API keys (stored only as SHA-256 hashes), peers' SPIFFE IDs verified by a
+//! front door (mTLS; `svid` reads an X.509-SVID's SPIFFE ID), JWT bearer tokens from trusted issuers (`jwt`), and the tokens remit
+//! issues (`mint`, `grant`, `scope`, `jti`).
 //!
 //! Authentication never fails open: a credential that is unknown, malformed, expired or
 //! belongs to a suspended identity yields [`Authn::Refused`], which classifies as
@@ -13,13 +14,14 @@ pub mod jti;
 pub mod jwt;
 pub mod mint;
 pub mod scope;
+pub mod svid;
 
 use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
-use remit_core::{Authn, BearerToken, CredentialId, IdentityId, Registry};
+use remit_core::{Authn, BearerToken, CredentialId, IdentityId, Registry, SpiffeId};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
@@ -117,14 +119,30 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// Maps presented API keys to identities.
+/// Maps presented API keys, and peers' verified SPIFFE IDs, to identities.
 ///
 /// Keys are bucketed by the first 8 bytes of their hash; inside a bucket the full 32-byte
 /// hashes are compared in constant time (`subtle`), so the comparison itself reveals
-/// nothing about how close a guess was.
+/// nothing about how close a guess was. A SPIFFE ID is public (it is a certificate's name,
+/// not a secret), so it is looked up directly.
 #[derive(Debug, Default)]
 pub struct Authenticator {
     buckets: HashMap<[u8; 8], Vec<Entry>>,
+    spiffe: HashMap<SpiffeId, (IdentityId, CredentialId)>,
+}
+
+/// Who a peer's SPIFFE ID names.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerIdentity<'r> {
+    /// No identity holds this SPIFFE ID: the peer is unclassified.
+    Unknown,
+    /// The identity holding it, and the `spiffe` credential's id.
+    Registered {
+        /// The identity's id.
+        identity: &'r IdentityId,
+        /// The credential's id.
+        credential: &'r CredentialId,
+    },
 }
 
 fn bucket(h: &[u8; 32]) -> [u8; 8] {
@@ -137,7 +155,14 @@ impl Authenticator {
     /// Indexes every API key in the registry.
     pub fn new(registry: &Registry) -> Self {
         let mut buckets: HashMap<[u8; 8], Vec<Entry>> = HashMap::new();
+        let mut spiffe = HashMap::new();
         for identity in registry.iter() {
+            for s in &identity.spiffe_ids {
+                // The configuration refuses a SPIFFE ID held twice; the first would win.
+                spiffe
+                    .entry(s.spiffe_id.clone())
+                    .or_insert_with(|| (identity.id.clone(), s.id.clone()));
+            }
             for c in &identity.credentials {
                 buckets.entry(bucket(&c.sha256)).or_default().push(Entry {
                     sha256: c.sha256,
@@ -146,7 +171,68 @@ impl Authenticator {
                 });
             }
         }
-        Self { buckets }
+        Self { buckets, spiffe }
+    }
+
+    /// Which identity, if any, holds `spiffe_id` as a `spiffe` credential.
+    pub fn peer_identity(&self, spiffe_id: &SpiffeId) -> PeerIdentity<'_> {
+        match self.spiffe.get(spiffe_id) {
+            None => PeerIdentity::Unknown,
+            Some((identity, credential)) => PeerIdentity::Registered {
+                identity,
+                credential,
+            },
+        }
+    }
+
+    /// Authenticates a peer by the SPIFFE ID a front door verified (mTLS), for a request
+    /// that presents no bearer credential, at `now`.
+    ///
+    /// An unregistered SPIFFE ID is [`Authn::Anonymous`] (unclassified, no credential): it
+    /// is no error and admits no one. A registered one whose identity is suspended,
+    /// quarantined or expired is [`Authn::Refused`], with the credential id and why.
+    pub fn authenticate_peer<'r>(
+        &'r self,
+        registry: &'r Registry,
+        spiffe_id: &SpiffeId,
+        now: OffsetDateTime,
+    ) -> (AuthnResult<'r>, Option<String>) {
+        let Some((id, credential)) = self.spiffe.get(spiffe_id) else {
+            return (
+                AuthnResult {
+                    authn: Authn::Anonymous,
+                    credential: None,
+                },
+                Some(format!(
+                    "the peer's SPIFFE ID `{spiffe_id}` is not registered to any identity"
+                )),
+            );
+        };
+        let refused = |why: String| {
+            (
+                AuthnResult {
+                    authn: Authn::Refused,
+                    credential: Some(credential),
+                },
+                Some(why),
+            )
+        };
+        let Some(identity) = registry.get(id) else {
+            return refused(format!("identity `{id}` is no longer registered"));
+        };
+        if let Some(why) = identity.inactive_reason(now) {
+            return refused(why);
+        }
+        (
+            AuthnResult {
+                authn: Authn::Identity {
+                    identity,
+                    credential,
+                },
+                credential: Some(credential),
+            },
+            None,
+        )
     }
 
     /// Authenticates a presented credential against `registry` at `now`.
@@ -273,6 +359,74 @@ mod tests {
             Some("rk_test"),
         );
         assert!(!ok && note.unwrap().contains("expired"));
+    }
+
+    const SVID: &str = "[[identity.credential]]\ntype = \"spiffe\"\nid = \"bot-svid\"\nspiffe_id = \"spiffe://example.org/bot\"\n";
+
+    fn peer(reg: &Registry, spiffe: &str) -> (&'static str, Option<String>, Option<String>) {
+        let auth = Authenticator::new(reg);
+        let id = SpiffeId::parse(spiffe).unwrap();
+        let (r, note) = auth.authenticate_peer(reg, &id, OffsetDateTime::now_utc());
+        let kind = match r.authn {
+            Authn::Identity { identity, .. } => {
+                assert_eq!(identity.id.as_str(), "bot");
+                "identity"
+            }
+            Authn::Anonymous => "anonymous",
+            Authn::Refused => "refused",
+        };
+        (kind, r.credential.map(ToString::to_string), note)
+    }
+
+    #[test]
+    fn a_registered_spiffe_id_authenticates_its_identity() {
+        let reg = registry(SVID);
+        let (kind, cred, note) = peer(&reg, "spiffe://example.org/bot");
+        assert_eq!(
+            (kind, cred.as_deref(), note),
+            ("identity", Some("bot-svid"), None)
+        );
+        let auth = Authenticator::new(&reg);
+        assert!(matches!(
+            auth.peer_identity(&SpiffeId::parse("spiffe://example.org/bot").unwrap()),
+            PeerIdentity::Registered { identity, credential }
+                if identity.as_str() == "bot" && credential.as_str() == "bot-svid"
+        ));
+    }
+
+    #[test]
+    fn an_unknown_spiffe_id_is_anonymous_never_an_identity() {
+        let reg = registry(SVID);
+        // Near misses: another path, a prefix, a longer path, another trust domain.
+        for other in [
+            "spiffe://example.org/bot2",
+            "spiffe://example.org/bo",
+            "spiffe://example.org/bot/x",
+            "spiffe://example.com/bot",
+            "spiffe://example.org",
+        ] {
+            let (kind, cred, note) = peer(&reg, other);
+            assert_eq!((kind, cred), ("anonymous", None), "{other}");
+            assert!(note.unwrap().contains("not registered"), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_spiffe_id_of_a_suspended_quarantined_or_expired_identity_is_refused() {
+        for (extra, says) in [
+            ("status = \"suspended\"", "suspended"),
+            ("status = \"quarantined\"", "quarantined"),
+            ("expires = \"2000-01-01T00:00:00Z\"", "expired"),
+        ] {
+            let reg = registry(&format!("{extra}\n{SVID}"));
+            let (kind, cred, note) = peer(&reg, "spiffe://example.org/bot");
+            assert_eq!(
+                (kind, cred.as_deref()),
+                ("refused", Some("bot-svid")),
+                "{extra}"
+            );
+            assert!(note.unwrap().contains(says), "{extra}");
+        }
     }
 
     #[test]

@@ -407,3 +407,40 @@ async fn a_single_use_token_is_allowed_once_across_replicas_sharing_redis() {
         d.reasons
     );
 }
+
+/// A stolen token used from another workload does not pass: the exchanged token of the
+/// support assistant (acting for alice), presented by a peer verified as the inventory
+/// job's SPIFFE ID, is denied; from the assistant's own workload it still acts for alice.
+#[test]
+fn a_token_presented_from_another_workloads_spiffe_id_is_refused() {
+    let ring = KeyRing::new(vec![SigningKey::generate().unwrap()]);
+    let e = engine_with(|t| t, &ring);
+    let token = exchanged(&e, &ring, None);
+    let from = |peer: &str| {
+        let mut f = bearer("GET", "/tickets/42", &token);
+        f.peer_spiffe_id = Some(remit_core::SpiffeId::parse(peer).unwrap());
+        f
+    };
+    let d = decide(&e, &from("spiffe://remit.example/ns/ops/sa/inventory-sync"));
+    assert_eq!(d.verdict, Verdict::Deny, "{:?}", d.reasons);
+    assert_eq!(
+        d.policies,
+        vec![remit_engine::PEER_IDENTITY_POLICY.to_owned()]
+    );
+    assert_eq!(d.identity, None);
+    assert_eq!(d.authority.kind, AuthorityKind::None);
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.contains("identity `support-assistant`'s")
+                && r.contains("`inventory-sync`'s")),
+        "{:?}",
+        d.reasons
+    );
+    let d = decide(
+        &e,
+        &from("spiffe://remit.example/ns/support/sa/support-assistant"),
+    );
+    assert_eq!(d.verdict, Verdict::Allow, "{:?}", d.reasons);
+    assert_eq!(d.authority.on_behalf_of.as_deref(), Some("alice"));
+}

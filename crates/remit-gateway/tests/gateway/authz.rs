@@ -63,7 +63,12 @@ pub(crate) async fn start_doors(edit: impl Fn(String) -> String) -> Doors {
 }
 
 /// A `CheckRequest` as Envoy sends it (headers as a map, lower-case keys).
-fn check(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
+pub(crate) fn check(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> CheckRequest {
     let mut map: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
@@ -118,11 +123,11 @@ async fn client(addr: std::net::SocketAddr) -> AuthorizationClient<tonic::transp
         .max_encoding_message_size(8 << 20)
 }
 
-async fn ask(addr: std::net::SocketAddr, req: CheckRequest) -> CheckResponse {
+pub(crate) async fn ask(addr: std::net::SocketAddr, req: CheckRequest) -> CheckResponse {
     client(addr).await.check(req).await.unwrap().into_inner()
 }
 
-fn meta(r: &CheckResponse, key: &str) -> Option<String> {
+pub(crate) fn meta(r: &CheckResponse, key: &str) -> Option<String> {
     match r
         .dynamic_metadata
         .as_ref()?
@@ -137,7 +142,7 @@ fn meta(r: &CheckResponse, key: &str) -> Option<String> {
 }
 
 /// The denied response's status, header map and JSON body.
-fn denied(r: &CheckResponse) -> (i32, HashMap<String, String>, Value) {
+pub(crate) fn denied(r: &CheckResponse) -> (i32, HashMap<String, String>, Value) {
     let Some(HttpResponse::DeniedResponse(d)) = &r.http_response else {
         panic!("expected a denied response, got {r:?}");
     };
