@@ -8,11 +8,15 @@ use sha2::{Digest, Sha256};
 fn hashes(c: &mut Criterion) {
     let mut g = c.benchmark_group("leaf_hash");
     for size in [400usize, 700, 4096] {
-        let entry: Vec<u8> = (0..size).map(|i| b"{\"a\":\"0123456789\"}"[i % 18]).collect();
+        let entry: Vec<u8> = (0..size)
+            .map(|i| b"{\"a\":\"0123456789\"}"[i % 18])
+            .collect();
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_with_input(BenchmarkId::new("remit (aws-lc-rs)", size), &entry, |b, e| {
-            b.iter(|| remit_audit::merkle::leaf_hash(std::hint::black_box(e)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("remit (aws-lc-rs)", size),
+            &entry,
+            |b, e| b.iter(|| remit_audit::merkle::leaf_hash(std::hint::black_box(e))),
+        );
         g.bench_with_input(BenchmarkId::new("sha2 crate", size), &entry, |b, e| {
             b.iter(|| {
                 let mut h = Sha256::new();

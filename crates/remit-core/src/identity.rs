@@ -99,17 +99,7 @@ impl ClientJwk {
             (Some("OKP"), Some("Ed25519")) => (&[JwtAlg::EdDsa], &["crv", "x"]),
             (Some("EC"), Some("P-256")) => (&[JwtAlg::Es256], &["crv", "x", "y"]),
             (Some("EC"), Some("P-384")) => (&[JwtAlg::Es384], &["crv", "x", "y"]),
-            (Some("RSA"), _) => (
-                &[
-                    JwtAlg::Rs256,
-                    JwtAlg::Rs384,
-                    JwtAlg::Rs512,
-                    JwtAlg::Ps256,
-                    JwtAlg::Ps384,
-                    JwtAlg::Ps512,
-                ],
-                &["n", "e"],
-            ),
+            (Some("RSA"), _) => (JwtAlg::RSA, &["n", "e"]),
             (Some("oct"), _) => {
                 return Err(
                     "is a symmetric key; client assertions are signed with a private key".into(),

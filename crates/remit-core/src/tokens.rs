@@ -46,6 +46,16 @@ pub enum JwtAlg {
 }
 
 impl JwtAlg {
+    /// The algorithms an RSA key signs with.
+    pub const RSA: &'static [Self] = &[
+        Self::Rs256,
+        Self::Rs384,
+        Self::Rs512,
+        Self::Ps256,
+        Self::Ps384,
+        Self::Ps512,
+    ];
+
     /// Every algorithm.
     pub const ALL: &'static [Self] = &[
         Self::Rs256,

@@ -293,14 +293,9 @@ impl KeySet {
                 continue;
             };
             let by_type: Vec<JwtAlg> = match &jwk.algorithm {
-                AlgorithmParameters::RSA(p) if rsa_modulus_bits(&p.n) >= 2048 => vec![
-                    JwtAlg::Rs256,
-                    JwtAlg::Rs384,
-                    JwtAlg::Rs512,
-                    JwtAlg::Ps256,
-                    JwtAlg::Ps384,
-                    JwtAlg::Ps512,
-                ],
+                AlgorithmParameters::RSA(p) if rsa_modulus_bits(&p.n) >= 2048 => {
+                    JwtAlg::RSA.to_vec()
+                }
                 AlgorithmParameters::EllipticCurve(p) => match p.curve {
                     EllipticCurve::P256 => vec![JwtAlg::Es256],
                     EllipticCurve::P384 => vec![JwtAlg::Es384],
