@@ -58,14 +58,13 @@ pub fn view(a: &Approval, decide: String) -> Value {
     v
 }
 
-fn store(st: &AdminState) -> Result<&dyn ApprovalStore, Response> {
-    st.sink.approvals().ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "this deployment keeps no approvals",
-        )
-        .into_response()
-    })
+/// The answer where the store behind the sink keeps no approvals.
+fn no_approvals() -> Response {
+    Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "this deployment keeps no approvals",
+    )
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,9 +111,8 @@ async fn list(
     if !(1..=MAX_LIST).contains(&limit) {
         return Problem::new(StatusCode::BAD_REQUEST, "`limit` is 1 to 1000").into_response();
     }
-    let store = match store(&st) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(store) = st.sink.approvals() else {
+        return no_approvals();
     };
     let filter = ApprovalFilter {
         state,
@@ -138,9 +136,8 @@ async fn show(State(st): State<AdminState>, Path(id): Path<String>) -> Response 
         Ok(id) => id,
         Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let store = match store(&st) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(store) = st.sink.approvals() else {
+        return no_approvals();
     };
     match store.get(&id).await {
         Ok(Some(a)) => axum::Json(view(&a, st.engine.decide_url(&a.id))).into_response(),
