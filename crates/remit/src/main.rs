@@ -315,6 +315,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "actions": actions,
                 },
                 "credentials": i.credentials.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+                "client_keys": i.client_keys.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+                "spiffe_ids": i.spiffe_ids.iter().map(|c| serde_json::json!({"id": c.id, "spiffe_id": c.spiffe_id.as_str()})).collect::<Vec<_>>(),
                 "rate": i.limits.rate,
                 "schedule_s": i.schedule.map(|remit_core::identity::Schedule::Every { seconds }| seconds),
                 "origins": i.origins.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -589,6 +589,20 @@ fn identity_list_and_show_read_the_registry() {
         !String::from_utf8_lossy(&o.stdout).contains("sha256"),
         "no key hashes in the output"
     );
+    // An identity's SPIFFE IDs are listed beside its credentials.
+    let o = remit(&[
+        "identity",
+        "show",
+        "support-assistant",
+        "--config",
+        &config(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["spiffe_ids"],
+        json!([{"id": "support-assistant-svid", "spiffe_id": "spiffe://remit.example/ns/support/sa/support-assistant"}])
+    );
     for (id, want) in [
         ("nobody", "no identity `nobody`"),
         ("Bad Id", "not a valid identity id"),
