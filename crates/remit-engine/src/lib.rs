@@ -101,7 +101,8 @@ pub struct Decided {
     pub mcp: Option<McpMessage>,
     /// For an allow under `redact`: the request as it may be forwarded.
     pub rewrite: Option<secrets::Rewrite>,
-    /// A single-use token's issuer, `jti` and expiry: claimed when an allow is recorded.
+    /// A single-use token's issuer, `jti` and last acceptable second (expiry plus the most
+    /// skew): claimed when an allow is recorded.
     pub single_use: Option<(String, String, i64)>,
     /// The behaviour risk score the policy saw (`context.risk`).
     pub risk: u8,
@@ -116,7 +117,7 @@ pub struct Engine {
     authn: Authenticator,
     tokens: remit_token::jwt::Verifier,
     client_keys: remit_token::assertion::ClientKeys,
-    jti: std::sync::Arc<dyn remit_core::single_use::ClaimStore>,
+    claims: std::sync::Arc<dyn remit_core::single_use::ClaimStore>,
     policy: PolicyEngine,
     rates: rate::RateCaps,
     secrets: secrets::Secrets,
@@ -167,7 +168,7 @@ impl Engine {
             authn,
             tokens,
             client_keys,
-            jti: std::sync::Arc::new(remit_token::jti::JtiLedger::default()),
+            claims: std::sync::Arc::new(remit_token::jti::JtiLedger::default()),
             policy,
             rates,
             secrets,
@@ -193,13 +194,13 @@ impl Engine {
     /// Keeps single-use claims in `store` (shared by every replica, such as Redis) instead
     /// of this process's ledger. Set before serving.
     pub fn share_claims(&mut self, store: std::sync::Arc<dyn remit_core::single_use::ClaimStore>) {
-        self.jti = store;
+        self.claims = store;
     }
 
     /// Where single-use claims are kept — the `jti`s of single-use tokens and of client
     /// assertions: this process's ledger, or the store every replica shares.
     pub fn claims(&self) -> &dyn remit_core::single_use::ClaimStore {
-        self.jti.as_ref()
+        self.claims.as_ref()
     }
 
     /// The configuration.
@@ -246,7 +247,8 @@ impl Engine {
         let registry = &self.config.registry;
         let mut unknown: Option<CredentialId> = None;
         let mut token_facts = None;
-        let (authn, mut note) = match (facts.credential.as_ref(), facts.peer_spiffe_id.as_ref()) {
+        let (mut authn, mut note) = match (facts.credential.as_ref(), facts.peer_spiffe_id.as_ref())
+        {
             // No bearer credential: a peer a front door verified (mTLS) is the identity
             // holding its SPIFFE ID; an unregistered one is unclassified.
             (None, Some(peer)) => self.authn.authenticate_peer(registry, peer, now),
@@ -269,7 +271,6 @@ impl Engine {
         };
         // A bearer credential and a verified peer naming different identities: refused, so a
         // credential taken from one workload does not pass from another.
-        let mut authn = authn;
         let mut peer_conflict = false;
         if let (Some(peer), Some(_), Authn::Identity { identity, .. }) =
             (&facts.peer_spiffe_id, &facts.credential, authn.authn)
@@ -708,7 +709,7 @@ impl Engine {
         if d.verdict == Verdict::Allow
             && let Some((issuer, jti, exp)) = &decided.single_use
             && let Err(e) = self
-                .jti
+                .claims
                 .claim(issuer, jti, *exp, now.unix_timestamp())
                 .await
         {

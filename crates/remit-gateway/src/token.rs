@@ -288,7 +288,7 @@ async fn authorization_server_metadata(State(ep): State<Arc<Endpoint>>) -> Respo
     let base = issuer.trim_end_matches('/');
     let body = serde_json::json!({
         "issuer": issuer,
-        "token_endpoint": format!("{base}/oauth2/token"),
+        "token_endpoint": token_endpoint(issuer),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported":
@@ -537,12 +537,14 @@ struct Client<'e> {
     credential: Option<CredentialId>,
 }
 
+/// The token endpoint's URL under remit's issuer.
+fn token_endpoint(issuer: &str) -> String {
+    format!("{}/oauth2/token", issuer.trim_end_matches('/'))
+}
+
 /// The audiences a client assertion may name: remit's issuer and its token endpoint.
 fn assertion_audiences(issuer: &str) -> [String; 2] {
-    [
-        issuer.to_owned(),
-        format!("{}/oauth2/token", issuer.trim_end_matches('/')),
-    ]
+    [issuer.to_owned(), token_endpoint(issuer)]
 }
 
 async fn authenticate_client<'e>(
