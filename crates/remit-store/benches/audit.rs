@@ -12,56 +12,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use remit_core::{
-    ActionName, AuditRecord, Authority, AuthorityKind, Class, Decision, DecisionRecord, IdentityId,
-    Obligation, Purpose, RecordSink, ResourceRef, ResourceType, Verdict,
-};
+use remit_core::{AuditRecord, RecordSink};
 use remit_store::{SqliteStore, StoreOptions};
 
-fn record(i: u64) -> AuditRecord {
-    AuditRecord::Decision(DecisionRecord {
-        v: remit_core::decision::RECORD_VERSION,
-        time: "2026-11-25T18:00:00.123456Z".into(),
-        replica: "replica-1".into(),
-        decision: Decision {
-            verdict: Verdict::Allow,
-            decision_id: format!("019abc00-0000-7000-8000-{i:012}"),
-            identity: Some(IdentityId::parse("support-assistant").unwrap()),
-            credential_id: Some(remit_core::CredentialId::parse("support-assistant-demo").unwrap()),
-            class: Class::Assistant,
-            authority: Authority {
-                kind: AuthorityKind::Own,
-                on_behalf_of: None,
-                actors: Vec::new(),
-            },
-            purpose: Some(Purpose::parse("case-summary").unwrap()),
-            action: ActionName::parse("tickets.read").unwrap(),
-            resource: ResourceRef {
-                rtype: ResourceType::parse("Ticket").unwrap(),
-                id: format!("{}", i % 1000),
-            },
-            sensitive: true,
-            reasons: vec!["support-assistant may read tickets for case-summary".into()],
-            policies: vec!["support.read".into()],
-            obligations: vec![Obligation::LogOutput],
-            approval: None,
-            retry_after_s: None,
-            rate_limit: None,
-            record_sets: Vec::new(),
-            scan: None,
-        },
-        method: "GET".into(),
-        path: format!("/tickets/{}", i % 1000),
-        route: Some("GET /tickets/{id}".into()),
-        mcp_method: None,
-        mcp_tool: None,
-        source_ip: Some("127.0.0.1".parse().unwrap()),
-        body_sha256: None,
-        decide_us: 11,
-        alerts: Vec::new(),
-        peer_spiffe_id: None,
-    })
-}
+mod common;
+use common::record;
 
 struct Run {
     per_s: f64,
