@@ -361,6 +361,17 @@ pub enum SinkError {
     Closed,
 }
 
+/// What became of a record given to [`RecordSink::queue`].
+#[derive(Debug)]
+pub enum Queued {
+    /// In the store's queue.
+    Queued,
+    /// Refused at once (the queue is full, the store is closed, the record is too large).
+    Failed(SinkError),
+    /// This sink queues nothing without a waiter: the record, handed back.
+    Wait(Box<AuditRecord>),
+}
+
 /// A boxed future, so the sink trait stays object-safe without an async runtime here.
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
@@ -368,6 +379,15 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 pub trait RecordSink: Send + Sync {
     /// Appends a record; resolves when it is durable.
     fn append(&self, record: AuditRecord) -> SinkFuture<'_>;
+
+    /// Queues a record that nobody waits for — an outcome, written after its response —
+    /// with no future and no answer: it becomes durable with the next group like any
+    /// other, and a failure to write it is the store's to report. A sink that cannot queue
+    /// without a waiter hands the record back (the default), and the caller awaits
+    /// [`RecordSink::append`] in a task of its own.
+    fn queue(&self, record: AuditRecord) -> Queued {
+        Queued::Wait(Box::new(record))
+    }
 
     /// Where approvals are kept, when the store behind this sink keeps them. A pipeline
     /// recording into a sink without one opens no approvals and refuses every

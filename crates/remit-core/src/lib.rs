@@ -24,7 +24,7 @@ pub use classify::{Authn, Classification};
 pub use config::{Config, ConfigError};
 pub use decision::{
     AlertNote, ApprovalRecord, ApprovalRequest, AuditRecord, Decision, DecisionRecord,
-    OutcomeRecord, RateLimitState, RecordSink, ReviewNote, SinkError, TokenRecord,
+    OutcomeRecord, Queued, RateLimitState, RecordSink, ReviewNote, SinkError, TokenRecord,
 };
 pub use identity::{Identity, Registry};
 pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};

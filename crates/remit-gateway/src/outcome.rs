@@ -26,7 +26,7 @@ use remit_core::decision::RECORD_VERSION;
 use remit_core::records::RecordSetNote;
 use remit_core::scan::location;
 use remit_core::{
-    AuditRecord, IdentityId, Obligation, OutcomeRecord, RecordSink, ReviewNote, ScanAction,
+    AuditRecord, IdentityId, Obligation, OutcomeRecord, Queued, RecordSink, ReviewNote, ScanAction,
     ScanReport,
 };
 use remit_engine::Engine;
@@ -267,17 +267,31 @@ impl Observing {
             scan: o.scan,
             record_sets: o.record_sets,
         };
-        let sink = o.sink;
-        // Outside a runtime (never in the gateway) there is nowhere to write from.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let id = record.decision_id.clone();
-                if let Err(e) = sink.append(AuditRecord::Outcome(record)).await {
-                    tracing::error!(decision_id = %id, error = %e, "an outcome record was not written");
+        let id = record.decision_id.clone();
+        match o.sink.queue(AuditRecord::Outcome(record)) {
+            Queued::Queued => {}
+            Queued::Failed(e) => lost(&id, &e),
+            // A sink that needs a waiter gets one of its own. Outside a runtime (never in
+            // the gateway) there is nowhere to wait from.
+            Queued::Wait(record) => {
+                let sink = o.sink;
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if let Err(e) = sink.append(*record).await {
+                                lost(&id, &e);
+                            }
+                        });
+                    }
+                    Err(_) => lost(&id, &remit_core::SinkError::Closed),
                 }
-            });
+            }
         }
     }
+}
+
+fn lost(decision_id: &str, e: &remit_core::SinkError) {
+    tracing::error!(decision_id, error = %e, "an outcome record was not written");
 }
 
 /// Bytes kept past the review limit so a secret across the cut is redacted whole (PEM

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use remit_audit::PublicKey;
 use remit_core::decision::{SinkError, SinkFuture};
-use remit_core::{AuditRecord, RecordSink};
+use remit_core::{AuditRecord, Queued, RecordSink};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -320,10 +320,27 @@ impl RecordSink for SqliteStore {
             self.send(Job::Record {
                 record,
                 review,
-                reply: tx,
+                reply: Some(tx),
             })?;
             rx.await.map_err(|_| SinkError::Closed)?
         })
+    }
+
+    fn queue(&self, record: AuditRecord) -> Queued {
+        if self.pool.is_closed() {
+            return Queued::Failed(SinkError::Closed);
+        }
+        let queued = prepare(record).and_then(|(record, review)| {
+            self.send(Job::Record {
+                record,
+                review,
+                reply: None,
+            })
+        });
+        match queued {
+            Ok(()) => Queued::Queued,
+            Err(e) => Queued::Failed(e),
+        }
     }
 
     fn approvals(&self) -> Option<&dyn remit_core::approval::ApprovalStore> {

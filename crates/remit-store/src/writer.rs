@@ -61,11 +61,12 @@ pub(crate) struct Review {
 /// What the writer is asked to do.
 #[derive(Debug)]
 pub(crate) enum Job {
-    /// Append a record (canonical JSON) and answer when it is durable.
+    /// Append a record (canonical JSON) and answer when it is durable; a record queued
+    /// with no one to answer (an outcome) has no reply, and a failure to write it is logged.
     Record {
         record: Vec<u8>,
         review: Option<Review>,
-        reply: oneshot::Sender<Result<(), SinkError>>,
+        reply: Option<oneshot::Sender<Result<(), SinkError>>>,
     },
     /// Sign a checkpoint now if any entry is not yet under one.
     Checkpoint(oneshot::Sender<Result<(), SinkError>>),
@@ -413,8 +414,17 @@ impl Writer {
     /// they are answered now, and the chain and the file are as they were.
     fn commit(&mut self, batch: &mut Vec<Job>, checkpoint: bool) -> Result<(), SinkError> {
         let result = self.write_batch(batch, checkpoint);
-        let replies = batch.drain(..).map(|job| match job {
-            Job::Record { reply, .. } | Job::Checkpoint(reply) | Job::Shutdown(reply) => reply,
+        let mut unanswered = 0usize;
+        let replies = batch.drain(..).filter_map(|job| match job {
+            Job::Record { reply: None, .. } => {
+                unanswered += 1;
+                None
+            }
+            Job::Record {
+                reply: Some(reply), ..
+            }
+            | Job::Checkpoint(reply)
+            | Job::Shutdown(reply) => Some(reply),
         });
         match result {
             Ok(pending) => {
@@ -438,6 +448,9 @@ impl Writer {
                 for reply in replies {
                     // The requester may have given up (timed out); nothing to do then.
                     let _ = reply.send(Err(e.clone()));
+                }
+                if unanswered > 0 {
+                    tracing::error!(records = unanswered, error = %e, "audit records queued without a waiter (outcomes) were not written");
                 }
                 Err(e)
             }
