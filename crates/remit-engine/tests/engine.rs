@@ -451,7 +451,9 @@ fn tls_files_are_checked_at_load_naming_the_line_field_and_file() {
         dir.path().join("tls/bundle.pem")
     );
     let fails = |line: usize, field: &str, says: &str| {
-        let e = load_engine(&config).err().expect("refused");
+        let Err(e) = load_engine(&config) else {
+            panic!("loaded")
+        };
         let LoadError::Config(c) = &e else {
             panic!("{e}")
         };

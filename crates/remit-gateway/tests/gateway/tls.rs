@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use remit_gateway::tls::{Reload, ServerTls, TlsLimits};
 use remit_store::SqliteStore;
@@ -82,7 +82,12 @@ impl Ca {
             .iter()
             .map(|u| SanType::URI((*u).to_owned().try_into().unwrap()))
             .collect();
-        self.leaf("workload", sans, ExtendedKeyUsagePurpose::ClientAuth, now_valid())
+        self.leaf(
+            "workload",
+            sans,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            now_valid(),
+        )
     }
 
     /// The server's certificate for `localhost`.
@@ -104,7 +109,10 @@ fn dn(name: &str) -> DistinguishedName {
 
 fn now_valid() -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
-    (now - time::Duration::hours(1), now + time::Duration::hours(1))
+    (
+        now - time::Duration::hours(1),
+        now + time::Duration::hours(1),
+    )
 }
 
 #[derive(Clone)]
@@ -334,9 +342,8 @@ async fn get(
         .to_bytes();
     Ok(Got {
         status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::String(
-            String::from_utf8_lossy(&bytes).into_owned(),
-        )),
+        body: serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())),
         alpn,
         server_leaf,
         http2,
@@ -507,7 +514,10 @@ async fn certificates_that_do_not_verify_never_complete_a_connection() {
         "workload",
         vec![SanType::URI(SUPPORT.to_owned().try_into().unwrap())],
         ExtendedKeyUsagePurpose::ClientAuth,
-        (now - time::Duration::hours(2), now - time::Duration::hours(1)),
+        (
+            now - time::Duration::hours(2),
+            now - time::Duration::hours(1),
+        ),
     );
     let e = get(
         s.addr,
@@ -640,7 +650,11 @@ async fn plain_http_to_the_tls_port_is_not_served() {
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
         .await
         .expect("the server closes the connection");
-    assert!(!got.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     assert!(s.log.lock().unwrap().is_empty());
     assert_eq!(s.store.count().await.unwrap(), 0);
 }
@@ -689,7 +703,9 @@ async fn replaced_files_are_used_by_new_connections_and_broken_ones_are_not() {
     let s = start(&w.files, None, TlsLimits::default()).await;
     let svid = w.client_ca.client(&[SUPPORT]);
     let c = client(&w.server_ca, Some(&svid), &[b"http/1.1"]);
-    let before = get(s.addr, c.clone(), "/items/1", &[PURPOSE]).await.unwrap();
+    let before = get(s.addr, c.clone(), "/items/1", &[PURPOSE])
+        .await
+        .unwrap();
     assert_eq!(before.status, 200);
     assert_eq!(s.tls.reload().unwrap(), Reload::Unchanged);
 
@@ -697,7 +713,9 @@ async fn replaced_files_are_used_by_new_connections_and_broken_ones_are_not() {
     let renewed = w.server_ca.server();
     w.files.write_server(&renewed);
     assert_eq!(s.tls.reload().unwrap(), Reload::Replaced);
-    let after = get(s.addr, c.clone(), "/items/1", &[PURPOSE]).await.unwrap();
+    let after = get(s.addr, c.clone(), "/items/1", &[PURPOSE])
+        .await
+        .unwrap();
     assert_eq!(after.server_leaf, renewed.der);
     assert_ne!(after.server_leaf, before.server_leaf);
     assert_eq!(s.tls.reload().unwrap(), Reload::Unchanged);
@@ -709,7 +727,10 @@ async fn replaced_files_are_used_by_new_connections_and_broken_ones_are_not() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let e = metrics::with_local_recorder(&recorder, || s.tls.reload()).unwrap_err();
-    assert!(e.to_string().contains("does not match the certificate"), "{e}");
+    assert!(
+        e.to_string().contains("does not match the certificate"),
+        "{e}"
+    );
     assert!(e.to_string().contains("server.key"), "{e}");
     assert!(
         handle
@@ -718,19 +739,26 @@ async fn replaced_files_are_used_by_new_connections_and_broken_ones_are_not() {
         "{}",
         handle.render()
     );
-    let still = get(s.addr, c.clone(), "/items/1", &[PURPOSE]).await.unwrap();
+    let still = get(s.addr, c.clone(), "/items/1", &[PURPOSE])
+        .await
+        .unwrap();
     assert_eq!(still.server_leaf, renewed.der);
     // Garbage, and a missing file: the same.
-    w.files.write("server.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n");
+    w.files
+        .write("server.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n");
     assert!(s.tls.reload().is_err());
     std::fs::remove_file(w.files.path("server.key")).unwrap();
     assert!(s.tls.reload().is_err());
-    let still = get(s.addr, c.clone(), "/items/1", &[PURPOSE]).await.unwrap();
+    let still = get(s.addr, c.clone(), "/items/1", &[PURPOSE])
+        .await
+        .unwrap();
     assert_eq!(still.server_leaf, renewed.der);
     // The rest of the rotation lands.
     w.files.write("server.key", &next.key_pem);
     assert_eq!(s.tls.reload().unwrap(), Reload::Replaced);
-    let got = get(s.addr, c.clone(), "/items/1", &[PURPOSE]).await.unwrap();
+    let got = get(s.addr, c.clone(), "/items/1", &[PURPOSE])
+        .await
+        .unwrap();
     assert_eq!(got.server_leaf, next.der);
 
     // A new trust bundle: SVIDs of the old trust domain CA no longer connect, the new
@@ -751,7 +779,12 @@ async fn replaced_files_are_used_by_new_connections_and_broken_ones_are_not() {
     .unwrap();
     assert_eq!(got.status, 200, "{got:?}");
     assert_eq!(
-        s.log.lock().unwrap().last().unwrap().header("remit-identity"),
+        s.log
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .header("remit-identity"),
         Some("support")
     );
 }
@@ -769,11 +802,16 @@ async fn the_listener_checks_its_files_on_its_own() {
     w.files.write_server(&renewed);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = get(s.addr, c.clone(), "/items/1", &[PURPOSE]).await.unwrap();
+        let got = get(s.addr, c.clone(), "/items/1", &[PURPOSE])
+            .await
+            .unwrap();
         if got.server_leaf == renewed.der {
             break;
         }
-        assert!(Instant::now() < deadline, "the renewed certificate was never used");
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never used"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
