@@ -28,10 +28,12 @@ use crate::vocab::{Kind, Rate, Status};
 mod alerts;
 mod records;
 mod store;
+mod tls;
 mod tokens;
 
 pub use alerts::{AlertSettings, AnomalySettings, MAX_WEBHOOK_URL, WebhookFormat, WebhookUrl};
 pub use store::{MAX_REDIS_PREFIX, MAX_REDIS_URL, RedisSettings, StoreSettings};
+pub use tls::{ClientAuth, ClientCa, NamedFile, TlsSettings};
 
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
@@ -41,7 +43,7 @@ pub const MAX_IDENTITIES: usize = 100_000;
 pub const MAX_ROUTES: usize = 10_000;
 /// Most purposes, boundary entries, credentials or origins on one identity.
 pub const MAX_PER_IDENTITY: usize = 256;
-/// Longest file path a configuration names (a client's `jwk_file`).
+/// Longest file path a configuration names (a client's `jwk_file`, a TLS file).
 pub const MAX_PATH_LEN: usize = 1024;
 /// Default limit on a `/v1/decide` body.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
@@ -109,6 +111,8 @@ pub struct GatewaySettings {
     /// The proxies the authorization listeners answer: only they may state a request's
     /// original method, URI and client address. Everyone else is refused.
     pub trusted_proxies: Vec<IpNet>,
+    /// TLS on the proxy listener (and mutual TLS with `client_ca_file`); plain HTTP without.
+    pub tls: Option<TlsSettings>,
 }
 
 /// How the audit log is kept.
@@ -327,6 +331,10 @@ struct RawGateway {
     authz_listen: Option<Spanned<String>>,
     #[serde(default)]
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    tls_cert_file: Option<Spanned<String>>,
+    tls_key_file: Option<Spanned<String>>,
+    client_ca_file: Option<Spanned<String>>,
+    client_auth: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -767,7 +775,20 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         grpc_listen: None,
         authz_listen: None,
         trusted_proxies: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+        client_ca_file: None,
+        client_auth: None,
     });
+    let tls = tls::parse_tls(
+        cx,
+        tls::RawTls {
+            cert_file: raw.tls_cert_file,
+            key_file: raw.tls_key_file,
+            client_ca_file: raw.client_ca_file,
+            client_auth: raw.client_auth,
+        },
+    )?;
     let addr = |v: Option<Spanned<String>>, field: &str, default: u16| match v {
         None => Ok(SocketAddr::from(([127, 0, 0, 1], default))),
         Some(s) => s.get_ref().parse().map_err(|_| {
@@ -818,6 +839,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         }
     };
     let public_url = match &raw.public_url {
+        None if tls.is_some() => format!("https://{proxy_listen}"),
         None => format!("http://{proxy_listen}"),
         Some(s) => web_origin(s, "gateway.public_url")?,
     };
@@ -916,6 +938,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         grpc_listen,
         authz_listen,
         trusted_proxies,
+        tls,
     })
 }
 
@@ -2174,6 +2197,131 @@ trusted_proxies = ["127.0.0.1", "10.1.2.3/8", "::1/128"]"#)
         assert!(e.message.contains("more than"), "{e}");
         let e = gw("grpc_port = 1").unwrap_err();
         assert!(e.message.contains("unknown field `grpc_port`"), "{e}");
+    }
+
+    #[test]
+    fn proxy_tls_is_both_files_or_neither_and_client_certificates_only_with_it() {
+        let gw = |g: &str| Config::parse(&format!("[gateway]\n{g}\n{BASE}"), "remit.toml");
+        let c = gw("").unwrap();
+        assert_eq!(c.gateway.tls, None);
+        assert!(c.gateway.public_url.starts_with("http://"));
+        let c = gw("tls_cert_file = \"tls/server.pem\"\ntls_key_file = \"/etc/remit/key.pem\"")
+            .unwrap();
+        let tls = c.gateway.tls.unwrap();
+        assert_eq!(tls.cert_file.path, PathBuf::from("tls/server.pem"));
+        assert_eq!(tls.key_file.path, PathBuf::from("/etc/remit/key.pem"));
+        assert_eq!(tls.client_ca, None);
+        let at = &tls.key_file.at;
+        assert_eq!(
+            (at.file.as_str(), at.line, at.field.as_str()),
+            ("remit.toml", 3, "gateway.tls_key_file")
+        );
+        let e = tls.cert_file.error("no certificate in the file");
+        assert_eq!(
+            e.to_string(),
+            "remit.toml:2:17: field `gateway.tls_cert_file`: `tls/server.pem`: no certificate in the file"
+        );
+        // With TLS the default public URL is https.
+        assert_eq!(c.gateway.public_url, "https://127.0.0.1:8440");
+        let both = "tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n";
+        let c = gw(&format!("{both}client_ca_file = \"bundle.pem\"")).unwrap();
+        let ca = c.gateway.tls.unwrap().client_ca.unwrap();
+        assert_eq!(
+            (ca.file.path.to_str().unwrap(), ca.auth),
+            ("bundle.pem", ClientAuth::Optional)
+        );
+        let c = gw(&format!(
+            "{both}client_ca_file = \"bundle.pem\"\nclient_auth = \"required\""
+        ))
+        .unwrap();
+        assert_eq!(
+            c.gateway.tls.unwrap().client_ca.unwrap().auth,
+            ClientAuth::Required
+        );
+        for (bad, field, line, says) in [
+            (
+                "tls_cert_file = \"c.pem\"",
+                "gateway.tls_cert_file",
+                2,
+                "without `tls_key_file`",
+            ),
+            (
+                "tls_key_file = \"k.pem\"",
+                "gateway.tls_key_file",
+                2,
+                "without `tls_cert_file`",
+            ),
+            (
+                "client_ca_file = \"bundle.pem\"",
+                "gateway.client_ca_file",
+                2,
+                "need TLS",
+            ),
+            (
+                "tls_key_file = \"k.pem\"\nclient_ca_file = \"bundle.pem\"",
+                "gateway.tls_key_file",
+                2,
+                "without `tls_cert_file`",
+            ),
+            (
+                "client_auth = \"required\"",
+                "gateway.client_auth",
+                2,
+                "without `client_ca_file`",
+            ),
+            (
+                &format!("{both}client_auth = \"required\""),
+                "gateway.client_auth",
+                4,
+                "without `client_ca_file`",
+            ),
+            (
+                &format!("{both}client_ca_file = \"b.pem\"\nclient_auth = \"Required\""),
+                "gateway.client_auth",
+                5,
+                "not `optional` or `required`",
+            ),
+            (
+                &format!("{both}client_ca_file = \"b.pem\"\nclient_auth = \"\""),
+                "gateway.client_auth",
+                5,
+                "not `optional` or `required`",
+            ),
+            (
+                "tls_cert_file = \"\"\ntls_key_file = \"k.pem\"",
+                "gateway.tls_cert_file",
+                2,
+                "not a file path",
+            ),
+            (
+                &format!(
+                    "tls_cert_file = \"c.pem\"\ntls_key_file = \"{}\"",
+                    "k".repeat(MAX_PATH_LEN + 1)
+                ),
+                "gateway.tls_key_file",
+                3,
+                "not a file path",
+            ),
+            (
+                &format!("{both}client_ca_file = \"a\\u0000b\""),
+                "gateway.client_ca_file",
+                4,
+                "not a file path",
+            ),
+        ] {
+            let e = gw(bad).unwrap_err();
+            assert_eq!((e.field.as_str(), e.line), (field, line), "{bad}: {e}");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+        for hostile in [
+            "tls_cert_file = 1\ntls_key_file = \"k.pem\"",
+            "tls_cert_file = [\"c.pem\"]\ntls_key_file = \"k.pem\"",
+            "tls_cert_file = \"c.pem\"\ntls_cert_file = \"d.pem\"\ntls_key_file = \"k.pem\"",
+            "tls_cert = \"c.pem\"",
+            "client_auth = true",
+        ] {
+            assert!(gw(hostile).is_err(), "{hostile}");
+        }
     }
 
     #[test]

@@ -110,7 +110,8 @@ pub fn read_rules(config_path: &Path, config: &Config) -> Result<remit_scan::Rul
 /// Loads the whole pipeline from a configuration file, its policy directory and its
 /// secret-scanning rules.
 pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
-    let config = read_config(config_path)?;
+    let mut config = read_config(config_path)?;
+    check_tls_files(config_path, &mut config)?;
     let policies = read_policies(&policy_dir(config_path, &config))?;
     let key_files = key_files(config_path, &config);
     for issuer in &config.tokens.issuers {
@@ -249,4 +250,52 @@ fn key_files(
             _ => None,
         })
         .collect()
+}
+
+/// Makes the proxy listener's TLS files (`tls_cert_file`, `tls_key_file`,
+/// `client_ca_file`) paths to open, relative to the configuration's directory, and checks
+/// that they are what they claim: PEM, a chain with exactly one private key that matches
+/// it, trust anchors that parse. An error names the configuration file, the line and field
+/// that name the file, and the file. The gateway reads them again when it serves and
+/// whenever they change.
+pub fn check_tls_files(config_path: &Path, config: &mut Config) -> Result<(), LoadError> {
+    let Some(tls) = config.gateway.tls.as_mut() else {
+        return Ok(());
+    };
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    for f in std::iter::once(&mut tls.cert_file)
+        .chain(std::iter::once(&mut tls.key_file))
+        .chain(tls.client_ca.as_mut().map(|c| &mut c.file))
+    {
+        f.path = base.join(&f.path);
+    }
+    let read = |f: &remit_core::config::NamedFile| -> Result<Vec<u8>, LoadError> {
+        read_bytes_limited(&f.path, remit_token::tls::MAX_TLS_FILE_BYTES)
+            .map_err(|m| LoadError::Config(f.error(m)))
+    };
+    let (cert, key) = (read(&tls.cert_file)?, read(&tls.key_file)?);
+    remit_token::tls::ServerCertificate::from_pem(&cert, &key).map_err(|(which, e)| {
+        let f = match which {
+            remit_token::tls::TlsFile::Key => &tls.key_file,
+            _ => &tls.cert_file,
+        };
+        LoadError::Config(f.error(e))
+    })?;
+    if let Some(ca) = &tls.client_ca {
+        remit_token::tls::trust_anchors(&read(&ca.file)?)
+            .map_err(|e| LoadError::Config(ca.file.error(e)))?;
+    }
+    Ok(())
+}
+
+/// Reads a regular file of at most `limit` bytes.
+fn read_bytes_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > limit as u64 {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
 }

@@ -410,6 +410,74 @@ fn a_gitleaks_rule_file_replaces_the_built_in_rules_and_bad_rules_are_named() {
     );
 }
 
+/// The proxy listener's TLS files are read and checked at load, relative to the
+/// configuration's directory: a missing, malformed or mismatched file stops the start naming
+/// the configuration's line and field and the file.
+#[test]
+fn tls_files_are_checked_at_load_naming_the_line_field_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(
+        quickstart().join("policies/quickstart.cedar"),
+        policies.join("quickstart.cedar"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(quickstart().join("remit.toml")).unwrap();
+    let text = text.replacen(
+        "[gateway]\n",
+        "[gateway]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"tls/key.pem\"\nclient_ca_file = \"tls/bundle.pem\"\n",
+        1,
+    );
+    std::fs::write(dir.path().join("remit.toml"), text).unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let new_key = || rcgen::KeyPair::generate().unwrap();
+    let key = new_key();
+    let cert = rcgen::CertificateParams::new(vec!["remit.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let write = |name: &str, text: &str| std::fs::write(tls.join(name), text).unwrap();
+    write("cert.pem", &cert.pem());
+    write("key.pem", &key.serialize_pem());
+    write("bundle.pem", &cert.pem());
+    let config = dir.path().join("remit.toml");
+    let engine = load_engine(&config).unwrap();
+    let loaded = engine.config().gateway.tls.as_ref().unwrap();
+    assert_eq!(loaded.cert_file.path, dir.path().join("tls/cert.pem"));
+    assert_eq!(
+        loaded.client_ca.as_ref().unwrap().file.path,
+        dir.path().join("tls/bundle.pem")
+    );
+    let fails = |line: usize, field: &str, says: &str| {
+        let Err(e) = load_engine(&config) else {
+            panic!("loaded")
+        };
+        let LoadError::Config(c) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!((c.line, c.field.as_str()), (line, field), "{e}");
+        assert!(c.message.contains(says), "{e}");
+        assert!(c.file.ends_with("remit.toml"), "{e}");
+    };
+    write("key.pem", &new_key().serialize_pem());
+    fails(7, "gateway.tls_key_file", "does not match the certificate");
+    write("key.pem", "not a key\n");
+    fails(7, "gateway.tls_key_file", "no PEM private key");
+    write("key.pem", &key.serialize_pem());
+    write("cert.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
+    fails(6, "gateway.tls_cert_file", "not valid PEM");
+    std::fs::remove_file(tls.join("cert.pem")).unwrap();
+    fails(6, "gateway.tls_cert_file", "cert.pem");
+    write("cert.pem", &cert.pem());
+    write("bundle.pem", "");
+    fails(8, "gateway.client_ca_file", "no PEM certificate");
+    std::fs::remove_file(tls.join("bundle.pem")).unwrap();
+    std::fs::create_dir(tls.join("bundle.pem")).unwrap();
+    fails(8, "gateway.client_ca_file", "not a regular file");
+}
+
 /// Read-only holds whatever the policy says: for an identity marked `read_only`, for a
 /// purpose in its `read_only_purposes`, and under a permit's `read_only` obligation; a
 /// write is an unsafe HTTP method or a destructive MCP tool.

@@ -2,7 +2,8 @@
 //! with the decision API (`POST /v1/decide`) and `GET /healthz`, the reverse proxy
 //! ([`proxy`]), Envoy ext_authz over gRPC ([`ext_authz`]) and the HTTP authorization
 //! endpoint for Envoy's HTTP ext_authz and nginx `auth_request` ([`authz_http`]), and the
-//! token endpoint with remit's key set ([`token`]).
+//! token endpoint with remit's key set ([`token`]). The proxy listener serves plain HTTP, or
+//! TLS and mutual TLS with X.509-SVIDs ([`tls`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod outcome;
 pub mod problem;
 pub mod proxy;
 mod records;
+pub mod tls;
 pub mod token;
 pub mod watch;
 pub mod webhook;

@@ -42,6 +42,18 @@ fn describe() {
         "remit_audit_batch_records",
         "records per group-commit transaction"
     );
+    metrics::describe_counter!(
+        "remit_tls_reloads_total",
+        "times the proxy listener's changed TLS files were loaded for new connections"
+    );
+    metrics::describe_counter!(
+        "remit_tls_reload_failures_total",
+        "reloads of the proxy listener's TLS files that failed (the files loaded before stay)"
+    );
+    metrics::describe_counter!(
+        "remit_tls_handshake_failures_total",
+        "TLS handshakes on the proxy listener that failed, by reason (error, timeout)"
+    );
 }
 
 /// The handler.

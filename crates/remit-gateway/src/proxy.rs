@@ -315,6 +315,8 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut facts = facts;
+    // The SPIFFE ID of the client's X.509-SVID, when the TLS listener verified one.
+    facts.peer_spiffe_id = crate::tls::peer_spiffe_id(&parts.extensions);
     let (mut finished, mut session_refused) =
         match decide(&st, &parts.headers, &facts, is_mcp, session.as_deref()).await {
             Ok(d) => d,

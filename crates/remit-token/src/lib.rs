@@ -1,5 +1,6 @@
 //! Credentials: API keys (stored only as SHA-256 hashes), peers' SPIFFE IDs verified by a
-//! front door (mTLS; `svid` reads an X.509-SVID's SPIFFE ID), JWT bearer tokens from trusted issuers (`jwt`), and the tokens remit
+//! front door (mTLS; `svid` reads an X.509-SVID's SPIFFE ID, `tls` a TLS listener's PEM
+//! files), JWT bearer tokens from trusted issuers (`jwt`), and the tokens remit
 //! issues (`mint`, `grant`, `scope`, `jti`).
 //!
 //! Authentication never fails open: a credential that is unknown, malformed, expired or
@@ -15,6 +16,7 @@ pub mod jwt;
 pub mod mint;
 pub mod scope;
 pub mod svid;
+pub mod tls;
 
 use std::collections::HashMap;
 

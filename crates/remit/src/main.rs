@@ -406,6 +406,13 @@ pub(crate) async fn serve(
                 .with_context(|| format!("binding the authorization listener on {a}"))?,
         ),
     };
+    let proxy_tls = match &settings.tls {
+        Some(tls) => Some(Arc::new(
+            remit_gateway::tls::ServerTls::load(tls)
+                .context("loading the proxy listener's TLS files")?,
+        )),
+        None => None,
+    };
     let (admin_addr, proxy_addr) = (admin.local_addr()?, proxy.local_addr()?);
     let shown = |l: &Option<tokio::net::TcpListener>| {
         l.as_ref()
@@ -441,7 +448,12 @@ pub(crate) async fn serve(
         sink,
         watch: Some(watch.clone()),
     };
-    tracing::info!(admin = %admin_addr, proxy = %proxy_addr, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), "remit is serving");
+    let proxy_scheme = match &settings.tls {
+        None => "http",
+        Some(t) if t.client_ca.is_some() => "https (mutual TLS)",
+        Some(_) => "https",
+    };
+    tracing::info!(admin = %admin_addr, proxy = %proxy_addr, proxy_scheme, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), "remit is serving");
     if let Some(tx) = ready {
         let _ = tx.send((admin_addr, proxy_addr));
     }
@@ -490,6 +502,23 @@ pub(crate) async fn serve(
     let admin_task =
         remit_gateway::serve_admin(admin, admin_state, async move { a.cancelled().await });
     let proxy_task = async move {
+        // With `tls_cert_file`, the proxy listener speaks TLS (and mutual TLS with
+        // `client_ca_file`), reloading its files when they change.
+        if let Some(tls) = proxy_tls {
+            let sink = proxy_state.sink();
+            let mut app = remit_gateway::proxy::proxy_router(proxy_state);
+            if let Some(t) = tokens {
+                app = app.merge(remit_gateway::token::token_router(t, sink));
+            }
+            return remit_gateway::tls::serve(
+                proxy,
+                app,
+                tls,
+                remit_gateway::tls::TlsLimits::default(),
+                async move { p.cancelled().await },
+            )
+            .await;
+        }
         match tokens {
             Some(t) => {
                 remit_gateway::token::serve_proxy_with_tokens(proxy, proxy_state, t, async move {

@@ -612,3 +612,5 @@ fn identity_list_and_show_read_the_registry() {
         assert!(text(&o).contains(want), "{}", text(&o));
     }
 }
+#[path = "cli/tls.rs"]
+mod tls;
