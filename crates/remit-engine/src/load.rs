@@ -1,4 +1,5 @@
-//! Loading a configuration and its policy directory from disk (start-up only).
+//! Loading a configuration and its policy directory from disk (start-up only): also the
+//! key sets of issuers and the SPIFFE bundles of trust domains that are files.
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,7 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
     let config = read_config(config_path)?;
     let policies = read_policies(&policy_dir(config_path, &config))?;
     let key_files = key_files(config_path, &config);
+    let config_bundles = bundle_files(config_path, &config);
     for issuer in &config.tokens.issuers {
         if let remit_core::tokens::KeySource::Inline(text) = &issuer.keys {
             remit_token::jwt::KeySet::from_jwks(text.as_bytes(), &issuer.algorithms).map_err(
@@ -150,6 +152,17 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
                 at.message = format!("the key in `{}`: {e}", at.message);
                 LoadError::Config(at)
             })?;
+    }
+    for td in &config_bundles {
+        let text = read_limited(&td.1, remit_token::jwt::MAX_BUNDLE_BYTES)?;
+        let bundle =
+            remit_token::jwt::KeySet::from_spiffe_bundle(text.as_bytes(), &td.2).map_err(|e| {
+                LoadError::Io {
+                    path: td.1.display().to_string(),
+                    message: format!("trust domain `{}`: {e}", td.0),
+                }
+            })?;
+        engine.tokens().set_bundle(&td.0, bundle.keys);
     }
     for (issuer, path, algs) in key_files {
         let text = read_limited(&path, remit_token::jwt::MAX_JWKS_BYTES)?;
@@ -247,6 +260,28 @@ fn key_files(
                 Some((i.id.clone(), base.join(f), i.algorithms.clone()))
             }
             _ => None,
+        })
+        .collect()
+}
+
+/// The trust domains whose SPIFFE bundles are files, with each file's path (relative to the
+/// configuration's directory) and the trust domain's algorithms.
+fn bundle_files(
+    config_path: &Path,
+    config: &Config,
+) -> Vec<(String, PathBuf, Vec<remit_core::tokens::JwtAlg>)> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    config
+        .tokens
+        .trust_domains
+        .iter()
+        .filter_map(|t| match &t.bundle {
+            remit_core::tokens::BundleSource::File(f) => Some((
+                t.name.as_str().to_owned(),
+                base.join(f),
+                t.algorithms.clone(),
+            )),
+            remit_core::tokens::BundleSource::Url(_) => None,
         })
         .collect()
 }
