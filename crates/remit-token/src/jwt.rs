@@ -233,9 +233,12 @@ struct KeyEntry {
 /// Why a JWKS document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeySetError {
-    /// Over [`MAX_JWKS_BYTES`].
-    #[error("the key set is larger than {MAX_JWKS_BYTES} bytes")]
-    TooLarge,
+    /// Over [`MAX_JWKS_BYTES`] (a SPIFFE bundle: [`MAX_BUNDLE_BYTES`]).
+    #[error("the key set is larger than {0} bytes")]
+    TooLarge(usize),
+    /// A SPIFFE bundle listing more than [`MAX_BUNDLE_ENTRIES`] keys of any use.
+    #[error("the bundle lists more than {MAX_BUNDLE_ENTRIES} keys")]
+    TooManyEntries,
     /// Not a JWKS document.
     #[error("the key set is not a JWKS document: {0}")]
     Malformed(String),
@@ -295,7 +298,7 @@ pub struct Bundle {
 
 fn document(bytes: &[u8], limit: usize) -> Result<Map<String, Value>, KeySetError> {
     if bytes.len() > limit {
-        return Err(KeySetError::TooLarge);
+        return Err(KeySetError::TooLarge(limit));
     }
     let UniqueObject(doc, dup) =
         serde_json::from_slice(bytes).map_err(|e| KeySetError::Malformed(e.to_string()))?;
@@ -308,13 +311,17 @@ fn document(bytes: &[u8], limit: usize) -> Result<Map<String, Value>, KeySetErro
     Ok(doc)
 }
 
-fn keys_array(doc: &Map<String, Value>, limit: usize) -> Result<&Vec<Value>, KeySetError> {
+fn keys_array(
+    doc: &Map<String, Value>,
+    limit: usize,
+    over: KeySetError,
+) -> Result<&Vec<Value>, KeySetError> {
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
         .ok_or_else(|| KeySetError::Malformed("no `keys` array".into()))?;
     if keys.len() > limit {
-        return Err(KeySetError::TooManyKeys);
+        return Err(over);
     }
     Ok(keys)
 }
@@ -324,7 +331,11 @@ impl KeySet {
     /// (encryption keys, symmetric keys, unknown curves, RSA under 2048 bits).
     pub fn from_jwks(bytes: &[u8], allowed: &[JwtAlg]) -> Result<Self, KeySetError> {
         let doc = document(bytes, MAX_JWKS_BYTES)?;
-        Self::from_keys(keys_array(&doc, MAX_KEYS_PER_SET)?, allowed, KeyUse::Signature)
+        Self::from_keys(
+            keys_array(&doc, MAX_KEYS_PER_SET, KeySetError::TooManyKeys)?,
+            allowed,
+            KeyUse::Signature,
+        )
     }
 
     /// Parses a SPIFFE bundle (a JWKS whose keys say which SVIDs they vouch for), keeping
@@ -344,7 +355,7 @@ impl KeySet {
         let sequence = number("spiffe_sequence")?;
         let refresh_hint_s = number("spiffe_refresh_hint")?;
         let keys = Self::from_keys(
-            keys_array(&doc, MAX_BUNDLE_ENTRIES)?,
+            keys_array(&doc, MAX_BUNDLE_ENTRIES, KeySetError::TooManyEntries)?,
             allowed,
             KeyUse::JwtSvid,
         )?;
