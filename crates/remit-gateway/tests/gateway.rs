@@ -287,3 +287,5 @@ mod client_assertion;
 mod records;
 #[path = "gateway/spiffe.rs"]
 mod spiffe;
+#[path = "gateway/jwt_svid.rs"]
+mod jwt_svid;
