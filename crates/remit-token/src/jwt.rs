@@ -11,6 +11,14 @@
 //! non-canonical base64. After the signature: `iss`, `aud` and `exp` required and typed
 //! (integers, not strings), `nbf` and `iat` typed when present, a bounded clock skew, and
 //! the audience this resource.
+//!
+//! JWT-SVIDs (the SPIFFE JWT-SVID standard) take the same path with one difference: who
+//! vouches for them. A token whose `iss` is remit's or a configured issuer's is that
+//! issuer's, whatever its `sub`; only a token whose `iss` is absent or no issuer's, and
+//! whose `sub` is a SPIFFE ID in a configured trust domain, is a JWT-SVID, checked with that
+//! trust domain's bundle ([`Verifier::set_bundle`], [`KeySet::from_spiffe_bundle`]), with
+//! `typ` `JWT` or `JOSE` when present. Everything else — header allow-list, `kid` (remit
+//! requires one, though the standard makes it optional), typed `exp`, `aud` — is shared.
 
 use std::collections::HashMap;
 use std::fmt;
