@@ -246,9 +246,9 @@ pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 fn trust_domain_ok(domain: &str) -> bool {
     !domain.is_empty()
         && domain.len() <= MAX_TRUST_DOMAIN_LEN
-        && domain
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'_'))
+        && domain.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'_')
+        })
 }
 
 /// A SPIFFE trust domain's name (`example.org`): lower-case letters, digits, `.`, `-` and

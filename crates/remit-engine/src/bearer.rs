@@ -10,10 +10,10 @@
 
 use remit_core::tokens::TokenSettings;
 use remit_core::{ActionName, Authn, BearerToken, CredentialId, IdentityId, Purpose, Registry};
-use remit_token::{Authenticator, AuthnResult, PeerIdentity};
 use remit_token::grant::{human_refusal, human_scope};
 use remit_token::jwt::{SubjectKind, Verifier};
 use remit_token::scope::ScopeSet;
+use remit_token::{Authenticator, AuthnResult, PeerIdentity};
 use time::OffsetDateTime;
 
 /// The pseudo-policy id when an action is outside the token's scope.
@@ -150,11 +150,7 @@ pub fn authenticate<'r>(
             }
         },
         (SubjectKind::Spiffe { .. }, Some(_)) => {
-            return refused(
-                slot,
-                cred,
-                "a JWT-SVID cannot carry an actor chain".into(),
-            );
+            return refused(slot, cred, "a JWT-SVID cannot carry an actor chain".into());
         }
         (SubjectKind::Human { issuer, groups }, Some(first)) => {
             if let Some(why) = human_refusal(settings, issuer, &v.subject) {

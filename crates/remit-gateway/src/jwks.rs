@@ -17,7 +17,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use remit_core::tokens::{BundleSource, IssuerSettings, KeySource, MAX_URL_LEN, TrustDomainSettings};
+use remit_core::tokens::{
+    BundleSource, IssuerSettings, KeySource, MAX_URL_LEN, TrustDomainSettings,
+};
 use remit_engine::Engine;
 use remit_token::jwt::{KeySet, MAX_BUNDLE_BYTES, MAX_JWKS_BYTES};
 
@@ -234,10 +236,8 @@ pub async fn refresh_bundle_once(
             refresh_after: BUNDLE_REFRESH_MAX,
         });
     };
-    let bundle = KeySet::from_spiffe_bundle(
-        &fetch(client, url, MAX_BUNDLE_BYTES).await?,
-        &td.algorithms,
-    )?;
+    let bundle =
+        KeySet::from_spiffe_bundle(&fetch(client, url, MAX_BUNDLE_BYTES).await?, &td.algorithms)?;
     if let (Some(had), Some(got)) = (installed, bundle.sequence)
         && got < had
     {

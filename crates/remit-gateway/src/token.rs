@@ -862,17 +862,18 @@ async fn issue<'e>(
                         ),
                         // A JWT-SVID: the identity holding its SPIFFE ID, recorded by the
                         // `spiffe` credential's id.
-                        SubjectKind::Spiffe { spiffe_id } => match engine.spiffe_holder(spiffe_id)
-                        {
-                            remit_token::PeerIdentity::Registered {
-                                identity,
-                                credential,
-                            } => (
-                                registry.get(identity).ok_or_else(unregistered)?,
-                                Some(credential.clone()),
-                            ),
-                            remit_token::PeerIdentity::Unknown => return Err(unregistered()),
-                        },
+                        SubjectKind::Spiffe { spiffe_id } => {
+                            match engine.spiffe_holder(spiffe_id) {
+                                remit_token::PeerIdentity::Registered {
+                                    identity,
+                                    credential,
+                                } => (
+                                    registry.get(identity).ok_or_else(unregistered)?,
+                                    Some(credential.clone()),
+                                ),
+                                remit_token::PeerIdentity::Unknown => return Err(unregistered()),
+                            }
+                        }
                         SubjectKind::Human { .. } => {
                             return Err(GrantError::InvalidGrant(
                                 "the actor token must be an identity's own token".into(),

@@ -356,9 +356,10 @@ impl KeySet {
         let doc = document(bytes, MAX_BUNDLE_BYTES)?;
         let number = |name: &str| match doc.get(name) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                KeySetError::Malformed(format!("`{name}` is not a whole number"))
-            }),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| KeySetError::Malformed(format!("`{name}` is not a whole number"))),
         };
         let sequence = number("spiffe_sequence")?;
         let refresh_hint_s = number("spiffe_refresh_hint")?;
@@ -802,20 +803,10 @@ impl Verifier {
                 o.skew_s,
                 &[JwtAlg::EdDsa, JwtAlg::Es256],
             ),
-            Vouch::Issuer(e) => (
-                &e.id,
-                &e.audience,
-                e.skew_s.min(MAX_SKEW_S),
-                &e.algorithms,
-            ),
+            Vouch::Issuer(e) => (&e.id, &e.audience, e.skew_s.min(MAX_SKEW_S), &e.algorithms),
             Vouch::TrustDomain(t, _) => {
                 td_id = t.key_set_id();
-                (
-                    &td_id,
-                    &t.audience,
-                    t.skew_s.min(MAX_SKEW_S),
-                    &t.algorithms,
-                )
+                (&td_id, &t.audience, t.skew_s.min(MAX_SKEW_S), &t.algorithms)
             }
         };
         if !allowed.contains(&alg) {
@@ -831,7 +822,9 @@ impl Verifier {
             Vouch::Issuer(_) => {
                 t.eq_ignore_ascii_case("JWT") || AT_JWT.iter().any(|a| t.eq_ignore_ascii_case(a))
             }
-            Vouch::TrustDomain(..) => t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("JOSE"),
+            Vouch::TrustDomain(..) => {
+                t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("JOSE")
+            }
         };
         match typ {
             Some(t) if !typ_ok(t) => return Err(JwtError::BadType(shown(t))),

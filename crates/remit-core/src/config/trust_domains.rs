@@ -65,7 +65,13 @@ pub(super) fn parse_trust_domains(
             })?,
         };
         let algorithms = algorithms(cx, &r.algorithms, &field("algorithms"))?;
-        let skew_s = bounded(cx, r.skew_s, &field("skew_s"), skew_s, 0..=MAX_SKEW_S.into())?;
+        let skew_s = bounded(
+            cx,
+            r.skew_s,
+            &field("skew_s"),
+            skew_s,
+            0..=MAX_SKEW_S.into(),
+        )?;
         let bundle = match (&r.bundle_file, &r.bundle_url) {
             (Some(f), None) => {
                 let p = f.get_ref();
@@ -144,7 +150,10 @@ resource = "A::x"
         .unwrap();
         let t = &c.tokens.trust_domains[0];
         assert_eq!(t.bundle, BundleSource::File("b.json".into()));
-        assert_eq!((t.audience.as_str(), t.skew_s), ("spiffe://b.test/remit", 5));
+        assert_eq!(
+            (t.audience.as_str(), t.skew_s),
+            ("spiffe://b.test/remit", 5)
+        );
     }
 
     #[test]
@@ -203,7 +212,8 @@ resource = "A::x"
                 "exactly one",
             ),
             (
-                "name = \"e.org\"\nalgorithms = [\"ES256\"]\nbundle_url = \"http://e.org/b\"".into(),
+                "name = \"e.org\"\nalgorithms = [\"ES256\"]\nbundle_url = \"http://e.org/b\""
+                    .into(),
                 "trust_domain[0].bundle_url",
                 "is not an `https://` URL",
             ),

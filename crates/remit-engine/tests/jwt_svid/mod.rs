@@ -55,9 +55,8 @@ fn bundle() -> String {
 }
 
 fn svid(sub: &str) -> String {
-    let pem =
-        std::fs::read_to_string(quickstart().join("demo-issuer/DEMO-ONLY-private-key.pem"))
-            .unwrap();
+    let pem = std::fs::read_to_string(quickstart().join("demo-issuer/DEMO-ONLY-private-key.pem"))
+        .unwrap();
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(b64)

@@ -124,8 +124,13 @@ impl Remit {
     }
 
     async fn refresh(&self, installed: Option<u64>) -> Result<jwks::BundleRefreshed, RefreshError> {
-        jwks::refresh_bundle_once(&self.engine, &jwks::client(), &self.trust_domain(), installed)
-            .await
+        jwks::refresh_bundle_once(
+            &self.engine,
+            &jwks::client(),
+            &self.trust_domain(),
+            installed,
+        )
+        .await
     }
 
     async fn read_ticket(&self, bearer: &str) -> (u16, Value) {
@@ -138,7 +143,10 @@ impl Remit {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 }
 
@@ -239,7 +247,10 @@ async fn a_jwt_svid_reaches_the_upstream_as_its_identity_and_keys_rotate_at_refr
     // An older bundle served again (k1 back) is refused, and the installed one kept.
     *ep.body.lock().unwrap() = bundle(2, &[&k2, &k1]);
     let e = r.refresh(Some(3)).await.unwrap_err();
-    assert!(matches!(e, RefreshError::Rollback { had: 3, got: 2, .. }), "{e}");
+    assert!(
+        matches!(e, RefreshError::Rollback { had: 3, got: 2, .. }),
+        "{e}"
+    );
     assert_eq!(r.read_ticket(&t1).await.0, 403);
     assert_eq!(r.read_ticket(&t2).await.0, 200);
 }
@@ -254,7 +265,11 @@ async fn unregistered_chained_and_foreign_jwt_svids_are_refused() {
     for (name, token, says) in [
         (
             "a SPIFFE ID no identity holds",
-            svid(&k1, "spiffe://remit.example/ns/support/sa/nobody", json!({})),
+            svid(
+                &k1,
+                "spiffe://remit.example/ns/support/sa/nobody",
+                json!({}),
+            ),
             "is not registered to any identity",
         ),
         (
@@ -301,7 +316,10 @@ async fn unregistered_chained_and_foreign_jwt_svids_are_refused() {
         assert!(reasons(&body).contains(says), "{name}: {body}");
         assert_eq!(body["decision"], "deny", "{name}: {body}");
     }
-    assert!(r.log.lock().unwrap().is_empty(), "nothing reached the upstream");
+    assert!(
+        r.log.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -346,7 +364,11 @@ async fn a_jwt_svid_is_the_actor_token_of_an_exchange() {
     assert_eq!(seen.header("remit-on-behalf-of"), Some("alice"));
     // An unregistered SPIFFE ID, or one of another trust domain, is no actor.
     for actor in [
-        svid(&k1, "spiffe://remit.example/ns/support/sa/nobody", json!({})),
+        svid(
+            &k1,
+            "spiffe://remit.example/ns/support/sa/nobody",
+            json!({}),
+        ),
         svid(&k1, "spiffe://evil.example/x", json!({})),
     ] {
         let (status, body, _) = post_form(&r.url, form(&actor), None).await;

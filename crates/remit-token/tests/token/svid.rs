@@ -142,8 +142,20 @@ fn a_jwt_svid_verifies_as_its_spiffe_id() {
     let mut c = claims(now);
     c["aud"] = json!(AUD);
     c["iss"] = json!("https://spire.example.org");
-    ok(&w.v, &es(r#"{"alg":"ES256","kid":"svid-ec"}"#, &c, &w.jwt), now);
-    ok(&w.v, &es(r#"{"alg":"ES256","kid":"svid-ec","typ":"JOSE"}"#, &c, &w.jwt), now);
+    ok(
+        &w.v,
+        &es(r#"{"alg":"ES256","kid":"svid-ec"}"#, &c, &w.jwt),
+        now,
+    );
+    ok(
+        &w.v,
+        &es(
+            r#"{"alg":"ES256","kid":"svid-ec","typ":"JOSE"}"#,
+            &c,
+            &w.jwt,
+        ),
+        now,
+    );
     let rsa = sign_raw(
         r#"{"alg":"RS256","kid":"svid-rsa","typ":"JWT"}"#,
         &claims(now).to_string(),
@@ -357,7 +369,11 @@ fn every_hostile_jwt_svid_is_refused() {
         ),
         (
             "exp as a string",
-            es(H, &with(&|c| c["exp"] = json!((now + 300).to_string())), &w.jwt),
+            es(
+                H,
+                &with(&|c| c["exp"] = json!((now + 300).to_string())),
+                &w.jwt,
+            ),
             "`exp` claim is not a number",
         ),
         (
@@ -427,7 +443,11 @@ fn every_hostile_jwt_svid_is_refused() {
         ),
         (
             "typ at+jwt",
-            es(r#"{"alg":"ES256","kid":"svid-ec","typ":"at+jwt"}"#, &claims(now), &w.jwt),
+            es(
+                r#"{"alg":"ES256","kid":"svid-ec","typ":"at+jwt"}"#,
+                &claims(now),
+                &w.jwt,
+            ),
             "`typ` `at+jwt` is not accepted",
         ),
         (
@@ -495,7 +515,9 @@ fn a_token_is_read_one_way_only() {
         &keys().ec,
         Algorithm::ES256,
     );
-    assert!(matches!(refused(&w.v, &t, now), JwtError::UnknownKey { issuer, .. } if issuer == "spiffe://example.org"));
+    assert!(
+        matches!(refused(&w.v, &t, now), JwtError::UnknownKey { issuer, .. } if issuer == "spiffe://example.org")
+    );
 }
 
 #[test]
