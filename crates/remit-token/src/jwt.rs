@@ -537,8 +537,14 @@ pub struct Verifier {
     issuers: HashMap<String, IssuerEntry>,
     own: Option<OwnIssuer>,
     keys: RwLock<HashMap<String, Arc<KeySet>>>,
-    trust_domains: HashMap<String, TrustDomainSettings>,
+    trust_domains: HashMap<String, TrustDomainEntry>,
     bundles: RwLock<HashMap<String, Arc<KeySet>>>,
+}
+
+/// A trusted trust domain and the name its key set goes by (`spiffe://<name>`).
+struct TrustDomainEntry {
+    settings: TrustDomainSettings,
+    key_set_id: String,
 }
 
 /// Who vouches for a token, chosen once from its claims before any key is used: remit, an
@@ -546,7 +552,7 @@ pub struct Verifier {
 enum Vouch<'v> {
     Own(&'v OwnIssuer),
     Issuer(&'v IssuerSettings),
-    TrustDomain(&'v TrustDomainSettings, SpiffeId),
+    TrustDomain(&'v TrustDomainEntry, SpiffeId),
 }
 
 impl fmt::Debug for Verifier {
@@ -671,7 +677,13 @@ impl Verifier {
         let trust_domains = settings
             .trust_domains
             .iter()
-            .map(|t| (t.name.as_str().to_owned(), t.clone()))
+            .map(|t| {
+                let entry = TrustDomainEntry {
+                    settings: t.clone(),
+                    key_set_id: t.key_set_id(),
+                };
+                (t.name.as_str().to_owned(), entry)
+            })
             .collect();
         Self {
             issuers,
@@ -703,7 +715,7 @@ impl Verifier {
 
     /// Every configured trust domain.
     pub fn trust_domains(&self) -> impl Iterator<Item = &TrustDomainSettings> {
-        self.trust_domains.values()
+        self.trust_domains.values().map(|t| &t.settings)
     }
 
     fn bundle_of(&self, trust_domain: &str) -> Option<Arc<KeySet>> {
@@ -795,7 +807,6 @@ impl Verifier {
             Vouch::Issuer(e) => (None, Some(*e)),
             Vouch::TrustDomain(..) => (None, None),
         };
-        let td_id;
         let (issuer_id, audience, skew, allowed): (&str, &str, u32, &[JwtAlg]) = match &vouch {
             Vouch::Own(o) => (
                 OWN_ISSUER_ID,
@@ -804,10 +815,12 @@ impl Verifier {
                 &[JwtAlg::EdDsa, JwtAlg::Es256],
             ),
             Vouch::Issuer(e) => (&e.id, &e.audience, e.skew_s.min(MAX_SKEW_S), &e.algorithms),
-            Vouch::TrustDomain(t, _) => {
-                td_id = t.key_set_id();
-                (&td_id, &t.audience, t.skew_s.min(MAX_SKEW_S), &t.algorithms)
-            }
+            Vouch::TrustDomain(t, _) => (
+                &t.key_set_id,
+                &t.settings.audience,
+                t.settings.skew_s.min(MAX_SKEW_S),
+                &t.settings.algorithms,
+            ),
         };
         if !allowed.contains(&alg) {
             return Err(JwtError::AlgNotAllowed {
@@ -832,7 +845,7 @@ impl Verifier {
             _ => {}
         }
         let keys = match &vouch {
-            Vouch::TrustDomain(t, _) => self.bundle_of(t.name.as_str()),
+            Vouch::TrustDomain(t, _) => self.bundle_of(t.settings.name.as_str()),
             _ => self.keys_of(issuer_id),
         }
         .ok_or_else(|| JwtError::KeysUnavailable(issuer_id.to_owned()))?;
