@@ -406,3 +406,31 @@ async fn a_bundle_endpoint_is_not_followed_elsewhere_nor_read_past_its_limit() {
         assert_eq!(r.read_ticket(&svid(&k1, SUPPORT, json!({}))).await.0, 403);
     }
 }
+
+#[tokio::test]
+async fn serves_refresher_fetches_a_bundle_url_at_once() {
+    let k1 = authority("k1");
+    let ep = bundle_endpoint(bundle(1, &[&k1])).await;
+    let r = start(&format!("{}/bundle", ep.base), |t| t).await;
+    let token = svid(&k1, SUPPORT, json!({}));
+    assert_eq!(r.read_ticket(&token).await.0, 403, "nothing fetched yet");
+    // What `serve` starts: a refresher for every bundle endpoint, whose first fetch is at once.
+    let tasks = jwks::spawn_refreshers(&r.engine, jwks::REFRESH_EVERY);
+    assert_eq!(
+        tasks.len(),
+        1,
+        "the quickstart's issuers have no network keys"
+    );
+    let mut status = 0;
+    for _ in 0..50 {
+        status = r.read_ticket(&token).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the bundle was installed");
+    for t in tasks {
+        t.abort();
+    }
+}
