@@ -114,7 +114,7 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
     let config = read_config(config_path)?;
     let policies = read_policies(&policy_dir(config_path, &config))?;
     let key_files = key_files(config_path, &config);
-    let config_bundles = bundle_files(config_path, &config);
+    let bundle_files = bundle_files(config_path, &config);
     for issuer in &config.tokens.issuers {
         if let remit_core::tokens::KeySource::Inline(text) = &issuer.keys {
             remit_token::jwt::KeySet::from_jwks(text.as_bytes(), &issuer.algorithms).map_err(
@@ -153,16 +153,16 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
                 LoadError::Config(at)
             })?;
     }
-    for td in &config_bundles {
-        let text = read_limited(&td.1, remit_token::jwt::MAX_BUNDLE_BYTES)?;
+    for (trust_domain, path, algs) in bundle_files {
+        let text = read_limited(&path, remit_token::jwt::MAX_BUNDLE_BYTES)?;
         let bundle =
-            remit_token::jwt::KeySet::from_spiffe_bundle(text.as_bytes(), &td.2).map_err(|e| {
+            remit_token::jwt::KeySet::from_spiffe_bundle(text.as_bytes(), &algs).map_err(|e| {
                 LoadError::Io {
-                    path: td.1.display().to_string(),
-                    message: format!("trust domain `{}`: {e}", td.0),
+                    path: path.display().to_string(),
+                    message: format!("trust domain `{trust_domain}`: {e}"),
                 }
             })?;
-        engine.tokens().set_bundle(&td.0, bundle.keys);
+        engine.tokens().set_bundle(&trust_domain, bundle.keys);
     }
     for (issuer, path, algs) in key_files {
         let text = read_limited(&path, remit_token::jwt::MAX_JWKS_BYTES)?;
