@@ -30,6 +30,7 @@ mod records;
 mod store;
 mod tls;
 mod tokens;
+mod trust_domains;
 
 pub use alerts::{AlertSettings, AnomalySettings, MAX_WEBHOOK_URL, WebhookFormat, WebhookUrl};
 pub use store::{MAX_REDIS_PREFIX, MAX_REDIS_URL, RedisSettings, StoreSettings};
@@ -253,6 +254,8 @@ struct RawConfig {
     tokens: Option<tokens::RawTokens>,
     #[serde(default, rename = "issuer")]
     issuers: Vec<Spanned<tokens::RawIssuer>>,
+    #[serde(default, rename = "trust_domain")]
+    trust_domains: Vec<Spanned<trust_domains::RawTrustDomain>>,
     #[serde(default, rename = "record_set")]
     record_sets: Vec<Spanned<records::RawRecordSet>>,
     #[serde(default)]
@@ -509,8 +512,14 @@ impl Config {
         let record_sets = records::parse_record_sets(&cx, raw.record_sets, &routes)?;
         let budgets = parse_budgets(&cx, raw.budgets.unwrap_or_default())?;
         let store = store::parse_store(&cx, raw.store)?;
-        let tokens =
-            tokens::parse_tokens(&cx, raw.tokens, raw.issuers, &routes, &gateway.public_url)?;
+        let tokens = tokens::parse_tokens(
+            &cx,
+            raw.tokens,
+            raw.issuers,
+            raw.trust_domains,
+            &routes,
+            &gateway.public_url,
+        )?;
         Ok(Config {
             gateway,
             audit,

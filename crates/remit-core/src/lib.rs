@@ -27,7 +27,9 @@ pub use decision::{
     OutcomeRecord, Queued, RateLimitState, RecordSink, ReviewNote, SinkError, TokenRecord,
 };
 pub use identity::{Identity, Registry};
-pub use names::{ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId};
+pub use names::{
+    ActionName, CredentialId, IdentityId, Owner, Purpose, ResourceType, SpiffeId, TrustDomain,
+};
 pub use path::CanonicalPath;
 pub use request::{BearerToken, RequestError, RequestFacts, ScannedHeaders};
 pub use route::{ResourceRef, RouteTable, Scope};

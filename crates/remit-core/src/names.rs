@@ -211,11 +211,7 @@ impl SpiffeId {
             ));
         };
         let (domain, path) = rest.split_once('/').map_or((rest, ""), |(d, p)| (d, p));
-        if domain.is_empty()
-            || !domain.bytes().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'_')
-            })
-        {
+        if !trust_domain_ok(domain) {
             return Err(NameError::new(WHAT, s, "its trust domain is not valid"));
         }
         let segment_ok = |seg: &str| {
@@ -235,6 +231,56 @@ impl SpiffeId {
     /// The ID as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The trust domain's name: what comes between `spiffe://` and the path.
+    pub fn trust_domain(&self) -> &str {
+        let rest = &self.0["spiffe://".len()..];
+        rest.split_once('/').map_or(rest, |(d, _)| d)
+    }
+}
+
+/// Longest trust domain name accepted (a DNS name's limit).
+pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
+
+fn trust_domain_ok(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= MAX_TRUST_DOMAIN_LEN
+        && domain.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'_')
+        })
+}
+
+/// A SPIFFE trust domain's name (`example.org`): lower-case letters, digits, `.`, `-` and
+/// `_`, at most [`MAX_TRUST_DOMAIN_LEN`] bytes; the part of a [`SpiffeId`] that chooses
+/// whose keys vouch for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TrustDomain(String);
+
+impl TrustDomain {
+    /// Parses a trust domain name (no scheme, no path).
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if trust_domain_ok(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::new(
+                "trust domain",
+                s,
+                "a trust domain is 1 to 255 lower-case letters, digits, `.`, `-` or `_`",
+            ))
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TrustDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -268,5 +314,26 @@ mod spiffe_tests {
             assert!(SpiffeId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(SpiffeId::parse(&format!("spiffe://td/{}", "a".repeat(2048))).is_err());
+    }
+
+    #[test]
+    fn a_spiffe_ids_trust_domain_is_what_precedes_its_path() {
+        let id = SpiffeId::parse("spiffe://example.org/ns/prod").unwrap();
+        assert_eq!(id.trust_domain(), "example.org");
+        assert_eq!(SpiffeId::parse("spiffe://td").unwrap().trust_domain(), "td");
+        for ok in ["example.org", "a", "td_1-x.y"] {
+            assert_eq!(super::TrustDomain::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            "Example.org",
+            "spiffe://example.org",
+            "example.org/x",
+            "ex ample",
+            "example.org:443",
+            &"a".repeat(256),
+        ] {
+            assert!(super::TrustDomain::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

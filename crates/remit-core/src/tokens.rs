@@ -1,14 +1,18 @@
-//! Token settings as types: remit's own token service (`[tokens]`) and the external JWT
-//! issuers it trusts (`[[issuer]]`), with the limits every token reader keeps.
+//! Token settings as types: remit's own token service (`[tokens]`), the external JWT
+//! issuers it trusts (`[[issuer]]`) and the SPIFFE trust domains whose JWT-SVIDs it accepts
+//! (`[[trust_domain]]`), with the limits every token reader keeps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::identity::Boundary;
+use crate::names::TrustDomain;
 
 /// Most external issuers.
 pub const MAX_ISSUERS: usize = 64;
+/// Most SPIFFE trust domains whose JWT-SVIDs are accepted.
+pub const MAX_TRUST_DOMAINS: usize = 64;
 /// Most groups one issuer of humans maps to boundaries.
 pub const MAX_GROUPS: usize = 256;
 /// Longest URL accepted for an issuer, audience or key set.
@@ -182,6 +186,41 @@ pub struct IssuerSettings {
     pub single_use_jti: bool,
 }
 
+/// Where a trust domain's SPIFFE bundle (its JWT authorities) comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleSource {
+    /// A SPIFFE bundle (a JWKS) in a file, relative to the configuration file's directory,
+    /// read at start-up.
+    File(PathBuf),
+    /// A SPIFFE bundle endpoint, fetched and refreshed by the gateway.
+    Url(String),
+}
+
+/// A SPIFFE trust domain whose JWT-SVIDs remit accepts as credentials of the identities
+/// holding their SPIFFE IDs (`[[trust_domain]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustDomainSettings {
+    /// The trust domain (`example.org`): a JWT-SVID whose `sub` is in it is checked with
+    /// its bundle.
+    pub name: TrustDomain,
+    /// The `aud` its JWT-SVIDs must carry: this resource.
+    pub audience: String,
+    /// The algorithms its JWT authorities sign with.
+    pub algorithms: Vec<JwtAlg>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+    pub skew_s: u32,
+    /// Where its bundle comes from.
+    pub bundle: BundleSource,
+}
+
+impl TrustDomainSettings {
+    /// The name its key set goes by in errors and records: `spiffe://<trust domain>`,
+    /// which no `[[issuer]]` id can be.
+    pub fn key_set_id(&self) -> String {
+        format!("spiffe://{}", self.name)
+    }
+}
+
 /// remit's own token service and the issuers it trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSettings {
@@ -201,6 +240,8 @@ pub struct TokenSettings {
     pub single_use: bool,
     /// External issuers.
     pub issuers: Vec<IssuerSettings>,
+    /// SPIFFE trust domains whose JWT-SVIDs are accepted.
+    pub trust_domains: Vec<TrustDomainSettings>,
 }
 
 impl Default for TokenSettings {
@@ -214,6 +255,7 @@ impl Default for TokenSettings {
             skew_s: 60,
             single_use: false,
             issuers: Vec::new(),
+            trust_domains: Vec::new(),
         }
     }
 }

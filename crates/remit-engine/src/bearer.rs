@@ -1,17 +1,19 @@
 //! JWT bearer credentials in the pipeline: verify (pure, against key sets already held),
 //! map the token to the identity that presents it and, for a delegated token, to the human
 //! it acts for, and keep what later ceilings need (the token's scope, the human's reach, the
-//! actor chain, a single-use `jti`).
+//! actor chain, a single-use `jti`). A JWT-SVID names a SPIFFE ID: the identity holding it
+//! as a `spiffe` credential presents it, with authority `own`, recorded by that credential's
+//! id — as a peer's verified SPIFFE ID is.
 //!
 //! Standing is checked at every request against the current registry and issuer settings,
 //! so suspending an identity or disabling a human makes their tokens fail at once.
 
 use remit_core::tokens::TokenSettings;
 use remit_core::{ActionName, Authn, BearerToken, CredentialId, IdentityId, Purpose, Registry};
-use remit_token::AuthnResult;
 use remit_token::grant::{human_refusal, human_scope};
 use remit_token::jwt::{SubjectKind, Verifier};
 use remit_token::scope::ScopeSet;
+use remit_token::{Authenticator, AuthnResult, PeerIdentity};
 use time::OffsetDateTime;
 
 /// The pseudo-policy id when an action is outside the token's scope.
@@ -90,10 +92,12 @@ fn credential_id(issuer: &str, jti: Option<&str>, secret: &str) -> CredentialId 
         .unwrap_or_else(|| remit_token::fingerprint(secret))
 }
 
-/// Authenticates a JWT. `slot` holds the credential id the result refers to.
+/// Authenticates a JWT. `slot` holds the credential id the result refers to; `authn`
+/// knows which identity holds a JWT-SVID's SPIFFE ID.
 pub fn authenticate<'r>(
     verifier: &Verifier,
     settings: &TokenSettings,
+    authn: &Authenticator,
     registry: &'r Registry,
     token: &BearerToken,
     now: OffsetDateTime,
@@ -121,10 +125,33 @@ pub fn authenticate<'r>(
             );
         }
     };
-    let cred = credential_id(&v.issuer_id, v.jti.as_deref(), secret);
+    let mut cred = credential_id(&v.issuer_id, v.jti.as_deref(), secret);
     // The presenter: the outermost actor of a delegation, else the subject itself.
     let (presenter, on_behalf_of, human_reach, human_groups) = match (&v.kind, v.actors.first()) {
         (SubjectKind::Identity, None) => (v.subject.clone(), None, None, None),
+        // A JWT-SVID: the identity holding its SPIFFE ID, recorded by the `spiffe`
+        // credential's id; an unregistered SPIFFE ID is refused like any unknown credential.
+        (SubjectKind::Spiffe { spiffe_id }, None) => match authn.peer_identity(spiffe_id) {
+            PeerIdentity::Registered {
+                identity,
+                credential,
+            } => {
+                cred = credential.clone();
+                (identity.to_string(), None, None, None)
+            }
+            PeerIdentity::Unknown => {
+                return refused(
+                    slot,
+                    remit_token::fingerprint(secret),
+                    format!(
+                        "the JWT-SVID's SPIFFE ID `{spiffe_id}` is not registered to any identity"
+                    ),
+                );
+            }
+        },
+        (SubjectKind::Spiffe { .. }, Some(_)) => {
+            return refused(slot, cred, "a JWT-SVID cannot carry an actor chain".into());
+        }
         (SubjectKind::Human { issuer, groups }, Some(first)) => {
             if let Some(why) = human_refusal(settings, issuer, &v.subject) {
                 return refused(slot, cred, why);

@@ -186,9 +186,16 @@ impl Engine {
         &self.client_keys
     }
 
-    /// The JWT verifier: start-up and the key-set refresher install issuers' keys here.
+    /// The JWT verifier: start-up and the key-set refresher install issuers' keys and trust
+    /// domains' bundles here.
     pub fn tokens(&self) -> &remit_token::jwt::Verifier {
         &self.tokens
+    }
+
+    /// Which identity, if any, holds `spiffe_id` as a `spiffe` credential (a peer's
+    /// verified SPIFFE ID, or a JWT-SVID's `sub`).
+    pub fn spiffe_holder(&self, spiffe_id: &remit_core::SpiffeId) -> remit_token::PeerIdentity<'_> {
+        self.authn.peer_identity(spiffe_id)
     }
 
     /// Keeps single-use claims in `store` (shared by every replica, such as Redis) instead
@@ -259,6 +266,7 @@ impl Engine {
                 let (a, note, tf) = bearer::authenticate(
                     &self.tokens,
                     &self.config.tokens,
+                    &self.authn,
                     registry,
                     t,
                     now,

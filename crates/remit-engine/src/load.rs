@@ -1,4 +1,5 @@
-//! Loading a configuration and its policy directory from disk (start-up only).
+//! Loading a configuration and its policy directory from disk (start-up only): also the
+//! key sets of issuers and the SPIFFE bundles of trust domains that are files.
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +115,7 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
     check_tls_files(config_path, &mut config)?;
     let policies = read_policies(&policy_dir(config_path, &config))?;
     let key_files = key_files(config_path, &config);
+    let bundle_files = bundle_files(config_path, &config);
     for issuer in &config.tokens.issuers {
         if let remit_core::tokens::KeySource::Inline(text) = &issuer.keys {
             remit_token::jwt::KeySet::from_jwks(text.as_bytes(), &issuer.algorithms).map_err(
@@ -151,6 +153,17 @@ pub fn load_engine(config_path: &Path) -> Result<Engine, LoadError> {
                 at.message = format!("the key in `{}`: {e}", at.message);
                 LoadError::Config(at)
             })?;
+    }
+    for (trust_domain, path, algs) in bundle_files {
+        let text = read_limited(&path, remit_token::jwt::MAX_BUNDLE_BYTES)?;
+        let bundle =
+            remit_token::jwt::KeySet::from_spiffe_bundle(text.as_bytes(), &algs).map_err(|e| {
+                LoadError::Io {
+                    path: path.display().to_string(),
+                    message: format!("trust domain `{trust_domain}`: {e}"),
+                }
+            })?;
+        engine.tokens().set_bundle(&trust_domain, bundle.keys);
     }
     for (issuer, path, algs) in key_files {
         let text = read_limited(&path, remit_token::jwt::MAX_JWKS_BYTES)?;
@@ -298,4 +311,26 @@ fn read_bytes_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
         return Err(format!("larger than {limit} bytes"));
     }
     std::fs::read(path).map_err(|e| e.to_string())
+}
+
+/// The trust domains whose SPIFFE bundles are files, with each file's path (relative to the
+/// configuration's directory) and the trust domain's algorithms.
+fn bundle_files(
+    config_path: &Path,
+    config: &Config,
+) -> Vec<(String, PathBuf, Vec<remit_core::tokens::JwtAlg>)> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    config
+        .tokens
+        .trust_domains
+        .iter()
+        .filter_map(|t| match &t.bundle {
+            remit_core::tokens::BundleSource::File(f) => Some((
+                t.name.as_str().to_owned(),
+                base.join(f),
+                t.algorithms.clone(),
+            )),
+            remit_core::tokens::BundleSource::Url(_) => None,
+        })
+        .collect()
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod delegation;
+mod jwt_svid;
 mod spiffe;
 mod support;
 

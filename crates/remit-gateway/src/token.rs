@@ -840,21 +840,47 @@ async fn issue<'e>(
                 }
                 (Some(t), Some(ACCESS_TOKEN_TYPE | JWT_TYPE)) => {
                     let v = verify(engine, t, "actor token", now)?;
-                    if v.kind != SubjectKind::Identity || !v.actors.is_empty() {
+                    if !v.actors.is_empty() {
                         return Err(GrantError::InvalidGrant(
                             "the actor token must be an identity's own token".into(),
                         ));
                     }
-                    let identity = IdentityId::parse(&v.subject)
-                        .ok()
-                        .and_then(|id| engine.config().registry.get(&id))
-                        .ok_or_else(|| {
-                            GrantError::InvalidGrant(format!(
-                                "actor `{}` is not a registered identity",
-                                v.subject
-                            ))
-                        })?;
-                    (identity, None, Some(v))
+                    let unregistered = || {
+                        GrantError::InvalidGrant(format!(
+                            "actor `{}` is not a registered identity",
+                            v.subject
+                        ))
+                    };
+                    let registry = &engine.config().registry;
+                    let (identity, credential) = match &v.kind {
+                        SubjectKind::Identity => (
+                            IdentityId::parse(&v.subject)
+                                .ok()
+                                .and_then(|id| registry.get(&id))
+                                .ok_or_else(unregistered)?,
+                            None,
+                        ),
+                        // A JWT-SVID: the identity holding its SPIFFE ID, recorded by the
+                        // `spiffe` credential's id.
+                        SubjectKind::Spiffe { spiffe_id } => {
+                            match engine.spiffe_holder(spiffe_id) {
+                                remit_token::PeerIdentity::Registered {
+                                    identity,
+                                    credential,
+                                } => (
+                                    registry.get(identity).ok_or_else(unregistered)?,
+                                    Some(credential.clone()),
+                                ),
+                                remit_token::PeerIdentity::Unknown => return Err(unregistered()),
+                            }
+                        }
+                        SubjectKind::Human { .. } => {
+                            return Err(GrantError::InvalidGrant(
+                                "the actor token must be an identity's own token".into(),
+                            ));
+                        }
+                    };
+                    (identity, credential, Some(v))
                 }
                 (Some(_), Some(_)) => {
                     return Err(bad(

@@ -283,6 +283,8 @@ mod approvals;
 mod budgets;
 #[path = "gateway/client_assertion.rs"]
 mod client_assertion;
+#[path = "gateway/jwt_svid.rs"]
+mod jwt_svid;
 #[path = "gateway/records.rs"]
 mod records;
 #[path = "gateway/spiffe.rs"]

@@ -11,6 +11,14 @@
 //! non-canonical base64. After the signature: `iss`, `aud` and `exp` required and typed
 //! (integers, not strings), `nbf` and `iat` typed when present, a bounded clock skew, and
 //! the audience this resource.
+//!
+//! JWT-SVIDs (the SPIFFE JWT-SVID standard) take the same path with one difference: who
+//! vouches for them. A token whose `iss` is remit's or a configured issuer's is that
+//! issuer's, whatever its `sub`; only a token whose `iss` is absent or no issuer's, and
+//! whose `sub` is a SPIFFE ID in a configured trust domain, is a JWT-SVID, checked with that
+//! trust domain's bundle ([`Verifier::set_bundle`], [`KeySet::from_spiffe_bundle`]), with
+//! `typ` `JWT` or `JOSE` when present. Everything else — header allow-list, `kid` (remit
+//! requires one, though the standard makes it optional), typed `exp`, `aud` — is shared.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,8 +28,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use remit_core::SpiffeId;
 use remit_core::tokens::{
     IssuerSettings, JwtAlg, MAX_CHAIN_DEPTH, MAX_CLAIM_LEN, MAX_SKEW_S, Subjects, TokenSettings,
+    TrustDomainSettings,
 };
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
@@ -32,6 +42,10 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 1024;
 /// Largest JWKS document accepted, in bytes.
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
+/// Largest SPIFFE bundle accepted, in bytes (its X.509 authorities carry certificates).
+pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
+/// Most keys of any use a SPIFFE bundle may list (at most [`MAX_KEYS_PER_SET`] are kept).
+pub const MAX_BUNDLE_ENTRIES: usize = 128;
 /// Most keys kept from one key set.
 pub const MAX_KEYS_PER_SET: usize = 32;
 /// Longest `kid`.
@@ -84,6 +98,9 @@ pub enum JwtError {
     /// No configured issuer has this `iss`.
     #[error("issuer `{0}` is not trusted")]
     UnknownIssuer(String),
+    /// A JWT-SVID whose `sub` is in a trust domain that is not configured.
+    #[error("trust domain `{0}` is not trusted")]
+    UnknownTrustDomain(String),
     /// The issuer's key set is missing or could not be fetched (fail closed).
     #[error("the key set of issuer `{0}` is unavailable, so its tokens are refused")]
     KeysUnavailable(String),
@@ -224,9 +241,12 @@ struct KeyEntry {
 /// Why a JWKS document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeySetError {
-    /// Over [`MAX_JWKS_BYTES`].
-    #[error("the key set is larger than {MAX_JWKS_BYTES} bytes")]
-    TooLarge,
+    /// Over [`MAX_JWKS_BYTES`] (a SPIFFE bundle: [`MAX_BUNDLE_BYTES`]).
+    #[error("the key set is larger than {0} bytes")]
+    TooLarge(usize),
+    /// A SPIFFE bundle listing more than [`MAX_BUNDLE_ENTRIES`] keys of any use.
+    #[error("the bundle lists more than {MAX_BUNDLE_ENTRIES} keys")]
+    TooManyEntries,
     /// Not a JWKS document.
     #[error("the key set is not a JWKS document: {0}")]
     Malformed(String),
@@ -262,22 +282,100 @@ fn rsa_modulus_bits(n: &str) -> usize {
     })
 }
 
+/// Which keys of a document a verifier may use, by their `use`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyUse {
+    /// A JWKS: `use` absent or `sig`.
+    Signature,
+    /// A SPIFFE bundle's JWT authorities: `use` absent or `jwt-svid` (never `x509-svid`,
+    /// never an unknown use, which the SPIFFE bundle format says to ignore).
+    JwtSvid,
+}
+
+/// A SPIFFE bundle (SPIFFE Trust Domain and Bundle, section 4): a trust domain's JWT
+/// authorities as a [`KeySet`], with the bundle's sequence number and refresh hint.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The keys whose `use` is `jwt-svid` (or absent) and that sign with an allowed algorithm.
+    pub keys: KeySet,
+    /// `spiffe_sequence`, when present.
+    pub sequence: Option<u64>,
+    /// `spiffe_refresh_hint` in seconds, when present.
+    pub refresh_hint_s: Option<u64>,
+}
+
+fn document(bytes: &[u8], limit: usize) -> Result<Map<String, Value>, KeySetError> {
+    if bytes.len() > limit {
+        return Err(KeySetError::TooLarge(limit));
+    }
+    let UniqueObject(doc, dup) =
+        serde_json::from_slice(bytes).map_err(|e| KeySetError::Malformed(e.to_string()))?;
+    if let Some(name) = dup {
+        return Err(KeySetError::Malformed(format!(
+            "the member `{}` appears twice",
+            shown(&name)
+        )));
+    }
+    Ok(doc)
+}
+
+fn keys_array(
+    doc: &Map<String, Value>,
+    limit: usize,
+    over: KeySetError,
+) -> Result<&Vec<Value>, KeySetError> {
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| KeySetError::Malformed("no `keys` array".into()))?;
+    if keys.len() > limit {
+        return Err(over);
+    }
+    Ok(keys)
+}
+
 impl KeySet {
     /// Parses a JWKS document, keeping the keys usable with `allowed` and skipping the rest
     /// (encryption keys, symmetric keys, unknown curves, RSA under 2048 bits).
     pub fn from_jwks(bytes: &[u8], allowed: &[JwtAlg]) -> Result<Self, KeySetError> {
-        if bytes.len() > MAX_JWKS_BYTES {
-            return Err(KeySetError::TooLarge);
-        }
-        let doc: Value =
-            serde_json::from_slice(bytes).map_err(|e| KeySetError::Malformed(e.to_string()))?;
-        let keys = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| KeySetError::Malformed("no `keys` array".into()))?;
-        if keys.len() > MAX_KEYS_PER_SET {
-            return Err(KeySetError::TooManyKeys);
-        }
+        let doc = document(bytes, MAX_JWKS_BYTES)?;
+        Self::from_keys(
+            keys_array(&doc, MAX_KEYS_PER_SET, KeySetError::TooManyKeys)?,
+            allowed,
+            KeyUse::Signature,
+        )
+    }
+
+    /// Parses a SPIFFE bundle (a JWKS whose keys say which SVIDs they vouch for), keeping
+    /// its JWT authorities — keys with `use` `jwt-svid` or no `use` — usable with
+    /// `allowed`. X.509 authorities (`x509-svid`) and keys of unknown use are skipped. The
+    /// bundle may list up to [`MAX_BUNDLE_ENTRIES`] keys of any use, and must be at most
+    /// [`MAX_BUNDLE_BYTES`]; `spiffe_sequence` and `spiffe_refresh_hint`, when present,
+    /// must be whole numbers.
+    pub fn from_spiffe_bundle(bytes: &[u8], allowed: &[JwtAlg]) -> Result<Bundle, KeySetError> {
+        let doc = document(bytes, MAX_BUNDLE_BYTES)?;
+        let number = |name: &str| match doc.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| KeySetError::Malformed(format!("`{name}` is not a whole number"))),
+        };
+        let sequence = number("spiffe_sequence")?;
+        let refresh_hint_s = number("spiffe_refresh_hint")?;
+        let keys = Self::from_keys(
+            keys_array(&doc, MAX_BUNDLE_ENTRIES, KeySetError::TooManyEntries)?,
+            allowed,
+            KeyUse::JwtSvid,
+        )?;
+        Ok(Bundle {
+            keys,
+            sequence,
+            refresh_hint_s,
+        })
+    }
+
+    fn from_keys(keys: &[Value], allowed: &[JwtAlg], key_use: KeyUse) -> Result<Self, KeySetError> {
         let mut out = HashMap::new();
         for k in keys {
             let Some(kid) = k.get("kid").and_then(Value::as_str) else {
@@ -286,7 +384,12 @@ impl KeySet {
             if !valid_kid(kid) {
                 continue;
             }
-            if k.get("use").is_some_and(|u| u.as_str() != Some("sig")) {
+            let usable = match (key_use, k.get("use")) {
+                (_, None) => true,
+                (KeyUse::Signature, Some(u)) => u.as_str() == Some("sig"),
+                (KeyUse::JwtSvid, Some(u)) => u.as_str() == Some("jwt-svid"),
+            };
+            if !usable {
                 continue;
             }
             let Ok(jwk) = serde_json::from_value::<Jwk>(k.clone()) else {
@@ -325,6 +428,9 @@ impl KeySet {
             };
             if out.insert(kid.to_owned(), KeyEntry { key, algs }).is_some() {
                 return Err(KeySetError::DuplicateKid(shown(kid)));
+            }
+            if out.len() > MAX_KEYS_PER_SET {
+                return Err(KeySetError::TooManyKeys);
             }
         }
         if out.is_empty() {
@@ -375,6 +481,12 @@ pub enum SubjectKind {
         /// The human's groups.
         groups: Vec<String>,
     },
+    /// A workload's JWT-SVID: the subject is its SPIFFE ID (the caller finds the identity
+    /// holding it as a `spiffe` credential).
+    Spiffe {
+        /// The SPIFFE ID, parsed.
+        spiffe_id: SpiffeId,
+    },
 }
 
 /// A token that verified: signature, issuer, audience and lifetime.
@@ -419,11 +531,28 @@ struct OwnIssuer {
     single_use: bool,
 }
 
-/// The token verifier: trusted issuers by `iss`, their key sets by issuer id.
+/// The token verifier: trusted issuers by `iss`, their key sets by issuer id; trusted SPIFFE
+/// trust domains by name, their bundles' JWT authorities by name.
 pub struct Verifier {
     issuers: HashMap<String, IssuerEntry>,
     own: Option<OwnIssuer>,
     keys: RwLock<HashMap<String, Arc<KeySet>>>,
+    trust_domains: HashMap<String, TrustDomainEntry>,
+    bundles: RwLock<HashMap<String, Arc<KeySet>>>,
+}
+
+/// A trusted trust domain and the name its key set goes by (`spiffe://<name>`).
+struct TrustDomainEntry {
+    settings: TrustDomainSettings,
+    key_set_id: String,
+}
+
+/// Who vouches for a token, chosen once from its claims before any key is used: remit, an
+/// `[[issuer]]` (by exact `iss`), or a trust domain (a JWT-SVID, by its `sub`).
+enum Vouch<'v> {
+    Own(&'v OwnIssuer),
+    Issuer(&'v IssuerSettings),
+    TrustDomain(&'v TrustDomainEntry, SpiffeId),
 }
 
 impl fmt::Debug for Verifier {
@@ -434,8 +563,11 @@ impl fmt::Debug for Verifier {
             .map(|e| e.settings.id.as_str())
             .collect();
         ids.sort_unstable();
+        let mut domains: Vec<&str> = self.trust_domains.keys().map(String::as_str).collect();
+        domains.sort_unstable();
         f.debug_struct("Verifier")
             .field("issuers", &ids)
+            .field("trust_domains", &domains)
             .field("own", &self.own.as_ref().map(|o| &o.issuer))
             .finish_non_exhaustive()
     }
@@ -542,16 +674,94 @@ impl Verifier {
             skew_s: settings.skew_s.min(MAX_SKEW_S),
             single_use: settings.single_use,
         });
+        let trust_domains = settings
+            .trust_domains
+            .iter()
+            .map(|t| {
+                let entry = TrustDomainEntry {
+                    settings: t.clone(),
+                    key_set_id: t.key_set_id(),
+                };
+                (t.name.as_str().to_owned(), entry)
+            })
+            .collect();
         Self {
             issuers,
             own,
             keys: RwLock::default(),
+            trust_domains,
+            bundles: RwLock::default(),
         }
     }
 
-    /// Whether any issuer is configured (otherwise no bearer credential is a JWT).
+    /// Whether any issuer or trust domain is configured (otherwise no bearer credential is
+    /// a JWT).
     pub fn is_enabled(&self) -> bool {
-        self.own.is_some() || !self.issuers.is_empty()
+        self.own.is_some() || !self.issuers.is_empty() || !self.trust_domains.is_empty()
+    }
+
+    /// Installs (or replaces) a trust domain's JWT authorities, from its SPIFFE bundle. A
+    /// bundle refresher calls this; so does start-up.
+    pub fn set_bundle(&self, trust_domain: &str, keys: KeySet) {
+        let mut map = self.bundles.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(trust_domain.to_owned(), Arc::new(keys));
+    }
+
+    /// Removes a trust domain's JWT authorities: its JWT-SVIDs are refused until they return.
+    pub fn clear_bundle(&self, trust_domain: &str) {
+        let mut map = self.bundles.write().unwrap_or_else(|p| p.into_inner());
+        map.remove(trust_domain);
+    }
+
+    /// Every configured trust domain.
+    pub fn trust_domains(&self) -> impl Iterator<Item = &TrustDomainSettings> {
+        self.trust_domains.values().map(|t| &t.settings)
+    }
+
+    fn bundle_of(&self, trust_domain: &str) -> Option<Arc<KeySet>> {
+        let map = self.bundles.read().unwrap_or_else(|p| p.into_inner());
+        map.get(trust_domain).cloned()
+    }
+
+    /// Who vouches for a token with these claims. The rule, in order:
+    /// 1. `iss` is remit's own issuer or a configured `[[issuer]]`'s: that issuer, and only
+    ///    its keys — whatever `sub` holds;
+    /// 2. otherwise (`iss` absent or no issuer's), `sub` is a SPIFFE ID in a configured
+    ///    trust domain: a JWT-SVID, and only that trust domain's bundle;
+    /// 3. anything else is refused.
+    ///
+    /// So a token is read one way only: no token is tried against an issuer's keys and then
+    /// a bundle's, or the other way round.
+    fn vouch(&self, claims: &Map<String, Value>) -> Result<Vouch<'_>, JwtError> {
+        let iss = str_claim(claims, "iss")?;
+        if let Some(iss) = iss {
+            if let Some(o) = self.own.as_ref().filter(|o| o.issuer == iss) {
+                return Ok(Vouch::Own(o));
+            }
+            if let Some(e) = self.issuers.get(iss) {
+                return Ok(Vouch::Issuer(&e.settings));
+            }
+        }
+        let spiffe = match claims.get("sub") {
+            Some(Value::String(s)) if s.starts_with("spiffe://") => Some(
+                SpiffeId::parse(s)
+                    .ok()
+                    .filter(|_| s.len() <= MAX_CLAIM_LEN)
+                    .ok_or(JwtError::BadClaim {
+                        claim: "sub".into(),
+                        why: "is not a SPIFFE ID of at most 256 bytes",
+                    })?,
+            ),
+            _ => None,
+        };
+        match (spiffe, iss) {
+            (Some(id), _) => match self.trust_domains.get(id.trust_domain()) {
+                Some(td) => Ok(Vouch::TrustDomain(td, id)),
+                None => Err(JwtError::UnknownTrustDomain(shown(id.trust_domain()))),
+            },
+            (None, Some(iss)) => Err(JwtError::UnknownIssuer(shown(iss))),
+            (None, None) => Err(JwtError::MissingClaim("iss")),
+        }
     }
 
     /// Installs (or replaces) an issuer's key set. A refresher calls this; so does start-up.
@@ -589,33 +799,28 @@ impl Verifier {
         let parsed = Parsed::parse(token)?;
         let (alg, claims) = (parsed.alg, &parsed.claims);
         let typ = parsed.typ.as_deref();
-        let iss = str_claim(claims, "iss")?.ok_or(JwtError::MissingClaim("iss"))?;
 
-        // The issuer, by exact `iss`, chooses the key set and every rule after it.
-        let own = self.own.as_ref().filter(|o| o.issuer == iss);
-        let ext = if own.is_some() {
-            None
-        } else {
-            Some(
-                self.issuers
-                    .get(iss)
-                    .ok_or_else(|| JwtError::UnknownIssuer(shown(iss)))?,
-            )
+        // Who vouches for the token chooses the key set and every rule after it.
+        let vouch = self.vouch(claims)?;
+        let (own, ext) = match &vouch {
+            Vouch::Own(o) => (Some(*o), None),
+            Vouch::Issuer(e) => (None, Some(*e)),
+            Vouch::TrustDomain(..) => (None, None),
         };
-        let (issuer_id, audience, skew, allowed): (&str, &str, u32, &[JwtAlg]) = match (own, ext) {
-            (Some(o), _) => (
+        let (issuer_id, audience, skew, allowed): (&str, &str, u32, &[JwtAlg]) = match &vouch {
+            Vouch::Own(o) => (
                 OWN_ISSUER_ID,
                 &o.audience,
                 o.skew_s,
                 &[JwtAlg::EdDsa, JwtAlg::Es256],
             ),
-            (None, Some(e)) => (
-                &e.settings.id,
-                &e.settings.audience,
-                e.settings.skew_s.min(MAX_SKEW_S),
-                &e.settings.algorithms,
+            Vouch::Issuer(e) => (&e.id, &e.audience, e.skew_s.min(MAX_SKEW_S), &e.algorithms),
+            Vouch::TrustDomain(t, _) => (
+                &t.key_set_id,
+                &t.settings.audience,
+                t.settings.skew_s.min(MAX_SKEW_S),
+                &t.settings.algorithms,
             ),
-            (None, None) => return Err(JwtError::UnknownIssuer(shown(iss))),
         };
         if !allowed.contains(&alg) {
             return Err(JwtError::AlgNotAllowed {
@@ -623,17 +828,27 @@ impl Verifier {
                 alg,
             });
         }
-        if own.is_some() && !typ.is_some_and(|t| AT_JWT.iter().any(|a| t.eq_ignore_ascii_case(a))) {
-            return Err(JwtError::BadType(shown(typ.unwrap_or("(missing)"))));
+        // `typ`: remit's own tokens are access tokens (RFC 9068); an issuer's are JWTs or
+        // access tokens; a JWT-SVID's is `JWT` or `JOSE` when present (JWT-SVID 2.3).
+        let typ_ok = |t: &str| match &vouch {
+            Vouch::Own(_) => AT_JWT.iter().any(|a| t.eq_ignore_ascii_case(a)),
+            Vouch::Issuer(_) => {
+                t.eq_ignore_ascii_case("JWT") || AT_JWT.iter().any(|a| t.eq_ignore_ascii_case(a))
+            }
+            Vouch::TrustDomain(..) => {
+                t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("JOSE")
+            }
+        };
+        match typ {
+            Some(t) if !typ_ok(t) => return Err(JwtError::BadType(shown(t))),
+            None if own.is_some() => return Err(JwtError::BadType("(missing)".into())),
+            _ => {}
         }
-        if let Some(t) = typ
-            && !(t.eq_ignore_ascii_case("JWT") || AT_JWT.iter().any(|a| t.eq_ignore_ascii_case(a)))
-        {
-            return Err(JwtError::BadType(shown(t)));
+        let keys = match &vouch {
+            Vouch::TrustDomain(t, _) => self.bundle_of(t.settings.name.as_str()),
+            _ => self.keys_of(issuer_id),
         }
-        let keys = self
-            .keys_of(issuer_id)
-            .ok_or_else(|| JwtError::KeysUnavailable(issuer_id.to_owned()))?;
+        .ok_or_else(|| JwtError::KeysUnavailable(issuer_id.to_owned()))?;
         parsed.check_signature(&keys, issuer_id)?;
 
         // Claims, typed, at `now`.
@@ -644,7 +859,7 @@ impl Verifier {
         if now >= exp.saturating_add(skew) {
             return Err(JwtError::Expired);
         }
-        let require_nbf = ext.is_some_and(|e| e.settings.require_nbf) || own.is_some();
+        let require_nbf = ext.is_some_and(|e| e.require_nbf) || own.is_some();
         match nbf {
             None if require_nbf => return Err(JwtError::MissingClaim("nbf")),
             Some(t) if t > now.saturating_add(skew) => return Err(JwtError::NotYetValid),
@@ -708,9 +923,14 @@ impl Verifier {
         let purpose = str_claim(claims, "purpose")?.map(str::to_owned);
         let client_id = str_claim(claims, "client_id")?.map(str::to_owned);
         let sub = str_claim(claims, "sub")?;
-        let (subject, kind, single_use) = match ext {
-            Some(e) => {
-                let (subject, kind) = match &e.settings.subjects {
+        let (subject, kind, single_use) = match (vouch, ext) {
+            (Vouch::TrustDomain(_, spiffe_id), _) => (
+                spiffe_id.as_str().to_owned(),
+                SubjectKind::Spiffe { spiffe_id },
+                false,
+            ),
+            (_, Some(e)) => {
+                let (subject, kind) = match &e.subjects {
                     Subjects::Identities { claim } => (
                         str_claim(claims, claim.as_str())?.ok_or(JwtError::MissingClaim("sub"))?,
                         SubjectKind::Identity,
@@ -718,7 +938,7 @@ impl Verifier {
                     Subjects::Humans { groups_claim, .. } => (
                         sub.ok_or(JwtError::MissingClaim("sub"))?,
                         SubjectKind::Human {
-                            issuer: e.settings.id.clone(),
+                            issuer: e.id.clone(),
                             groups: match claims.get(groups_claim.as_str()) {
                                 None => Vec::new(),
                                 Some(v) => str_list(v, groups_claim.as_str())?,
@@ -726,9 +946,9 @@ impl Verifier {
                         },
                     ),
                 };
-                (subject.to_owned(), kind, e.settings.single_use_jti)
+                (subject.to_owned(), kind, e.single_use_jti)
             }
-            None => {
+            (_, None) => {
                 // remit's own: a delegated token names a human (and the issuer that vouched
                 // for them); any other names the identity it was issued to.
                 let sub = sub.ok_or(JwtError::MissingClaim("sub"))?;

@@ -428,8 +428,8 @@ pub(crate) async fn serve(
     let watch = remit_gateway::watch::Watch::start(engine.clone(), &store).await?;
     let proxy_state = remit_gateway::proxy::ProxyState::new(engine.clone(), sink.clone())?
         .with_watch(watch.clone());
-    // Issuers whose keys come from the network are refreshed in the background; until a
-    // first fetch succeeds their tokens are refused.
+    // Issuers whose keys, and trust domains whose bundles, come from the network are
+    // refreshed in the background; until a first fetch succeeds their tokens are refused.
     let _refreshers =
         remit_gateway::jwks::spawn_refreshers(&engine, remit_gateway::jwks::REFRESH_EVERY);
     // The token endpoint joins the proxy listener when remit issues tokens.

@@ -81,7 +81,31 @@ fn issuer_url(s: &str) -> bool {
         })
 }
 
-fn url(cx: &Ctx<'_>, s: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
+/// An algorithm list: at least one, each an accepted asymmetric algorithm, none twice.
+pub(super) fn algorithms(
+    cx: &Ctx<'_>,
+    raw: &Spanned<Vec<Spanned<String>>>,
+    field: &str,
+) -> Result<Vec<JwtAlg>, ConfigError> {
+    let mut algorithms = Vec::new();
+    for a in raw.get_ref() {
+        let alg = JwtAlg::parse(a.get_ref()).map_err(|m| cx.err(a.span(), field, m))?;
+        if algorithms.contains(&alg) {
+            return Err(cx.err(a.span(), field, format!("`{alg}` is listed twice")));
+        }
+        algorithms.push(alg);
+    }
+    if algorithms.is_empty() {
+        return Err(cx.err(
+            raw.span(),
+            field,
+            "list at least one algorithm, such as `RS256`",
+        ));
+    }
+    Ok(algorithms)
+}
+
+pub(super) fn url(cx: &Ctx<'_>, s: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
     if issuer_url(s.get_ref()) {
         Ok(s.get_ref().clone())
     } else {
@@ -113,6 +137,7 @@ pub(super) fn parse_tokens(
     cx: &Ctx<'_>,
     raw: Option<RawTokens>,
     issuers: Vec<Spanned<RawIssuer>>,
+    trust_domains: Vec<Spanned<super::trust_domains::RawTrustDomain>>,
     routes: &RouteTable,
     public_url: &str,
 ) -> Result<TokenSettings, ConfigError> {
@@ -213,26 +238,7 @@ pub(super) fn parse_tokens(
             Some(s) => url(cx, s, &field("audience"))?,
             None => audience.clone(),
         };
-        let mut algorithms = Vec::new();
-        for a in r.algorithms.get_ref() {
-            let alg =
-                JwtAlg::parse(a.get_ref()).map_err(|m| cx.err(a.span(), field("algorithms"), m))?;
-            if algorithms.contains(&alg) {
-                return Err(cx.err(
-                    a.span(),
-                    field("algorithms"),
-                    format!("`{alg}` is listed twice"),
-                ));
-            }
-            algorithms.push(alg);
-        }
-        if algorithms.is_empty() {
-            return Err(cx.err(
-                r.algorithms.span(),
-                field("algorithms"),
-                "list at least one algorithm, such as `RS256`",
-            ));
-        }
+        let algorithms = algorithms(cx, &r.algorithms, &field("algorithms"))?;
         let skew_s = bounded(
             cx,
             r.skew_s,
@@ -331,6 +337,8 @@ pub(super) fn parse_tokens(
             single_use_jti: r.single_use_jti,
         });
     }
+    let trust_domains =
+        super::trust_domains::parse_trust_domains(cx, trust_domains, &audience, skew_s)?;
     Ok(TokenSettings {
         issuer,
         audience,
@@ -340,5 +348,6 @@ pub(super) fn parse_tokens(
         skew_s: skew_s as u32,
         single_use: raw.single_use,
         issuers: out,
+        trust_domains,
     })
 }

@@ -1,5 +1,5 @@
 //! remit-token's integration tests: the JWT attack suite (cases in `cases/jwt_attacks.toml`),
-//! key sets, issuance, token exchange and single-use claims.
+//! key sets, issuance, token exchange, single-use claims and JWT-SVIDs.
 
 mod support;
 
@@ -8,3 +8,4 @@ mod attacks;
 mod exchange;
 mod keysets;
 mod properties;
+mod svid;
