@@ -337,6 +337,7 @@ struct RawGateway {
     tls_cert_file: Option<Spanned<String>>,
     tls_key_file: Option<Spanned<String>>,
     client_ca_file: Option<Spanned<String>>,
+    client_trust_domain: Option<Spanned<String>>,
     client_auth: Option<Spanned<String>>,
 }
 
@@ -787,6 +788,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         tls_cert_file: None,
         tls_key_file: None,
         client_ca_file: None,
+        client_trust_domain: None,
         client_auth: None,
     });
     let tls = tls::parse_tls(
@@ -795,6 +797,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
             cert_file: raw.tls_cert_file,
             key_file: raw.tls_key_file,
             client_ca_file: raw.client_ca_file,
+            client_trust_domain: raw.client_trust_domain,
             client_auth: raw.client_auth,
         },
     )?;
@@ -2233,14 +2236,19 @@ trusted_proxies = ["127.0.0.1", "10.1.2.3/8", "::1/128"]"#)
         // With TLS the default public URL is https.
         assert_eq!(c.gateway.public_url, "https://127.0.0.1:8440");
         let both = "tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n";
-        let c = gw(&format!("{both}client_ca_file = \"bundle.pem\"")).unwrap();
+        let td = "client_trust_domain = \"example.org\"\n";
+        let c = gw(&format!("{both}{td}client_ca_file = \"bundle.pem\"")).unwrap();
         let ca = c.gateway.tls.unwrap().client_ca.unwrap();
         assert_eq!(
-            (ca.file.path.to_str().unwrap(), ca.auth),
-            ("bundle.pem", ClientAuth::Optional)
+            (
+                ca.file.path.to_str().unwrap(),
+                ca.auth,
+                ca.trust_domain.as_str()
+            ),
+            ("bundle.pem", ClientAuth::Optional, "example.org")
         );
         let c = gw(&format!(
-            "{both}client_ca_file = \"bundle.pem\"\nclient_auth = \"required\""
+            "{both}{td}client_ca_file = \"bundle.pem\"\nclient_auth = \"required\""
         ))
         .unwrap();
         assert_eq!(
@@ -2316,6 +2324,42 @@ trusted_proxies = ["127.0.0.1", "10.1.2.3/8", "::1/128"]"#)
                 "gateway.client_ca_file",
                 4,
                 "not a file path",
+            ),
+            // Anchors vouch for one trust domain, named.
+            (
+                &format!("{both}client_ca_file = \"b.pem\""),
+                "gateway.client_ca_file",
+                4,
+                "needs `client_trust_domain`",
+            ),
+            (
+                &format!("{both}client_trust_domain = \"example.org\""),
+                "gateway.client_trust_domain",
+                4,
+                "without `client_ca_file`",
+            ),
+            (
+                "client_trust_domain = \"example.org\"",
+                "gateway.client_trust_domain",
+                2,
+                "without `client_ca_file`",
+            ),
+            (
+                &format!(
+                    "{both}client_ca_file = \"b.pem\"\nclient_trust_domain = \"spiffe://example.org/x\""
+                ),
+                "gateway.client_trust_domain",
+                5,
+                "",
+            ),
+            (
+                &format!(
+                    "{both}client_ca_file = \"b.pem\"\nclient_trust_domain = \"{}\"",
+                    "a".repeat(300)
+                ),
+                "gateway.client_trust_domain",
+                5,
+                "",
             ),
         ] {
             let e = gw(bad).unwrap_err();

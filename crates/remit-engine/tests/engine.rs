@@ -427,7 +427,7 @@ fn tls_files_are_checked_at_load_naming_the_line_field_and_file() {
     let text = std::fs::read_to_string(quickstart().join("remit.toml")).unwrap();
     let text = text.replacen(
         "[gateway]\n",
-        "[gateway]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"tls/key.pem\"\nclient_ca_file = \"tls/bundle.pem\"\n",
+        "[gateway]\ntls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"tls/key.pem\"\nclient_ca_file = \"tls/bundle.pem\"\nclient_trust_domain = \"example.org\"\n",
         1,
     );
     std::fs::write(dir.path().join("remit.toml"), text).unwrap();

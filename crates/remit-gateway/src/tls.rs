@@ -37,7 +37,11 @@ use remit_core::config::{ClientAuth, NamedFile, TlsSettings};
 use remit_token::svid::{SvidError, spiffe_id_of};
 use remit_token::tls::{MAX_TLS_FILE_BYTES, ServerCertificate, TlsFile, trust_anchors};
 use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -169,7 +173,11 @@ fn build(settings: &TlsSettings, files: &Files) -> Result<ServerConfig, TlsError
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
                 ClientAuth::Required => verifier,
             };
-            Some(verifier.build().map_err(|e| fail(&e))?)
+            let inner = verifier.build().map_err(|e| fail(&e))?;
+            Some(Arc::new(TrustDomainVerifier {
+                inner,
+                trust_domain: ca.trust_domain.clone(),
+            }) as Arc<dyn ClientCertVerifier>)
         }
         _ => None,
     };
@@ -255,6 +263,74 @@ impl ServerTls {
             }
         }
         outcome
+    }
+}
+
+/// The client-certificate check: the chain must verify against `client_ca_file`'s anchors
+/// (WebPKI), and an X.509-SVID must be of the trust domain those anchors vouch for
+/// (`client_trust_domain`), so that an authority of one trust domain cannot present
+/// another's identities. A verified certificate that is not an SVID passes here and is
+/// refused per request ([`Peer::Refused`]), with the reason.
+#[derive(Debug)]
+struct TrustDomainVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    trust_domain: remit_core::TrustDomain,
+}
+
+impl ClientCertVerifier for TrustDomainVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if let Ok(id) = spiffe_id_of(end_entity.as_ref())
+            && id.trust_domain() != self.trust_domain.as_str()
+        {
+            // Counted with the handshake's other failures; said here, with the claim.
+            tracing::warn!(spiffe_id = %id, trusted = %self.trust_domain, "a client certificate of another trust domain chains to the client CA; refused");
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

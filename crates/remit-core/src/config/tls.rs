@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_spanned::Spanned;
 
 use super::{Ctx, MAX_PATH_LEN};
-use crate::ConfigError;
+use crate::{ConfigError, TrustDomain};
 
 /// TLS on the proxy listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,10 @@ pub struct TlsSettings {
 pub struct ClientCa {
     /// The trust anchors, PEM (a SPIFFE trust bundle, for instance).
     pub file: NamedFile,
+    /// The one SPIFFE trust domain these anchors vouch for: an X.509-SVID of any other
+    /// trust domain is refused even when it chains to them, so that one trust domain's
+    /// authority cannot mint another's identities.
+    pub trust_domain: TrustDomain,
     /// Whether a client may connect without a certificate.
     pub auth: ClientAuth,
 }
@@ -67,6 +71,7 @@ pub(super) struct RawTls {
     pub(super) cert_file: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
     pub(super) client_ca_file: Option<Spanned<String>>,
+    pub(super) client_trust_domain: Option<Spanned<String>>,
     pub(super) client_auth: Option<Spanned<String>>,
 }
 
@@ -86,7 +91,8 @@ fn named(cx: &Ctx<'_>, v: Spanned<String>, field: &str) -> Result<NamedFile, Con
 }
 
 /// Parses the TLS keys of `[gateway]`: both of `tls_cert_file` and `tls_key_file` or
-/// neither; `client_ca_file` only with them; `client_auth` only with `client_ca_file`.
+/// neither; `client_ca_file` only with them, and with `client_trust_domain`;
+/// `client_auth` and `client_trust_domain` only with `client_ca_file`.
 pub(super) fn parse_tls(cx: &Ctx<'_>, raw: RawTls) -> Result<Option<TlsSettings>, ConfigError> {
     let (cert, key) = match (raw.cert_file, raw.key_file) {
         (None, None) => {
@@ -101,6 +107,13 @@ pub(super) fn parse_tls(cx: &Ctx<'_>, raw: RawTls) -> Result<Option<TlsSettings>
                 return Err(cx.err(
                     a.span(),
                     "gateway.client_auth",
+                    "is set without `client_ca_file` (and TLS)",
+                ));
+            }
+            if let Some(d) = raw.client_trust_domain {
+                return Err(cx.err(
+                    d.span(),
+                    "gateway.client_trust_domain",
                     "is set without `client_ca_file` (and TLS)",
                 ));
             }
@@ -141,19 +154,39 @@ pub(super) fn parse_tls(cx: &Ctx<'_>, raw: RawTls) -> Result<Option<TlsSettings>
             }
         }),
     };
-    let client_ca = match (raw.client_ca_file, auth) {
-        (None, None) => None,
-        (None, Some((_, span))) => {
+    let client_ca = match (raw.client_ca_file, auth, raw.client_trust_domain) {
+        (None, None, None) => None,
+        (None, Some((_, span)), _) => {
             return Err(cx.err(
                 span,
                 "gateway.client_auth",
                 "is set without `client_ca_file`, the trust anchors client certificates must chain to",
             ));
         }
-        (Some(f), auth) => Some(ClientCa {
-            file: named(cx, f, "gateway.client_ca_file")?,
-            auth: auth.map_or(ClientAuth::Optional, |(a, _)| a),
-        }),
+        (None, None, Some(d)) => {
+            return Err(cx.err(
+                d.span(),
+                "gateway.client_trust_domain",
+                "is set without `client_ca_file`, the trust anchors of that trust domain",
+            ));
+        }
+        (Some(f), auth, d) => {
+            let span = f.span();
+            let file = named(cx, f, "gateway.client_ca_file")?;
+            let Some(d) = d else {
+                return Err(cx.err(
+                    span,
+                    "gateway.client_ca_file",
+                    "needs `client_trust_domain`: the SPIFFE trust domain whose SVIDs these anchors vouch for",
+                ));
+            };
+            Some(ClientCa {
+                file,
+                trust_domain: TrustDomain::parse(d.get_ref())
+                    .map_err(|e| cx.err(d.span(), "gateway.client_trust_domain", e.to_string()))?,
+                auth: auth.map_or(ClientAuth::Optional, |(a, _)| a),
+            })
+        }
     };
     Ok(Some(TlsSettings {
         cert_file,

@@ -205,10 +205,19 @@ struct Tls {
 }
 
 async fn start(files: &Files, client_auth: Option<&str>, limits: TlsLimits) -> Tls {
+    start_with(files, client_auth, limits, CONFIG).await
+}
+
+async fn start_with(
+    files: &Files,
+    client_auth: Option<&str>,
+    limits: TlsLimits,
+    config: &str,
+) -> Tls {
     let (url, log) = recording_upstream().await;
     let p = |n: &str| files.path(n).display().to_string().replace('\\', "/");
     let mut keys = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nclient_ca_file = \"{}\"",
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nclient_ca_file = \"{}\"\nclient_trust_domain = \"remit.test\"",
         p("server.pem"),
         p("server.key"),
         p("bundle.pem")
@@ -218,7 +227,7 @@ async fn start(files: &Files, client_auth: Option<&str>, limits: TlsLimits) -> T
     }
     let text = format!(
         "{}\n[[upstream]]\nname = \"rec\"\nurl = \"{url}\"\nprefix = \"/\"\n",
-        CONFIG
+        config
             .replace("TLS_KEYS", &keys)
             .replace("SUPPORT_SHA256", &crate::key_sha256("rk_support"))
     );
@@ -546,6 +555,44 @@ async fn certificates_that_do_not_verify_never_complete_a_connection() {
     assert!(e.contains("alert"), "{e}");
     assert!(s.log.lock().unwrap().is_empty());
     assert_eq!(s.store.count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_svid_of_another_trust_domain_is_refused_even_from_the_trusted_ca() {
+    // The listener trusts `remit.test`. Its own CA signs an SVID claiming an identity of
+    // `other.test`, registered to an identity that may read: the handshake ends there.
+    let w = world();
+    let mut config_with_other = CONFIG.to_owned();
+    config_with_other.push_str(
+        "\n[[identity.credential]]\ntype = \"spiffe\"\nid = \"inventory-elsewhere\"\nspiffe_id = \"spiffe://other.test/ns/ops/sa/inventory\"\n",
+    );
+    let s = start_with(&w.files, None, TlsLimits::default(), &config_with_other).await;
+    let h1: &[&[u8]] = &[b"http/1.1"];
+    let elsewhere = w
+        .client_ca
+        .client(&["spiffe://other.test/ns/ops/sa/inventory"]);
+    let e = get(
+        s.addr,
+        client(&w.server_ca, Some(&elsewhere), h1),
+        "/items/1",
+        &[PURPOSE],
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("alert"), "{e}");
+    assert!(s.log.lock().unwrap().is_empty());
+    assert_eq!(s.store.count().await.unwrap(), 0);
+    // The same CA's SVID of the trusted domain is served.
+    let inventory = w.client_ca.client(&[INVENTORY]);
+    let got = get(
+        s.addr,
+        client(&w.server_ca, Some(&inventory), h1),
+        "/items/1",
+        &[PURPOSE],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{:?}", got.body);
 }
 
 #[tokio::test]

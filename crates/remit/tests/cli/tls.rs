@@ -102,7 +102,7 @@ async fn serve_authenticates_an_svid_on_its_mutual_tls_listener() {
         .replace("http://127.0.0.1:8450", &url)
         .replacen(
             "[gateway]\n",
-            "[gateway]\ntls_cert_file = \"tls/remit.pem\"\ntls_key_file = \"tls/remit-key.pem\"\nclient_ca_file = \"tls/bundle.pem\"\n",
+            "[gateway]\ntls_cert_file = \"tls/remit.pem\"\ntls_key_file = \"tls/remit-key.pem\"\nclient_ca_file = \"tls/bundle.pem\"\nclient_trust_domain = \"remit.example\"\n",
             1,
         );
     std::fs::write(&config, text).unwrap();
