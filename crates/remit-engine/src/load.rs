@@ -39,14 +39,7 @@ fn read_limited(path: &Path, limit: usize) -> Result<String, LoadError> {
         path: path.display().to_string(),
         message,
     };
-    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(io("not a regular file".into()));
-    }
-    if meta.len() > limit as u64 {
-        return Err(io(format!("larger than {limit} bytes")));
-    }
-    let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
+    let bytes = read_bytes_limited(path, limit).map_err(io)?;
     String::from_utf8(bytes)
         .map_err(|e| io(format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
 }
