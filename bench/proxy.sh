@@ -21,18 +21,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-mkdir -p "$work/logs" "$work/policies"
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/logs/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:18080; keepalive_requests 1000000; location / { return 200 "ok\n"; } }
-}
-CONF
+. bench/proxy_world.sh
+proxy_world "$work"
 cat > "$work/proxy.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -49,37 +39,6 @@ http {
   }
 }
 CONF
-key_sha=$(printf %s rk_bench | sha256sum | cut -d' ' -f1)
-cat > "$work/remit.toml" <<CONF
-[gateway]
-proxy_listen = "127.0.0.1:18082"
-admin_listen = "127.0.0.1:18083"
-
-[[route]]
-method = "GET"
-path = "/bench/{id}"
-action = "bench.read"
-resource = "Item::{id}"
-sensitive = false
-
-[[upstream]]
-name = "up"
-url = "http://127.0.0.1:18080"
-prefix = "/"
-
-[[identity]]
-id = "bench-bot"
-kind = "service_account"
-owner = "team-bench"
-purposes = ["bench"]
-boundary = ["bench.read"]
-
-[[identity.credential]]
-type = "api_key"
-id = "bench-key"
-sha256 = "$key_sha"
-CONF
-echo 'permit (principal == Identity::"bench-bot", action == Action::"bench.read", resource);' > "$work/policies/bench.cedar"
 sed -e 's/18082/18084/; s/18083/18085/' -e 's/^\[gateway\]$/[gateway]\ndanger_skip_fsync = true/' "$work/remit.toml" > "$work/remit-nofsync.toml"
 
 taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind in every thread of remit (user
+# space only: the kernel's TCP and fsync work is not counted), for one or more remit
+# binaries in turn, against the same upstream and configuration as bench/proxy.sh. A count
+# that a loaded machine does not move, for A/B comparisons of the request path; it says
+# nothing about wall-clock throughput (see bench/proxy.sh for that).
+#
+# Usage: bench/proxy_instructions.sh [seconds] BINARY...
+# (default: target/release/remit, built first). Needs nginx, wrk and valgrind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}; shift || true
+bins=("$@")
+for tool in nginx wrk valgrind callgrind_control; do
+  command -v "$tool" >/dev/null || { echo "bench/proxy_instructions.sh needs $tool (apt-get install nginx wrk valgrind)" >&2; exit 1; }
+done
+if [ ${#bins[@]} -eq 0 ]; then
+  cargo build --release -q -p remit
+  bins=(target/release/remit)
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+. bench/proxy_world.sh
+proxy_world "$work"
+nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)
+load() { wrk -t1 -c8 -d"$1" -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1; }
+echo "| binary | requests counted | instructions per request |"
+echo "| --- | ---: | ---: |"
+for bin in "${bins[@]}"; do
+  out="$work/cg-$(basename "$bin")"
+  rm -rf "$work/data"
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
+    "$bin" serve --config "$work/remit.toml" --data-dir "$work/data" >"$work/valgrind.log" 2>&1 &
+  vpid=$!
+  for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/18082) 2>/dev/null && break; sleep 0.2; done
+  load 3s >/dev/null                     # warm: pools, caches, the index's first batches
+  callgrind_control -z "$vpid" >/dev/null 2>&1  # count from here...
+  reqs=$(load "${secs}s" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$vpid" >/dev/null 2>&1  # ...to here, dumped as "$out.1"
+  kill "$vpid"; wait "$vpid" 2>/dev/null || true
+  total=$(awk '/^(totals|summary):/ {print $2; exit}' "$out.1")
+  echo "| $bin | $reqs | $(awk -v t="$total" -v n="$reqs" 'BEGIN {printf "%.0f", t/n}') |"
+done

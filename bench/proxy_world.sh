@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The world the proxy benchmarks share, written into a directory: the upstream (nginx
+# `return 200` on 127.0.0.1:18080, upstream.conf) and remit in front of it (remit.toml on
+# 127.0.0.1:18082, admin 18083; API key `rk_bench`, one route, one permit in policies/).
+# Sourced by bench/proxy.sh and bench/proxy_instructions.sh: `proxy_world DIR`.
+proxy_world() {
+local work=$1
+mkdir -p "$work/logs" "$work/policies"
+cat > "$work/upstream.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/upstream.pid;
+error_log $work/logs/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:18080; keepalive_requests 1000000; location / { return 200 "ok\n"; } }
+}
+CONF
+key_sha=$(printf %s rk_bench | sha256sum | cut -d' ' -f1)
+cat > "$work/remit.toml" <<CONF
+[gateway]
+proxy_listen = "127.0.0.1:18082"
+admin_listen = "127.0.0.1:18083"
+
+[[route]]
+method = "GET"
+path = "/bench/{id}"
+action = "bench.read"
+resource = "Item::{id}"
+sensitive = false
+
+[[upstream]]
+name = "up"
+url = "http://127.0.0.1:18080"
+prefix = "/"
+
+[[identity]]
+id = "bench-bot"
+kind = "service_account"
+owner = "team-bench"
+purposes = ["bench"]
+boundary = ["bench.read"]
+
+[[identity.credential]]
+type = "api_key"
+id = "bench-key"
+sha256 = "$key_sha"
+CONF
+echo 'permit (principal == Identity::"bench-bot", action == Action::"bench.read", resource);' > "$work/policies/bench.cedar"
+}
