@@ -327,7 +327,6 @@ impl ser::SerializeTupleVariant for Array<'_> {
 
 /// One member written so far: where its key and `"key":value` lie in the output. Keys
 /// are compared where they were written, so no key is copied.
-#[derive(Clone)]
 struct Member {
     /// The key's bytes as written, between its quotes.
     key: Range<usize>,

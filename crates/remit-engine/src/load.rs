@@ -280,13 +280,8 @@ pub fn check_tls_files(config_path: &Path, config: &mut Config) -> Result<(), Lo
             .map_err(|m| LoadError::Config(f.error(m)))
     };
     let (cert, key) = (read(&tls.cert_file)?, read(&tls.key_file)?);
-    remit_token::tls::ServerCertificate::from_pem(&cert, &key).map_err(|(which, e)| {
-        let f = match which {
-            remit_token::tls::TlsFile::Key => &tls.key_file,
-            _ => &tls.cert_file,
-        };
-        LoadError::Config(f.error(e))
-    })?;
+    remit_token::tls::ServerCertificate::from_pem(&cert, &key)
+        .map_err(|(which, e)| LoadError::Config(which.of(tls).error(e)))?;
     if let Some(ca) = &tls.client_ca {
         remit_token::tls::trust_anchors(&read(&ca.file)?)
             .map_err(|e| LoadError::Config(ca.file.error(e)))?;
@@ -294,8 +289,9 @@ pub fn check_tls_files(config_path: &Path, config: &mut Config) -> Result<(), Lo
     Ok(())
 }
 
-/// Reads a regular file of at most `limit` bytes.
-fn read_bytes_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+/// Reads a regular file of at most `limit` bytes (checked before reading and of what was
+/// read, in case the file grew between).
+pub fn read_bytes_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
@@ -303,7 +299,11 @@ fn read_bytes_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
     if meta.len() > limit as u64 {
         return Err(format!("larger than {limit} bytes"));
     }
-    std::fs::read(path).map_err(|e| e.to_string())
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.len() > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// The trust domains whose SPIFFE bundles are files, with each file's path (relative to the

@@ -35,7 +35,7 @@ use remit_core::ConfigError;
 use remit_core::SpiffeId;
 use remit_core::config::{ClientAuth, NamedFile, TlsSettings};
 use remit_token::svid::{SvidError, spiffe_id_of};
-use remit_token::tls::{MAX_TLS_FILE_BYTES, ServerCertificate, TlsFile, trust_anchors};
+use remit_token::tls::{MAX_TLS_FILE_BYTES, ServerCertificate, trust_anchors};
 use rustls::ServerConfig;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -136,31 +136,15 @@ impl Files {
 }
 
 fn read(f: &NamedFile) -> Result<Vec<u8>, TlsError> {
-    let fail = |m: String| TlsError(f.error(m));
-    let meta = std::fs::metadata(&f.path).map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    if meta.len() > MAX_TLS_FILE_BYTES as u64 {
-        return Err(fail(format!("larger than {MAX_TLS_FILE_BYTES} bytes")));
-    }
-    let bytes = std::fs::read(&f.path).map_err(|e| fail(e.to_string()))?;
-    if bytes.len() > MAX_TLS_FILE_BYTES {
-        return Err(fail(format!("larger than {MAX_TLS_FILE_BYTES} bytes")));
-    }
-    Ok(bytes)
+    remit_engine::load::read_bytes_limited(&f.path, MAX_TLS_FILE_BYTES)
+        .map_err(|m| TlsError(f.error(m)))
 }
 
 /// The rustls configuration of the files.
 fn build(settings: &TlsSettings, files: &Files) -> Result<ServerConfig, TlsError> {
     let provider = remit_token::tls::provider();
-    let server = ServerCertificate::from_pem(&files.cert, &files.key).map_err(|(which, e)| {
-        let f = match which {
-            TlsFile::Key => &settings.key_file,
-            _ => &settings.cert_file,
-        };
-        TlsError(f.error(e))
-    })?;
+    let server = ServerCertificate::from_pem(&files.cert, &files.key)
+        .map_err(|(which, e)| TlsError(which.of(settings).error(e)))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(settings.cert_file.error(e)))?;

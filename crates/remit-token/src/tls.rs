@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use remit_core::config::{NamedFile, TlsSettings};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject, SectionKind};
@@ -36,6 +37,18 @@ pub enum TlsFile {
     Key,
     /// The client certificates' trust anchors.
     ClientCa,
+}
+
+impl TlsFile {
+    /// The file of `settings` this is (the certificate chain's, for a client CA the
+    /// settings do not name).
+    pub fn of(self, settings: &TlsSettings) -> &NamedFile {
+        match (self, &settings.client_ca) {
+            (Self::Key, _) => &settings.key_file,
+            (Self::ClientCa, Some(ca)) => &ca.file,
+            (Self::Cert | Self::ClientCa, _) => &settings.cert_file,
+        }
+    }
 }
 
 /// Why a TLS file cannot be used.
