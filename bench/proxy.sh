@@ -4,6 +4,9 @@
 # (4) the same with `danger_skip_fsync` (records reach the OS, fsynced only at checkpoints),
 # all in one run on loopback. The server under test is pinned to core 0; the upstream and wrk
 # share core 1. Needs the Debian packages nginx and wrk (`apt-get install nginx wrk`).
+# Beside each rate it gives the server's CPU time per request (every thread, user and
+# system, from /proc): nginx's rate is often held by core 1 (wrk and the upstream), not by
+# its own core, and the CPU figure compares the two proxies' cost either way.
 #
 # Usage: bench/proxy.sh [seconds] [connections]
 # With REMIT_BASELINE=/path/to/an/older/remit, that build runs too (durable records, same
@@ -41,44 +44,59 @@ http {
 CONF
 sed -e 's/18082/18084/; s/18083/18085/' -e 's/^\[gateway\]$/[gateway]\ndanger_skip_fsync = true/' "$work/remit.toml" > "$work/remit-nofsync.toml"
 
-taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)
-taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" & pids+=($!)
-RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml" --data-dir "$work/data" & pids+=($!)
-RUST_LOG=error taskset -c 0 target/release/remit serve --config "$work/remit-nofsync.toml" --data-dir "$work/data-nofsync" & pids+=($!)
+taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!); upstream_pid=$!
+taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" & pids+=($!); nginx_pid=$!
+RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml" --data-dir "$work/data" & pids+=($!); remit_pid=$!
+RUST_LOG=error taskset -c 0 target/release/remit serve --config "$work/remit-nofsync.toml" --data-dir "$work/data-nofsync" & pids+=($!); nofsync_pid=$!
 ports="18080 18081 18082 18084"
 if [ -n "${REMIT_BASELINE:-}" ]; then
   sed -e 's/18082/18086/; s/18083/18087/' "$work/remit.toml" > "$work/remit-baseline.toml"
-  RUST_LOG=warn taskset -c 0 "$REMIT_BASELINE" serve --config "$work/remit-baseline.toml" --data-dir "$work/data-baseline" & pids+=($!)
+  RUST_LOG=warn taskset -c 0 "$REMIT_BASELINE" serve --config "$work/remit-baseline.toml" --data-dir "$work/data-baseline" & pids+=($!); baseline_pid=$!
   ports="$ports 18086"
 fi
 for port in $ports; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
-run() { # name url
-  local out
+# CPU time (user + system, every thread, in clock ticks) of a process and its children
+# that have not exited: nginx's master hands the work to its one worker.
+cpu_ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+run() { # name url pid-of-the-server-under-test
+  local out c0 c1
+  c0=$(cpu_ticks "$3")
   out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -H 'Authorization: Bearer rk_bench' "$2")
-  local rps p50 p99 non2xx
+  c1=$(cpu_ticks "$3")
+  local rps p50 p99 non2xx n cpu
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  printf '%s %s %s %s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  # The server's CPU per request: what it costs, whichever core limits the rate.
+  cpu=$(awk -v a="$c0" -v b="$c1" -v t="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / t * 1e6 / n }')
+  printf '%s %s %s %s %s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}" "$cpu"
 }
 to_us() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'; }
 
 echo "warming up" >&2
 taskset -c 1 wrk -t1 -c"$conns" -d2s -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1 >/dev/null
-results=$(run direct http://127.0.0.1:18080/bench/1; run nginx http://127.0.0.1:18081/bench/1; run remit http://127.0.0.1:18082/bench/1
-  if [ -n "${REMIT_BASELINE:-}" ]; then run remit-baseline http://127.0.0.1:18086/bench/1; fi
-  run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1)
+results=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid"; run nginx http://127.0.0.1:18081/bench/1 "$nginx_pid"
+  run remit http://127.0.0.1:18082/bench/1 "$remit_pid"
+  if [ -n "${REMIT_BASELINE:-}" ]; then run remit-baseline http://127.0.0.1:18086/bench/1 "$baseline_pid"; fi
+  run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid")
 # Decision records: the entries of the audit segments that hold a decision.
 records=$(cat "$work"/data/audit/*/*.seg 2>/dev/null | grep -c '"kind":"decision"' || true)
 
 echo "wrk -t1 -c$conns -d${secs}s; server under test on core 0, upstream and wrk on core 1"
-echo "| target | requests/s | p50 | p99 | non-2xx |"
-echo "| --- | ---: | ---: | ---: | ---: |"
-while read -r name rps p50 p99 bad; do echo "| $name | $rps | $p50 | $p99 | $bad |"; done <<<"$results"
+echo "| target | requests/s | p50 | p99 | non-2xx | server CPU per request |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+while read -r name rps p50 p99 bad cpu; do echo "| $name | $rps | $p50 | $p99 | $bad | $cpu µs |"; done <<<"$results"
 d50=$(to_us "$(awk '$1=="direct"{print $3}' <<<"$results")")
 n_rps=$(awk '$1=="nginx"{print $2}' <<<"$results"); r_rps=$(awk '$1=="remit"{print $2}' <<<"$results")
 n50=$(to_us "$(awk '$1=="nginx"{print $3}' <<<"$results")"); r50=$(to_us "$(awk '$1=="remit"{print $3}' <<<"$results")")
@@ -90,6 +108,9 @@ if [ -n "${REMIT_BASELINE:-}" ]; then
   awk -v r="$r_rps" -v b="$b_rps" -v r50="$r50" -v b50="$b50" -v d50="$d50" 'BEGIN {
     printf "remit / baseline requests/s: %.2fx; added p50 over direct: remit %.0f us, baseline %.0f us\n", r/b, r50-d50, b50-d50 }'
 fi
+n_cpu=$(awk '$1=="nginx"{print $6}' <<<"$results"); r_cpu=$(awk '$1=="remit"{print $6}' <<<"$results")
+awk -v nc="$n_cpu" -v rc="$r_cpu" 'BEGIN {
+  printf "server CPU per request: nginx %.1f us, remit %.1f us (nginx / remit: %.2fx; the rate remit would reach on a core of its own, beside nginx'"'"'s)\n", nc, rc, nc/rc }'
 awk -v n="$n_rps" -v x="$x_rps" -v x50="$x50" -v r="$r_rps" -v d50="$d50" -v n50="$n50" -v r50="$r50" -v d99="$d99" -v n99="$n99" -v r99="$r99" 'BEGIN {
   printf "remit / nginx requests/s: %.2fx (danger_skip_fsync: %.2fx)\n", r/n, x/n;
   printf "added p50 over direct with danger_skip_fsync: %.0f us\n", x50-d50;
