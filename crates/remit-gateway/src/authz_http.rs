@@ -66,7 +66,7 @@ pub async fn serve_authz(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = authz_router(st).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    axum::serve(crate::nodelay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
 }

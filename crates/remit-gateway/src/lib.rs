@@ -186,6 +186,21 @@ async fn decide(
     }
 }
 
+/// A listener whose connections send each write at once (`TCP_NODELAY`). Without it, a
+/// small write that follows one not yet acknowledged (the second event of an SSE stream,
+/// a response's last chunk) waits for that acknowledgement, which a client may delay by
+/// up to 40 ms (Nagle's algorithm meeting delayed ACKs).
+pub fn nodelay(
+    listener: TcpListener,
+) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY was not set on a connection");
+        }
+    })
+}
+
 /// Serves the admin listener until `shutdown` resolves.
 pub async fn serve_admin(
     listener: TcpListener,
@@ -195,4 +210,25 @@ pub async fn serve_admin(
     axum::serve(listener, admin_router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener as _;
+
+    /// Regression: the proxy's connections once kept Nagle's algorithm, so an SSE event
+    /// written after an unacknowledged one could wait for the client's delayed ACK.
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::nodelay(listener);
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let (stream, _) = listener.accept().await;
+        assert!(
+            stream.nodelay().unwrap(),
+            "TCP_NODELAY is set on accepted connections"
+        );
+        client.await.unwrap().unwrap();
+    }
 }

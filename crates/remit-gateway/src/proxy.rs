@@ -164,7 +164,7 @@ pub async fn serve_proxy(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = proxy_router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    axum::serve(crate::nodelay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
 }

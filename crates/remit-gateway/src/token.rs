@@ -261,7 +261,7 @@ pub async fn serve_proxy_with_tokens(
     let app = crate::proxy::proxy_router(state)
         .merge(token_router(svc, sink))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    axum::serve(crate::nodelay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
 }
