@@ -286,19 +286,15 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = connection_named(headers);
-    // Most messages hold none (or only `Connection`): one pass over the names to know,
-    // rather than a lookup by name per hop-by-hop header.
-    if !headers
+    // A pass over the names per header to strip (often none, or `Connection`), rather
+    // than a lookup by name for every hop-by-hop header there could be. Each pass removes
+    // every value of one name, so the loop ends.
+    while let Some(name) = headers
         .keys()
-        .any(|k| is_hop_by_hop(k) || named.iter().any(|n| n == k.as_str()))
+        .find(|k| is_hop_by_hop(k) || named.iter().any(|n| n == k.as_str()))
+        .cloned()
     {
-        return;
-    }
-    for name in named {
-        headers.remove(name.as_str());
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+        headers.remove(name);
     }
 }
 
@@ -372,14 +368,7 @@ async fn proxy(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()));
     let body_vec = (!body.is_empty()).then(|| body.to_vec());
-    let peer_ip = peer.ip().to_canonical().to_string();
-    let facts = match RequestFacts::parse(
-        parts.method.as_str(),
-        target,
-        headers,
-        body_vec,
-        Some(&peer_ip),
-    ) {
+    let facts = match RequestFacts::parse(parts.method.as_str(), target, headers, body_vec, None) {
         Ok(f) => f,
         Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
@@ -391,6 +380,8 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut facts = facts;
+    // The peer's address as it is, not written out and read back.
+    facts.source_ip = Some(peer.ip().to_canonical());
     // The SPIFFE ID of the client's X.509-SVID, when the TLS listener verified one.
     facts.peer_spiffe_id = crate::tls::peer_spiffe_id(&parts.extensions);
     let (mut finished, mut session_refused) =
