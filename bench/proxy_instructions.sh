@@ -3,7 +3,10 @@
 # space only: the kernel's TCP and fsync work is not counted), for one or more remit
 # binaries in turn, against the same upstream and configuration as bench/proxy.sh. A count
 # that a loaded machine does not move, for A/B comparisons of the request path; it says
-# nothing about wall-clock throughput (see bench/proxy.sh for that).
+# nothing about wall-clock throughput (see bench/proxy.sh for that). The count is split
+# into the tokio workers (the request path: hyper, the handler, the decision, the records'
+# canonical JSON) and the rest (the audit store's threads), from the inclusive count of
+# tokio's `worker::run`.
 #
 # Usage: bench/proxy_instructions.sh [seconds] BINARY...
 # (default: target/release/remit, built first). Needs nginx, wrk and valgrind.
@@ -26,8 +29,8 @@ trap cleanup EXIT
 proxy_world "$work"
 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)
 load() { wrk -t1 -c8 -d"$1" -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1; }
-echo "| binary | requests counted | instructions per request |"
-echo "| --- | ---: | ---: |"
+echo "| binary | requests counted | instructions per request | of which tokio workers | other threads |"
+echo "| --- | ---: | ---: | ---: | ---: |"
 for bin in "${bins[@]}"; do
   out="$work/cg-$(basename "$bin")"
   rm -rf "$work/data"
@@ -41,5 +44,8 @@ for bin in "${bins[@]}"; do
   callgrind_control -d "$vpid" >/dev/null 2>&1  # ...to here, dumped as "$out.1"
   kill "$vpid"; wait "$vpid" 2>/dev/null || true
   total=$(awk '/^(totals|summary):/ {print $2; exit}' "$out.1")
-  echo "| $bin | $reqs | $(awk -v t="$total" -v n="$reqs" 'BEGIN {printf "%.0f", t/n}') |"
+  workers=$(callgrind_annotate --inclusive=yes --threshold=100 "$out.1" 2>/dev/null \
+    | awk '/multi_thread::worker::run \[/ && !done {gsub(",", "", $1); print $1; done = 1}')
+  per() { awk -v t="$1" -v n="$reqs" 'BEGIN {printf "%.0f", t/n}'; }
+  echo "| $bin | $reqs | $(per "$total") | $(per "${workers:-0}") | $(per "$((total - ${workers:-0}))") |"
 done

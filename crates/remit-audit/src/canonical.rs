@@ -53,7 +53,44 @@ fn err(e: impl std::fmt::Display) -> CanonicalError {
 }
 
 fn string(out: &mut Vec<u8>, s: &str) -> Result<(), CanonicalError> {
-    serde_json::to_writer(&mut *out, s).map_err(err)
+    let bytes = s.as_bytes();
+    // Most strings (every key, ids, digests, times) have nothing to escape: written as
+    // they are.
+    if needs_escape(bytes) {
+        return serde_json::to_writer(&mut *out, s).map_err(err);
+    }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+    Ok(())
+}
+
+/// Whether a string holds a byte JSON escapes (a control character, `"` or `\`), eight
+/// bytes at a time: a byte below 0x20 borrows through `x - 0x20…20` (`hasless`), an equal
+/// byte through `(x ^ c…c) - 0x01…01` (`haszero`); neither misses one, and a false alarm
+/// would only send the string to `serde_json`'s escaping, which writes it the same.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let found = (x.wrapping_sub(ONES * 0x20) & !x)
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash);
+        if found & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// An integer as RFC 8785 writes it: exactly, or past 2^53 as the double it rounds to.
@@ -334,9 +371,9 @@ struct Member {
     ascii: bool,
     /// Whether the key was written with escapes (it is then compared decoded).
     escaped: bool,
-    /// An unescaped ASCII key's first eight bytes, big-endian and zero-padded: most keys
-    /// differ there, so most comparisons in a sort are one integer comparison.
-    prefix: u64,
+    /// An unescaped ASCII key's first sixteen bytes, big-endian and zero-padded: keys
+    /// nearly always differ there, so nearly every comparison is one integer comparison.
+    prefix: u128,
     start: usize,
     end: usize,
 }
@@ -347,13 +384,13 @@ impl Member {
     }
 }
 
-/// The first eight bytes of a key as a big-endian integer, zero-padded (a key holds no NUL
-/// unescaped, so padding sorts before every byte, as a shorter key does).
-fn prefix_of(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
+/// The first sixteen bytes of a key as a big-endian integer, zero-padded (a key holds no
+/// NUL unescaped, so padding sorts before every byte, as a shorter key does).
+fn prefix_of(key: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = key.len().min(16);
     bytes[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
+    u128::from_be_bytes(bytes)
 }
 
 /// A key as the object's members compare: its text.
@@ -464,9 +501,12 @@ impl<'a> Object<'a> {
         self.value(v)
     }
 
-    fn close(mut self) -> Result<(), CanonicalError> {
-        if !self.sorted {
-            let out = &*self.out;
+    /// Puts the members in key order, refusing a key given twice. When every key is
+    /// unescaped ASCII (every record's are), the members are sorted by their prefixes with
+    /// their indices, small integers, and the keys' bytes are read only where prefixes tie.
+    fn sort(&mut self) -> Result<(), CanonicalError> {
+        let out = &*self.out;
+        if !self.members.iter().all(Member::fast) {
             self.members.sort_unstable_by(|a, b| order(out, a, b));
             if let Some(w) = self
                 .members
@@ -475,8 +515,35 @@ impl<'a> Object<'a> {
             {
                 return Err(duplicate(out, &w[0]));
             }
+            return Ok(());
+        }
+        let members = &self.members;
+        let bytes = |i: usize| members.get(i).and_then(|m| out.get(m.key.clone()));
+        let mut keys: Vec<(u128, usize)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.prefix, i))
+            .collect();
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| bytes(a.1).cmp(&bytes(b.1))));
+        if let Some(w) = keys
+            .windows(2)
+            .find(|w| w[0].0 == w[1].0 && bytes(w[0].1) == bytes(w[1].1))
+            && let Some(m) = members.get(w[0].1)
+        {
+            return Err(duplicate(out, m));
+        }
+        let mut slots: Vec<Option<Member>> = self.members.drain(..).map(Some).collect();
+        self.members
+            .extend(keys.iter().filter_map(|&(_, i)| slots.get_mut(i)?.take()));
+        Ok(())
+    }
+
+    fn close(mut self) -> Result<(), CanonicalError> {
+        if !self.sorted {
+            self.sort()?;
             // Rewrite the members in order, from a copy of what was written.
             let written = self.out.split_off(self.body);
+            self.out.reserve(written.len() + 2);
             for (i, m) in self.members.iter().enumerate() {
                 if i > 0 {
                     self.out.push(b',');
@@ -739,6 +806,38 @@ mod tests {
             }
         }
         assert!(canonical(&Twice).unwrap_err().0.contains("`b`"));
+    }
+
+    #[test]
+    fn every_byte_that_needs_an_escape_is_seen_wherever_it_is() {
+        let text = "a\u{e9}z".repeat(8);
+        for len in 0..=text.len() {
+            if !text.is_char_boundary(len) {
+                continue;
+            }
+            let plain = &text[..len];
+            assert!(!needs_escape(plain.as_bytes()), "{plain:?}");
+            for at in (0..=plain.len()).filter(|&i| plain.is_char_boundary(i)) {
+                for bad in (0u8..0x20).chain([b'"', b'\\']) {
+                    let mut s = plain.to_owned();
+                    s.insert(at, char::from(bad));
+                    assert!(needs_escape(s.as_bytes()), "{s:?}");
+                    assert_eq!(
+                        canonical(&s).unwrap(),
+                        serde_json::to_vec(&s).unwrap(),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
+        // Bytes next to the ones escaped, and UTF-8's high bytes, are no alarm.
+        for s in [
+            "\u{7f}!#[]\u{ff}\u{2028}",
+            "                ",
+            "\u{10ffff}\u{10ffff}",
+        ] {
+            assert!(!needs_escape(s.as_bytes()), "{s:?}");
+        }
     }
 
     #[test]

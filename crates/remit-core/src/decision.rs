@@ -111,8 +111,13 @@ pub const RECORD_VERSION: u32 = 2;
 
 /// One audit record: what the log stores, serialised with a `kind` tag. New kinds
 /// (approvals, alerts) join as variants; readers skip kinds they do not know.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+///
+/// A decision record is serialised by hand, as the derived form would write it (`kind`,
+/// the record's fields and its decision's, flattened) but with its members in key order,
+/// so that canonical JSON (one per request) neither goes through serde's flattening nor
+/// reorders them; `decision_records_serialise_as_the_derived_form` holds the two equal.
+/// The other kinds are serialised as derived.
+#[derive(Debug, Clone, PartialEq)]
 // Moved once per request into the sink; boxing would add an allocation to every decision.
 #[allow(clippy::large_enum_variant)]
 pub enum AuditRecord {
@@ -125,6 +130,128 @@ pub enum AuditRecord {
     /// A token the token endpoint issued (written before the token is returned), or a
     /// token request refused after its client authenticated.
     Token(TokenRecord),
+}
+
+/// [`AuditRecord`] as derived: the reference form, and how the kinds other than
+/// decisions are written.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Tagged<'a> {
+    /// Written by `SortedDecision` instead; kept as the form it is tested against.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Decision(&'a DecisionRecord),
+    /// Written by `SortedOutcome` instead; kept as the form it is tested against.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Outcome(&'a OutcomeRecord),
+    Approval(&'a ApprovalRecord),
+    Token(&'a TokenRecord),
+}
+
+impl Serialize for AuditRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Decision(d) => SortedDecision(d).serialize(s),
+            Self::Outcome(o) => SortedOutcome(o).serialize(s),
+            Self::Approval(a) => Tagged::Approval(a).serialize(s),
+            Self::Token(t) => Tagged::Token(t).serialize(s),
+        }
+    }
+}
+
+/// A decision record as `Tagged::Decision` writes it, its members in key order (byte
+/// order; every key is ASCII), each skipped where the derived form skips it.
+struct SortedDecision<'a>(&'a DecisionRecord);
+
+impl Serialize for SortedDecision<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.0;
+        let d = &r.decision;
+        let mut m = s.serialize_struct("DecisionRecord", 32)?;
+        m.serialize_field("action", &d.action)?;
+        if !r.alerts.is_empty() {
+            m.serialize_field("alerts", &r.alerts)?;
+        }
+        if let Some(a) = &d.approval {
+            m.serialize_field("approval", a)?;
+        }
+        m.serialize_field("authority", &d.authority)?;
+        m.serialize_field("body_sha256", &r.body_sha256)?;
+        m.serialize_field("class", &d.class)?;
+        m.serialize_field("credential_id", &d.credential_id)?;
+        m.serialize_field("decide_us", &r.decide_us)?;
+        m.serialize_field("decision", &d.verdict)?;
+        m.serialize_field("decision_id", &d.decision_id)?;
+        m.serialize_field("identity", &d.identity)?;
+        m.serialize_field("kind", "decision")?;
+        m.serialize_field("mcp_method", &r.mcp_method)?;
+        m.serialize_field("mcp_tool", &r.mcp_tool)?;
+        m.serialize_field("method", &r.method)?;
+        m.serialize_field("obligations", &d.obligations)?;
+        m.serialize_field("path", &r.path)?;
+        if let Some(p) = &r.peer_spiffe_id {
+            m.serialize_field("peer_spiffe_id", p)?;
+        }
+        m.serialize_field("policies", &d.policies)?;
+        m.serialize_field("purpose", &d.purpose)?;
+        if let Some(l) = &d.rate_limit {
+            m.serialize_field("rate_limit", l)?;
+        }
+        m.serialize_field("reasons", &d.reasons)?;
+        if !d.record_sets.is_empty() {
+            m.serialize_field("record_sets", &d.record_sets)?;
+        }
+        m.serialize_field("replica", &r.replica)?;
+        m.serialize_field("resource", &d.resource)?;
+        if let Some(n) = &d.retry_after_s {
+            m.serialize_field("retry_after_s", n)?;
+        }
+        m.serialize_field("route", &r.route)?;
+        if let Some(scan) = &d.scan {
+            m.serialize_field("scan", scan)?;
+        }
+        m.serialize_field("sensitive", &d.sensitive)?;
+        m.serialize_field("source_ip", &r.source_ip)?;
+        m.serialize_field("time", &r.time)?;
+        m.serialize_field("v", &r.v)?;
+        m.end()
+    }
+}
+
+/// An outcome record as `Tagged::Outcome` writes it, its members in key order, each
+/// skipped where the derived form skips it (`review_body` always: it is stored beside the
+/// record, not in it).
+struct SortedOutcome<'a>(&'a OutcomeRecord);
+
+impl Serialize for SortedOutcome<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let o = self.0;
+        let mut m = s.serialize_struct("OutcomeRecord", 14)?;
+        m.serialize_field("complete", &o.complete)?;
+        m.serialize_field("decision_id", &o.decision_id)?;
+        if let Some(e) = &o.error {
+            m.serialize_field("error", e)?;
+        }
+        m.serialize_field("kind", "outcome")?;
+        m.serialize_field("latency_us", &o.latency_us)?;
+        if !o.record_sets.is_empty() {
+            m.serialize_field("record_sets", &o.record_sets)?;
+        }
+        m.serialize_field("replica", &o.replica)?;
+        m.serialize_field("response_bytes", &o.response_bytes)?;
+        m.serialize_field("response_sha256", &o.response_sha256)?;
+        if let Some(r) = &o.review {
+            m.serialize_field("review", r)?;
+        }
+        if let Some(scan) = &o.scan {
+            m.serialize_field("scan", scan)?;
+        }
+        m.serialize_field("status", &o.status)?;
+        m.serialize_field("time", &o.time)?;
+        m.serialize_field("v", &o.v)?;
+        m.end()
+    }
 }
 
 impl AuditRecord {
@@ -394,5 +521,230 @@ pub trait RecordSink: Send + Sync {
     /// `Remit-Approval`.
     fn approvals(&self) -> Option<&dyn crate::approval::ApprovalStore> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::names::ResourceType;
+    use crate::records::{ApprovedSet, OnExcess};
+    use crate::scan::ScanAction;
+    use crate::vocab::{AuthorityKind, Rate};
+
+    /// A JSON object's keys in the order they are written.
+    struct KeyOrder(Vec<String>);
+
+    impl<'de> serde::Deserialize<'de> for KeyOrder {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Keys;
+            impl<'de> serde::de::Visitor<'de> for Keys {
+                type Value = KeyOrder;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<KeyOrder, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                        keys.push(k);
+                    }
+                    Ok(KeyOrder(keys))
+                }
+            }
+            d.deserialize_map(Keys)
+        }
+    }
+
+    fn minimal() -> DecisionRecord {
+        DecisionRecord {
+            v: RECORD_VERSION,
+            time: "2026-11-26T00:00:00Z".into(),
+            replica: "replica-1".into(),
+            decision: Decision {
+                verdict: Verdict::Deny,
+                decision_id: "d-1".into(),
+                identity: None,
+                credential_id: None,
+                class: Class::Unclassified,
+                authority: Authority {
+                    kind: AuthorityKind::None,
+                    on_behalf_of: None,
+                    actors: Vec::new(),
+                },
+                purpose: None,
+                action: ActionName::parse("status.read").unwrap(),
+                resource: ResourceRef {
+                    rtype: ResourceType::parse("Service").unwrap(),
+                    id: "api".into(),
+                },
+                sensitive: false,
+                reasons: vec!["no \"policy\" permits it\n".into()],
+                policies: Vec::new(),
+                obligations: Vec::new(),
+                approval: None,
+                retry_after_s: None,
+                rate_limit: None,
+                scan: None,
+                record_sets: Vec::new(),
+            },
+            method: "GET".into(),
+            path: "/status".into(),
+            route: None,
+            mcp_method: None,
+            mcp_tool: None,
+            source_ip: None,
+            body_sha256: None,
+            peer_spiffe_id: None,
+            decide_us: 7,
+            alerts: Vec::new(),
+        }
+    }
+
+    /// Every member the derived form can write, set.
+    fn full() -> DecisionRecord {
+        let mut r = minimal();
+        let d = &mut r.decision;
+        d.verdict = Verdict::RateLimited;
+        d.identity = Some(IdentityId::parse("bench-bot").unwrap());
+        d.credential_id = Some(CredentialId::parse("bench-key").unwrap());
+        d.class = Class::Agent;
+        d.authority = Authority {
+            kind: AuthorityKind::Delegated,
+            on_behalf_of: Some("alice".into()),
+            actors: vec!["agent-1".into()],
+        };
+        d.purpose = Some(Purpose::parse("bench").unwrap());
+        d.sensitive = true;
+        d.policies = vec!["p1".into(), "p0".into()];
+        d.obligations = vec![Obligation::LogOutput];
+        d.approval = Some(ApprovalRequest {
+            required_by: vec!["p1".into()],
+            id: Some("a-1".into()),
+            expires: Some("2026-11-27T00:00:00Z".into()),
+            decide: Some("https://remit.example/approvals/a-1".into()),
+        });
+        d.retry_after_s = Some(3);
+        d.rate_limit = Some(RateLimitState {
+            source: "identity".into(),
+            rate: Rate {
+                count: 10,
+                per_s: 60,
+            },
+        });
+        d.scan = Some(ScanReport {
+            findings: Vec::new(),
+            action: ScanAction::Redact,
+            incomplete: Some("a body over the limit".into()),
+        });
+        d.record_sets = vec![ApprovedSet {
+            name: "mine".into(),
+            field: "/id".into(),
+            items: "/items".into(),
+            values: Arc::new(BTreeSet::from(["1".to_owned()])),
+            on_excess: OnExcess::Filter,
+            max_body_bytes: 1024,
+        }];
+        r.route = Some("GET /status".into());
+        r.mcp_method = Some("tools/call".into());
+        r.mcp_tool = Some("search".into());
+        r.source_ip = Some("10.0.0.1".parse().unwrap());
+        r.body_sha256 = Some("ab".repeat(32));
+        r.peer_spiffe_id = Some(SpiffeId::parse("spiffe://example.org/bench").unwrap());
+        r.alerts = vec![AlertNote {
+            id: "al-1".into(),
+            detector: "new_origin".into(),
+            confidence: 90,
+            evidence: "a new network".into(),
+        }];
+        r
+    }
+
+    #[test]
+    fn decision_records_serialise_as_the_derived_form() {
+        for r in [minimal(), full()] {
+            let fast = serde_json::to_string(&AuditRecord::Decision(r.clone())).unwrap();
+            let derived = serde_json::to_string(&Tagged::Decision(&r)).unwrap();
+            // The same members with the same values; only their order may differ.
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&fast).unwrap(),
+                serde_json::from_str::<serde_json::Value>(&derived).unwrap(),
+            );
+            // And in key order, so canonical JSON need not reorder them.
+            let KeyOrder(keys) = serde_json::from_str(&fast).unwrap();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted);
+            let KeyOrder(keys) = serde_json::from_str(&derived).unwrap();
+            assert_ne!(keys, sorted, "the check above can fail");
+        }
+        // The full record sets every member there is: a field added to the decision or
+        // the record and left out of the ordered form fails the comparison above.
+        let full = serde_json::to_value(Tagged::Decision(&full())).unwrap();
+        assert_eq!(full.as_object().unwrap().len(), 32);
+    }
+
+    fn outcome() -> OutcomeRecord {
+        OutcomeRecord {
+            v: RECORD_VERSION,
+            time: "2026-11-26T00:00:01Z".into(),
+            replica: "replica-1".into(),
+            decision_id: "d-1".into(),
+            status: 200,
+            response_sha256: "cd".repeat(32),
+            response_bytes: 3,
+            complete: true,
+            latency_us: 250,
+            error: None,
+            review: None,
+            scan: None,
+            record_sets: Vec::new(),
+            review_body: None,
+        }
+    }
+
+    #[test]
+    fn outcome_records_serialise_as_the_derived_form() {
+        let mut full = outcome();
+        full.error = Some("upstream `up` did not answer in time".into());
+        full.review = Some(ReviewNote {
+            stored_bytes: 3,
+            limit: 1024,
+            truncated: false,
+            sha256: "ef".repeat(32),
+            redacted: 0,
+            withheld: Some("encoded".into()),
+        });
+        full.scan = Some(ScanReport {
+            findings: Vec::new(),
+            action: ScanAction::Alert,
+            incomplete: None,
+        });
+        full.record_sets = vec![crate::records::RecordSetNote {
+            set: "mine".into(),
+            filtered: crate::records::Filtered::default(),
+            refused: None,
+        }];
+        full.review_body = Some(b"ok\n".to_vec());
+        for o in [outcome(), full.clone()] {
+            let fast = serde_json::to_string(&AuditRecord::Outcome(o.clone())).unwrap();
+            let derived = serde_json::to_string(&Tagged::Outcome(&o)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&fast).unwrap(),
+                serde_json::from_str::<serde_json::Value>(&derived).unwrap(),
+            );
+            let KeyOrder(keys) = serde_json::from_str(&fast).unwrap();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted);
+        }
+        // Every member the derived form writes is set in `full`.
+        let all = serde_json::to_value(Tagged::Outcome(&full)).unwrap();
+        assert_eq!(all.as_object().unwrap().len(), 14);
     }
 }

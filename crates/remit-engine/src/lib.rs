@@ -696,13 +696,23 @@ impl Engine {
             now,
             started,
         } = pending;
+        // The rarer steps' futures are boxed where they are awaited, so that this future
+        // (and every front door's around it) stays small: futures are moved by value, and
+        // a large one costs a large copy on every request.
         let approvals::Settled {
             mut decided,
             claim,
             opened,
-        } = self
-            .settle_approval(decided, facts, sink, now, dry_run)
-            .await;
+        } = if decided.decision.verdict == Verdict::ApprovalRequired {
+            Box::pin(self.settle_approval(decided, facts, sink, now, dry_run)).await
+        } else {
+            // What `settle_approval` answers at once for any other verdict.
+            approvals::Settled {
+                decided,
+                claim: None,
+                opened: None,
+            }
+        };
         if dry_run {
             return Finished {
                 decision: decided.decision,
@@ -753,8 +763,7 @@ impl Engine {
         if decided.decision.verdict == Verdict::Allow
             && let Some(id) = &claim
         {
-            self.claim_approval(&mut decided.decision, id, sink, now)
-                .await;
+            Box::pin(self.claim_approval(&mut decided.decision, id, sink, now)).await;
         }
         if let Some(report) = &decided.decision.scan {
             let d = &decided.decision;
@@ -770,7 +779,10 @@ impl Engine {
             rewrite,
             ..
         } = decided;
-        if let Err(e) = sink.append(AuditRecord::Decision(record)).await {
+        // The record is moved into the sink's (boxed) future before the await, so no
+        // temporary of it is held across the await in this future.
+        let append = sink.append(AuditRecord::Decision(record));
+        if let Err(e) = append.await {
             metrics::counter!("remit_audit_write_failures_total").increment(1);
             tracing::error!(decision_id = %decision.decision_id, error = %e, "decision record not written; denying");
             decision.fail_closed(format!(

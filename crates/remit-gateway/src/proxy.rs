@@ -62,9 +62,21 @@ pub enum ProxyError {
     },
 }
 
-/// What the proxy's handler shares.
+/// What the proxy's handler shares: one `Arc`, so the clone each request's handler takes
+/// is one reference count, not one per field.
 #[derive(Clone)]
-pub struct ProxyState {
+pub struct ProxyState(Arc<ProxyShared>);
+
+impl std::ops::Deref for ProxyState {
+    type Target = ProxyShared;
+    fn deref(&self) -> &ProxyShared {
+        &self.0
+    }
+}
+
+/// The fields of [`ProxyState`].
+#[derive(Clone)]
+pub struct ProxyShared {
     engine: Arc<Engine>,
     sink: Arc<dyn RecordSink>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -78,6 +90,12 @@ pub struct ProxyState {
 impl std::fmt::Debug for ProxyState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyState").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ProxyShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyShared").finish_non_exhaustive()
     }
 }
 
@@ -120,7 +138,7 @@ impl ProxyState {
                 Some((c, Arc::new(Semaphore::new(n as usize)), n))
             })
             .collect();
-        Ok(Self {
+        Ok(Self(Arc::new(ProxyShared {
             engine,
             sink,
             client,
@@ -128,13 +146,13 @@ impl ProxyState {
             sessions: Arc::default(),
             watch: None,
             class_room: Arc::new(class_room),
-        })
+        })))
     }
 
     /// Decides with the behaviour watch: risk scores, learning and alerts.
     #[must_use]
     pub fn with_watch(mut self, watch: Arc<crate::watch::Watch>) -> Self {
-        self.watch = Some(watch);
+        Arc::make_mut(&mut self.0).watch = Some(watch);
         self
     }
 }
@@ -240,14 +258,16 @@ async fn decide(
         pending.decision().refuse(mcp::SESSION_POLICY, reason);
         session_refused = Some(status);
     }
-    let work = crate::watch::finish(
+    // Boxed: the recording future is the largest part of a request's state, and the
+    // handler's future (which the router boxes, by copying it) stays small without it.
+    let work = Box::pin(crate::watch::finish(
         &st.engine,
         pending,
         watching,
         facts,
         st.sink.as_ref(),
         false,
-    );
+    ));
     match tokio::time::timeout(DECIDE_TIMEOUT, work).await {
         Ok(finished) => Ok((finished, session_refused)),
         Err(_) => Err(Problem::new(
@@ -259,13 +279,65 @@ async fn decide(
     }
 }
 
+/// Whether a header is hop-by-hop by its name alone (`HOP_BY_HOP`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_named(headers) {
-        headers.remove(name.as_str());
+    let named = connection_named(headers);
+    // A pass over the names per header to strip (often none, or `Connection`), rather
+    // than a lookup by name for every hop-by-hop header there could be. Each pass removes
+    // every value of one name, so the loop ends.
+    while let Some(name) = headers
+        .keys()
+        .find(|k| is_hop_by_hop(k) || named.iter().any(|n| n == k.as_str()))
+        .cloned()
+    {
+        headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+}
+
+/// Whether a client header stays out of the upstream request: hop-by-hop (by name or
+/// named in `Connection`), `Host`, `Content-Length` (remit re-frames the body),
+/// `Authorization` (the client's credential) and every `Remit-*` header.
+fn withheld_upstream(name: &HeaderName, connection_named: &[String]) -> bool {
+    let s = name.as_str();
+    is_hop_by_hop(name)
+        || name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::AUTHORIZATION
+        || s.starts_with("remit-")
+        || connection_named.iter().any(|n| n == s)
+}
+
+/// The client's headers as they go upstream: the redacted values in place of the
+/// originals (a value that cannot be a header any more is dropped, never sent as it was),
+/// minus every header [`withheld_upstream`] names. Built in one pass, not cloned and then
+/// pruned.
+fn upstream_headers(client: &HeaderMap, redacted: &[(String, Vec<u8>)]) -> HeaderMap {
+    if !redacted.is_empty() {
+        let mut headers = client.clone();
+        for (name, value) in redacted {
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            match HeaderValue::from_bytes(value) {
+                Ok(v) => headers.insert(name, v),
+                Err(_) => headers.remove(name),
+            };
+        }
+        return upstream_headers(&headers, &[]);
     }
+    let named = connection_named(client);
+    // Room for remit's attribution headers and the upstream's credential.
+    let mut headers = HeaderMap::with_capacity(client.len() + 6);
+    for (name, value) in client {
+        if !withheld_upstream(name, &named) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
 }
 
 async fn proxy(
@@ -296,14 +368,7 @@ async fn proxy(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()));
     let body_vec = (!body.is_empty()).then(|| body.to_vec());
-    let peer_ip = peer.ip().to_canonical().to_string();
-    let facts = match RequestFacts::parse(
-        parts.method.as_str(),
-        target,
-        headers,
-        body_vec,
-        Some(&peer_ip),
-    ) {
+    let facts = match RequestFacts::parse(parts.method.as_str(), target, headers, body_vec, None) {
         Ok(f) => f,
         Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
@@ -315,6 +380,8 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut facts = facts;
+    // The peer's address as it is, not written out and read back.
+    facts.source_ip = Some(peer.ip().to_canonical());
     // The SPIFFE ID of the client's X.509-SVID, when the TLS listener verified one.
     facts.peer_spiffe_id = crate::tls::peer_spiffe_id(&parts.extensions);
     let (mut finished, mut session_refused) =
@@ -337,15 +404,22 @@ async fn proxy(
             .and_then(|a| remit_core::approval::ApprovalId::parse(a).ok())
     {
         waited = Some(wait.as_secs());
-        if let Some(a) = approvals::await_answer(store, &aid, wait).await
+        if let Some(a) = Box::pin(approvals::await_answer(store, &aid, wait)).await
             && a.state == remit_core::approval::ApprovalState::Granted
         {
             facts.approval = Some(aid.to_string());
-            (finished, session_refused) =
-                match decide(&st, &parts.headers, &facts, is_mcp, session.as_deref()).await {
-                    Ok(d) => d,
-                    Err(resp) => return resp,
-                };
+            (finished, session_refused) = match Box::pin(decide(
+                &st,
+                &parts.headers,
+                &facts,
+                is_mcp,
+                session.as_deref(),
+            ))
+            .await
+            {
+                Ok(d) => d,
+                Err(resp) => return resp,
+            };
         }
     }
     let remit_engine::Finished {
@@ -435,7 +509,7 @@ async fn proxy(
         st.sessions.end(s);
     }
     if method == Some("tools/list") && resp.status().is_success() {
-        return mcp::filter_tools_list(&st.engine, &facts, resp).await;
+        return Box::pin(mcp::filter_tools_list(&st.engine, &facts, resp)).await;
     }
     resp
 }
@@ -454,29 +528,7 @@ async fn forward(
         uri.push('?');
         uri.push_str(q);
     }
-    let mut headers = client_headers.clone();
-    for (name, value) in redacted {
-        // A redacted value that cannot be a header any more is dropped, never sent as it was.
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        match HeaderValue::from_bytes(value) {
-            Ok(v) => headers.insert(name, v),
-            Err(_) => headers.remove(name),
-        };
-    }
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::AUTHORIZATION);
-    let remit_headers: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("remit-"))
-        .cloned()
-        .collect();
-    for k in remit_headers {
-        headers.remove(k);
-    }
+    let mut headers = upstream_headers(client_headers, redacted);
     for (k, v) in attribution(decision) {
         if let Ok(v) = HeaderValue::from_str(&v) {
             headers.insert(k, v);
@@ -519,7 +571,7 @@ async fn forward(
             let mut incoming = Body::new(incoming);
             if !decision.record_sets.is_empty() {
                 let mcp = upstream.kind == UpstreamKind::Mcp;
-                match records::limit(decision, &mut parts, incoming, mcp).await {
+                match Box::pin(records::limit(decision, &mut parts, incoming, mcp)).await {
                     records::Limit::Pass(body, notes) => {
                         outcome.limited(notes);
                         incoming = body;
@@ -537,7 +589,11 @@ async fn forward(
             let (body, stream_scan) = match inspect::mode(&st.engine, decision, &parts) {
                 inspect::Mode::Stream(action) => (incoming, Some(action)),
                 inspect::Mode::Whole(action) => {
-                    match inspect::whole(&st.engine, decision, &mut parts, incoming, action).await {
+                    match Box::pin(inspect::whole(
+                        &st.engine, decision, &mut parts, incoming, action,
+                    ))
+                    .await
+                    {
                         inspect::Inspected::Pass(body, report) => {
                             outcome.scanned(report);
                             (body, None)
