@@ -159,97 +159,149 @@ impl Serialize for AuditRecord {
 }
 
 /// A decision record as `Tagged::Decision` writes it, its members in key order (byte
-/// order; every key is ASCII), each skipped where the derived form skips it.
+/// order; every key is ASCII), each skipped where the derived form skips it. The records
+/// are taken apart field by field, with no `..`: a field added to [`DecisionRecord`] or
+/// [`Decision`] does not compile until it is written here too, so none can be left out
+/// of the audit log unnoticed.
 struct SortedDecision<'a>(&'a DecisionRecord);
 
 impl Serialize for SortedDecision<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let r = self.0;
-        let d = &r.decision;
+        let DecisionRecord {
+            v,
+            time,
+            replica,
+            decision,
+            method,
+            path,
+            route,
+            mcp_method,
+            mcp_tool,
+            source_ip,
+            body_sha256,
+            peer_spiffe_id,
+            decide_us,
+            alerts,
+        } = self.0;
+        let Decision {
+            verdict,
+            decision_id,
+            identity,
+            credential_id,
+            class,
+            authority,
+            purpose,
+            action,
+            resource,
+            sensitive,
+            reasons,
+            policies,
+            obligations,
+            approval,
+            retry_after_s,
+            rate_limit,
+            scan,
+            record_sets,
+        } = decision;
         let mut m = s.serialize_struct("DecisionRecord", 32)?;
-        m.serialize_field("action", &d.action)?;
-        if !r.alerts.is_empty() {
-            m.serialize_field("alerts", &r.alerts)?;
+        m.serialize_field("action", action)?;
+        if !alerts.is_empty() {
+            m.serialize_field("alerts", alerts)?;
         }
-        if let Some(a) = &d.approval {
+        if let Some(a) = approval {
             m.serialize_field("approval", a)?;
         }
-        m.serialize_field("authority", &d.authority)?;
-        m.serialize_field("body_sha256", &r.body_sha256)?;
-        m.serialize_field("class", &d.class)?;
-        m.serialize_field("credential_id", &d.credential_id)?;
-        m.serialize_field("decide_us", &r.decide_us)?;
-        m.serialize_field("decision", &d.verdict)?;
-        m.serialize_field("decision_id", &d.decision_id)?;
-        m.serialize_field("identity", &d.identity)?;
+        m.serialize_field("authority", authority)?;
+        m.serialize_field("body_sha256", body_sha256)?;
+        m.serialize_field("class", class)?;
+        m.serialize_field("credential_id", credential_id)?;
+        m.serialize_field("decide_us", decide_us)?;
+        m.serialize_field("decision", verdict)?;
+        m.serialize_field("decision_id", decision_id)?;
+        m.serialize_field("identity", identity)?;
         m.serialize_field("kind", "decision")?;
-        m.serialize_field("mcp_method", &r.mcp_method)?;
-        m.serialize_field("mcp_tool", &r.mcp_tool)?;
-        m.serialize_field("method", &r.method)?;
-        m.serialize_field("obligations", &d.obligations)?;
-        m.serialize_field("path", &r.path)?;
-        if let Some(p) = &r.peer_spiffe_id {
+        m.serialize_field("mcp_method", mcp_method)?;
+        m.serialize_field("mcp_tool", mcp_tool)?;
+        m.serialize_field("method", method)?;
+        m.serialize_field("obligations", obligations)?;
+        m.serialize_field("path", path)?;
+        if let Some(p) = peer_spiffe_id {
             m.serialize_field("peer_spiffe_id", p)?;
         }
-        m.serialize_field("policies", &d.policies)?;
-        m.serialize_field("purpose", &d.purpose)?;
-        if let Some(l) = &d.rate_limit {
+        m.serialize_field("policies", policies)?;
+        m.serialize_field("purpose", purpose)?;
+        if let Some(l) = rate_limit {
             m.serialize_field("rate_limit", l)?;
         }
-        m.serialize_field("reasons", &d.reasons)?;
-        if !d.record_sets.is_empty() {
-            m.serialize_field("record_sets", &d.record_sets)?;
+        m.serialize_field("reasons", reasons)?;
+        if !record_sets.is_empty() {
+            m.serialize_field("record_sets", record_sets)?;
         }
-        m.serialize_field("replica", &r.replica)?;
-        m.serialize_field("resource", &d.resource)?;
-        if let Some(n) = &d.retry_after_s {
+        m.serialize_field("replica", replica)?;
+        m.serialize_field("resource", resource)?;
+        if let Some(n) = retry_after_s {
             m.serialize_field("retry_after_s", n)?;
         }
-        m.serialize_field("route", &r.route)?;
-        if let Some(scan) = &d.scan {
+        m.serialize_field("route", route)?;
+        if let Some(scan) = scan {
             m.serialize_field("scan", scan)?;
         }
-        m.serialize_field("sensitive", &d.sensitive)?;
-        m.serialize_field("source_ip", &r.source_ip)?;
-        m.serialize_field("time", &r.time)?;
-        m.serialize_field("v", &r.v)?;
+        m.serialize_field("sensitive", sensitive)?;
+        m.serialize_field("source_ip", source_ip)?;
+        m.serialize_field("time", time)?;
+        m.serialize_field("v", v)?;
         m.end()
     }
 }
 
 /// An outcome record as `Tagged::Outcome` writes it, its members in key order, each
 /// skipped where the derived form skips it (`review_body` always: it is stored beside the
-/// record, not in it).
+/// record, not in it). Taken apart with no `..`, as [`SortedDecision`] is.
 struct SortedOutcome<'a>(&'a OutcomeRecord);
 
 impl Serialize for SortedOutcome<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let o = self.0;
+        let OutcomeRecord {
+            v,
+            time,
+            replica,
+            decision_id,
+            status,
+            response_sha256,
+            response_bytes,
+            complete,
+            latency_us,
+            error,
+            review,
+            scan,
+            record_sets,
+            review_body: _,
+        } = self.0;
         let mut m = s.serialize_struct("OutcomeRecord", 14)?;
-        m.serialize_field("complete", &o.complete)?;
-        m.serialize_field("decision_id", &o.decision_id)?;
-        if let Some(e) = &o.error {
+        m.serialize_field("complete", complete)?;
+        m.serialize_field("decision_id", decision_id)?;
+        if let Some(e) = error {
             m.serialize_field("error", e)?;
         }
         m.serialize_field("kind", "outcome")?;
-        m.serialize_field("latency_us", &o.latency_us)?;
-        if !o.record_sets.is_empty() {
-            m.serialize_field("record_sets", &o.record_sets)?;
+        m.serialize_field("latency_us", latency_us)?;
+        if !record_sets.is_empty() {
+            m.serialize_field("record_sets", record_sets)?;
         }
-        m.serialize_field("replica", &o.replica)?;
-        m.serialize_field("response_bytes", &o.response_bytes)?;
-        m.serialize_field("response_sha256", &o.response_sha256)?;
-        if let Some(r) = &o.review {
+        m.serialize_field("replica", replica)?;
+        m.serialize_field("response_bytes", response_bytes)?;
+        m.serialize_field("response_sha256", response_sha256)?;
+        if let Some(r) = review {
             m.serialize_field("review", r)?;
         }
-        if let Some(scan) = &o.scan {
+        if let Some(scan) = scan {
             m.serialize_field("scan", scan)?;
         }
-        m.serialize_field("status", &o.status)?;
-        m.serialize_field("time", &o.time)?;
-        m.serialize_field("v", &o.v)?;
+        m.serialize_field("status", status)?;
+        m.serialize_field("time", time)?;
+        m.serialize_field("v", v)?;
         m.end()
     }
 }
