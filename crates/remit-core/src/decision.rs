@@ -717,23 +717,32 @@ mod tests {
         r
     }
 
+    /// The record as remit writes it holds the members the derived form writes, with the
+    /// same values, in key order (so canonical JSON need not reorder them). Returns the
+    /// derived form's keys in the order it writes them.
+    fn assert_written_as_derived(record: &AuditRecord, derived: &Tagged<'_>) -> Vec<String> {
+        let fast = serde_json::to_string(record).unwrap();
+        let derived = serde_json::to_string(derived).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&fast).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&derived).unwrap(),
+        );
+        let KeyOrder(keys) = serde_json::from_str(&fast).unwrap();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        let KeyOrder(derived_keys) = serde_json::from_str(&derived).unwrap();
+        derived_keys
+    }
+
     #[test]
     fn decision_records_serialise_as_the_derived_form() {
         for r in [minimal(), full()] {
-            let fast = serde_json::to_string(&AuditRecord::Decision(r.clone())).unwrap();
-            let derived = serde_json::to_string(&Tagged::Decision(&r)).unwrap();
-            // The same members with the same values; only their order may differ.
-            assert_eq!(
-                serde_json::from_str::<serde_json::Value>(&fast).unwrap(),
-                serde_json::from_str::<serde_json::Value>(&derived).unwrap(),
-            );
-            // And in key order, so canonical JSON need not reorder them.
-            let KeyOrder(keys) = serde_json::from_str(&fast).unwrap();
+            let keys =
+                assert_written_as_derived(&AuditRecord::Decision(r.clone()), &Tagged::Decision(&r));
             let mut sorted = keys.clone();
             sorted.sort();
-            assert_eq!(keys, sorted);
-            let KeyOrder(keys) = serde_json::from_str(&derived).unwrap();
-            assert_ne!(keys, sorted, "the check above can fail");
+            assert_ne!(keys, sorted, "the key-order check can fail");
         }
         // The full record sets every member there is: a field added to the decision or
         // the record and left out of the ordered form fails the comparison above.
@@ -784,16 +793,7 @@ mod tests {
         }];
         full.review_body = Some(b"ok\n".to_vec());
         for o in [outcome(), full.clone()] {
-            let fast = serde_json::to_string(&AuditRecord::Outcome(o.clone())).unwrap();
-            let derived = serde_json::to_string(&Tagged::Outcome(&o)).unwrap();
-            assert_eq!(
-                serde_json::from_str::<serde_json::Value>(&fast).unwrap(),
-                serde_json::from_str::<serde_json::Value>(&derived).unwrap(),
-            );
-            let KeyOrder(keys) = serde_json::from_str(&fast).unwrap();
-            let mut sorted = keys.clone();
-            sorted.sort();
-            assert_eq!(keys, sorted);
+            assert_written_as_derived(&AuditRecord::Outcome(o.clone()), &Tagged::Outcome(&o));
         }
         // Every member the derived form writes is set in `full`.
         let all = serde_json::to_value(Tagged::Outcome(&full)).unwrap();
