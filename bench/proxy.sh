@@ -15,16 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "bench/proxy.sh needs $tool (apt-get install nginx wrk)" >&2; exit 1; }
-done
-cargo build --release -q -p remit
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
 . bench/proxy_world.sh
+bench_needs bench/proxy.sh "nginx wrk" nginx wrk taskset
+cargo build --release -q -p remit
+bench_work
 proxy_world "$work"
 cat > "$work/proxy.conf" <<CONF
 worker_processes 1;

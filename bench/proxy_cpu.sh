@@ -13,18 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-8}; shift || true
 bins=("$@")
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "bench/proxy_cpu.sh needs $tool (apt-get install nginx wrk)" >&2; exit 1; }
-done
+. bench/proxy_world.sh
+bench_needs bench/proxy_cpu.sh "nginx wrk" nginx wrk taskset
 if [ ${#bins[@]} -eq 0 ]; then
   cargo build --release -q -p remit
   bins=(target/release/remit)
 fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-. bench/proxy_world.sh
+bench_work
 proxy_world "$work"
 taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!)
 load() { taskset -c 1 wrk -t1 -c32 -d"$1" --latency -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1; }
