@@ -13,19 +13,15 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
 grpc_n=${3:-20000}
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "bench/authz.sh needs $tool (apt-get install nginx wrk)" >&2; exit 1; }
-done
+. bench/proxy_world.sh
+bench_needs bench/authz.sh "nginx wrk" nginx wrk taskset
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 echo "== ext_authz gRPC (tonic client, $grpc_n checks, 32 in flight)"
 cargo bench -q -p remit-gateway --bench ext_authz -- "$grpc_n" 32 2>/dev/null | grep '^ext_authz'
 
 cargo build --release -q -p remit
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_work
 mkdir -p "$work/logs" "$work/world/policies"
 
 cat > "$work/upstream.conf" <<CONF

@@ -2,7 +2,8 @@
 # The world the proxy benchmarks share, written into a directory: the upstream (nginx
 # `return 200` on 127.0.0.1:18080, upstream.conf) and remit in front of it (remit.toml on
 # 127.0.0.1:18082, admin 18083; API key `rk_bench`, one route, one permit in policies/).
-# Sourced by bench/proxy.sh, bench/proxy_cpu.sh and bench/proxy_instructions.sh:
+# Sourced by bench/proxy.sh, bench/proxy_cpu.sh and bench/proxy_instructions.sh (and, for
+# its first two functions, bench/authz.sh):
 # `bench_needs SCRIPT PACKAGES TOOL...`, `bench_work` (a scratch directory $work and the
 # processes in $pids, both cleaned up at exit), then `proxy_world "$work"`.
 

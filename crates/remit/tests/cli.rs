@@ -225,6 +225,24 @@ fn remit_hash(key: &str) -> String {
 }
 
 pub(crate) struct Running(pub(crate) Child);
+
+impl Running {
+    /// Stops the server as an operator would (SIGTERM) and asserts it exited cleanly: a
+    /// graceful stop signs a last checkpoint and releases the data directory.
+    pub(crate) fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -306,6 +306,25 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `GET path` with `headers` over a new connection; an error is the whole error chain.
+/// A GET over HTTP/1.1 to the world's listener, with `cert` as the client certificate;
+/// the handshake must succeed.
+async fn get_h1(
+    s: &Tls,
+    w: &World,
+    cert: Option<&Leaf>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Got {
+    get(
+        s.addr,
+        client(&w.server_ca, cert, &[b"http/1.1"]),
+        path,
+        headers,
+    )
+    .await
+    .unwrap()
+}
+
 async fn get(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
@@ -407,14 +426,7 @@ async fn an_svid_of_a_registered_identity_authenticates_it_without_a_key() {
     let w = world();
     let s = start(&w.files, None, TlsLimits::default()).await;
     let svid = w.client_ca.client(&[INVENTORY]);
-    let got = get(
-        s.addr,
-        client(&w.server_ca, Some(&svid), &[b"http/1.1"]),
-        "/items/7",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap();
+    let got = get_h1(&s, &w, Some(&svid), "/items/7", &[PURPOSE]).await;
     assert_eq!(got.status, 200, "{got:?}");
     let seen = s.log.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
@@ -462,14 +474,14 @@ async fn a_key_of_another_identity_from_an_svid_holder_is_refused() {
     assert!(s.log.lock().unwrap().is_empty());
     // The key from its own workload's SVID passes.
     let own = w.client_ca.client(&[SUPPORT]);
-    let got = get(
-        s.addr,
-        client(&w.server_ca, Some(&own), &[b"http/1.1"]),
+    let got = get_h1(
+        &s,
+        &w,
+        Some(&own),
         "/items/7",
         &[("authorization", "Bearer rk_support"), PURPOSE],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(got.status, 200, "{got:?}");
 }
 
@@ -478,14 +490,7 @@ async fn an_svid_of_no_registered_identity_is_unclassified_and_refused() {
     let w = world();
     let s = start(&w.files, None, TlsLimits::default()).await;
     let svid = w.client_ca.client(&[STRANGER]);
-    let got = get(
-        s.addr,
-        client(&w.server_ca, Some(&svid), &[b"http/1.1"]),
-        "/items/7",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap();
+    let got = get_h1(&s, &w, Some(&svid), "/items/7", &[PURPOSE]).await;
     assert_eq!(got.status, 403, "{got:?}");
     assert_eq!(got.body["decision"], "deny");
     assert!(
@@ -650,14 +655,7 @@ async fn required_client_auth_refuses_a_client_without_a_certificate() {
     assert!(e.contains("CertificateRequired"), "{e}");
     assert!(s.log.lock().unwrap().is_empty());
     let svid = w.client_ca.client(&[SUPPORT]);
-    let got = get(
-        s.addr,
-        client(&w.server_ca, Some(&svid), &[b"http/1.1"]),
-        "/items/1",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap();
+    let got = get_h1(&s, &w, Some(&svid), "/items/1", &[PURPOSE]).await;
     assert_eq!(got.status, 200, "{got:?}");
 }
 
@@ -720,14 +718,14 @@ async fn a_stalled_handshake_is_cut_off_and_handshakes_in_flight_are_bounded() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     // ...so a real client waits for it to be cut off, then is served.
-    let got = get(
-        s.addr,
-        client(&w.server_ca, None, &[b"http/1.1"]),
+    let got = get_h1(
+        &s,
+        &w,
+        None,
         "/items/1",
         &[("authorization", "Bearer rk_support"), PURPOSE],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(got.status, 200);
     let waited = started.elapsed();
     assert!(
@@ -816,14 +814,7 @@ async fn replaced_files_are_used_by_new_connections_and_broken_ones_are_not() {
     let e = get(s.addr, c, "/items/1", &[PURPOSE]).await.unwrap_err();
     assert!(e.contains("UnknownCA"), "{e}");
     let fresh = new_ca.client(&[SUPPORT]);
-    let got = get(
-        s.addr,
-        client(&w.server_ca, Some(&fresh), &[b"http/1.1"]),
-        "/items/1",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap();
+    let got = get_h1(&s, &w, Some(&fresh), "/items/1", &[PURPOSE]).await;
     assert_eq!(got.status, 200, "{got:?}");
     assert_eq!(
         s.log

@@ -105,20 +105,6 @@ async fn alert_for(admin: &str, decision_id: &Value, detector: &str) -> Value {
     panic!("no `{detector}` alert for decision {decision_id} within 5 s");
 }
 
-fn stop(server: crate::Running) {
-    let pid = server.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut server = server;
-    let status = server.0.wait().unwrap();
-    assert!(status.success(), "{status}");
-}
-
 #[tokio::test]
 async fn serve_alerts_quarantines_and_keeps_watching_across_a_restart() {
     let (hook, received) = hook_receiver().await;
@@ -157,7 +143,7 @@ async fn serve_alerts_quarantines_and_keeps_watching_across_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(sent(&received), "the webhook received the alert");
-    stop(server);
+    server.stop();
 
     // `remit alerts` on the stopped gateway's data directory.
     let list = remit(&["alerts", "list", "--data-dir", &data_s]);
@@ -255,5 +241,5 @@ async fn serve_alerts_quarantines_and_keeps_watching_across_a_restart() {
         "{}",
         text(&resolve)
     );
-    stop(server);
+    server.stop();
 }

@@ -172,17 +172,7 @@ async fn audit_commands_verify_prove_search_tail_and_export() {
             ids.push(v["decision_id"].as_str().unwrap().to_owned());
         }
         // A graceful stop signs a last checkpoint.
-        let pid = server.0.id().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut server = server;
-        let status = server.0.wait().unwrap();
-        assert!(status.success(), "{status}");
+        server.stop();
         ids
     };
 
@@ -415,16 +405,7 @@ async fn issued_tokens_are_in_the_audit_log_and_searchable_by_kind() {
             .json()
             .await
             .unwrap();
-        let pid = server.0.id().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut server = server;
-        assert!(server.0.wait().unwrap().success());
+        server.stop();
         v["access_token"].as_str().expect("a token").to_owned()
     };
     let out = run(

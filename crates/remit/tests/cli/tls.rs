@@ -13,7 +13,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Running, serving_world, spawn_serving};
+use crate::{serving_world, spawn_serving};
 
 fn params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -171,19 +171,5 @@ async fn serve_authenticates_an_svid_on_its_mutual_tls_listener() {
     assert_eq!(heads.lock().unwrap().len(), 1);
 
     // A graceful stop.
-    stop(server_process);
-}
-
-fn stop(server: Running) {
-    let pid = server.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut server = server;
-    let status = server.0.wait().unwrap();
-    assert!(status.success(), "{status}");
+    server_process.stop();
 }
