@@ -306,6 +306,22 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `GET path` with `headers` over a new connection; an error is the whole error chain.
+/// Asserts that the listener ends the handshake of a client presenting `cert` with an
+/// error naming `why`, and that nothing has reached the upstream or the audit log.
+async fn refused_at_handshake(s: &Tls, w: &World, cert: &Leaf, why: &str) {
+    let e = get(
+        s.addr,
+        client(&w.server_ca, Some(cert), &[b"http/1.1"]),
+        "/items/1",
+        &[PURPOSE],
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains(why), "{e}");
+    assert!(s.log.lock().unwrap().is_empty());
+    assert_eq!(s.store.count().await.unwrap(), 0);
+}
+
 /// A GET over HTTP/1.1 to the world's listener, with `cert` as the client certificate;
 /// the handshake must succeed.
 async fn get_h1(
@@ -510,18 +526,9 @@ async fn an_svid_of_no_registered_identity_is_unclassified_and_refused() {
 async fn certificates_that_do_not_verify_never_complete_a_connection() {
     let w = world();
     let s = start(&w.files, None, TlsLimits::default()).await;
-    let h1: &[&[u8]] = &[b"http/1.1"];
     // Signed by a CA outside the trust bundle.
     let foreign = Ca::new("another trust domain").client(&[SUPPORT]);
-    let e = get(
-        s.addr,
-        client(&w.server_ca, Some(&foreign), h1),
-        "/items/1",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap_err();
-    assert!(e.contains("UnknownCA"), "{e}");
+    refused_at_handshake(&s, &w, &foreign, "UnknownCA").await;
     // Expired an hour ago.
     let now = time::OffsetDateTime::now_utc();
     let expired = w.client_ca.leaf(
@@ -533,15 +540,7 @@ async fn certificates_that_do_not_verify_never_complete_a_connection() {
             now - time::Duration::hours(1),
         ),
     );
-    let e = get(
-        s.addr,
-        client(&w.server_ca, Some(&expired), h1),
-        "/items/1",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap_err();
-    assert!(e.contains("CertificateExpired"), "{e}");
+    refused_at_handshake(&s, &w, &expired, "CertificateExpired").await;
     // A server certificate, not one for clients.
     let server_usage = w.client_ca.leaf(
         "workload",
@@ -549,17 +548,7 @@ async fn certificates_that_do_not_verify_never_complete_a_connection() {
         ExtendedKeyUsagePurpose::ServerAuth,
         now_valid(),
     );
-    let e = get(
-        s.addr,
-        client(&w.server_ca, Some(&server_usage), h1),
-        "/items/1",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap_err();
-    assert!(e.contains("alert"), "{e}");
-    assert!(s.log.lock().unwrap().is_empty());
-    assert_eq!(s.store.count().await.unwrap(), 0);
+    refused_at_handshake(&s, &w, &server_usage, "alert").await;
 }
 
 #[tokio::test]
@@ -572,31 +561,13 @@ async fn an_svid_of_another_trust_domain_is_refused_even_from_the_trusted_ca() {
         "\n[[identity.credential]]\ntype = \"spiffe\"\nid = \"inventory-elsewhere\"\nspiffe_id = \"spiffe://other.test/ns/ops/sa/inventory\"\n",
     );
     let s = start_with(&w.files, None, TlsLimits::default(), &config_with_other).await;
-    let h1: &[&[u8]] = &[b"http/1.1"];
     let elsewhere = w
         .client_ca
         .client(&["spiffe://other.test/ns/ops/sa/inventory"]);
-    let e = get(
-        s.addr,
-        client(&w.server_ca, Some(&elsewhere), h1),
-        "/items/1",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap_err();
-    assert!(e.contains("alert"), "{e}");
-    assert!(s.log.lock().unwrap().is_empty());
-    assert_eq!(s.store.count().await.unwrap(), 0);
+    refused_at_handshake(&s, &w, &elsewhere, "alert").await;
     // The same CA's SVID of the trusted domain is served.
     let inventory = w.client_ca.client(&[INVENTORY]);
-    let got = get(
-        s.addr,
-        client(&w.server_ca, Some(&inventory), h1),
-        "/items/1",
-        &[PURPOSE],
-    )
-    .await
-    .unwrap();
+    let got = get_h1(&s, &w, Some(&inventory), "/items/1", &[PURPOSE]).await;
     assert_eq!(got.status, 200, "{:?}", got.body);
 }
 
