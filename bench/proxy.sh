@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Proxy hop benchmark: wrk against (1) the upstream directly, (2) nginx `proxy_pass` to it,
-# (3) remit's proxy to it (API key, Cedar decision, durable SQLite record per request), and
+# (3) remit's proxy to it (API key, Cedar decision, durable SQLite record per request),
 # (4) the same with `danger_skip_fsync` (records reach the OS, fsynced only at checkpoints),
-# all in one run on loopback. The server under test is pinned to core 0; the upstream and wrk
-# share core 1. Needs the Debian packages nginx and wrk (`apt-get install nginx wrk`).
-# Beside each rate it gives the server's CPU time per request (every thread, user and
-# system, from /proc): nginx's rate is often held by core 1 (wrk and the upstream), not by
-# its own core, and the CPU figure compares the two proxies' cost either way.
+# and (5) the HTTP stack remit's proxy is built on with nothing of remit in it (axum and
+# hyper-util's client: remit-gateway's example `bare_proxy`), all in one run on loopback.
+# The server under test is pinned to core 0; the upstream and wrk share core 1. Needs the
+# Debian packages nginx and wrk (`apt-get install nginx wrk`). Beside each rate it gives
+# the server's CPU time per request (every thread, user and system, from /proc): nginx's
+# rate is often held by core 1 (wrk and the upstream), not by its own core, and the CPU
+# figure compares the two proxies' cost either way.
 #
 # Usage: bench/proxy.sh [seconds] [connections]
 # With REMIT_BASELINE=/path/to/an/older/remit, that build runs too (durable records, same
@@ -18,6 +20,7 @@ conns=${2:-32}
 . bench/proxy_world.sh
 bench_needs bench/proxy.sh "nginx wrk" nginx wrk taskset
 cargo build --release -q -p remit
+cargo build --release -q -p remit-gateway --example bare_proxy
 bench_work
 proxy_world "$work"
 cat > "$work/proxy.conf" <<CONF
@@ -42,7 +45,8 @@ taskset -c 1 nginx -p "$work" -c "$work/upstream.conf" & pids+=($!); upstream_pi
 taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" & pids+=($!); nginx_pid=$!
 RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml" --data-dir "$work/data" & pids+=($!); remit_pid=$!
 RUST_LOG=error taskset -c 0 target/release/remit serve --config "$work/remit-nofsync.toml" --data-dir "$work/data-nofsync" & pids+=($!); nofsync_pid=$!
-ports="18080 18081 18082 18084"
+RUST_LOG=error taskset -c 0 target/release/examples/bare_proxy 127.0.0.1:18088 127.0.0.1:18080 & pids+=($!); bare_pid=$!
+ports="18080 18081 18082 18084 18088"
 if [ -n "${REMIT_BASELINE:-}" ]; then
   sed -e 's/18082/18086/; s/18083/18087/' "$work/remit.toml" > "$work/remit-baseline.toml"
   RUST_LOG=warn taskset -c 0 "$REMIT_BASELINE" serve --config "$work/remit-baseline.toml" --data-dir "$work/data-baseline" & pids+=($!); baseline_pid=$!
@@ -83,7 +87,8 @@ taskset -c 1 wrk -t1 -c"$conns" -d2s -H 'Authorization: Bearer rk_bench' http://
 results=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid"; run nginx http://127.0.0.1:18081/bench/1 "$nginx_pid"
   run remit http://127.0.0.1:18082/bench/1 "$remit_pid"
   if [ -n "${REMIT_BASELINE:-}" ]; then run remit-baseline http://127.0.0.1:18086/bench/1 "$baseline_pid"; fi
-  run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid")
+  run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid"
+  run bare-axum-hyper http://127.0.0.1:18088/bench/1 "$bare_pid")
 # Decision records: the entries of the audit segments that hold a decision.
 records=$(cat "$work"/data/audit/*/*.seg 2>/dev/null | grep -c '"kind":"decision"' || true)
 
@@ -103,8 +108,10 @@ if [ -n "${REMIT_BASELINE:-}" ]; then
     printf "remit / baseline requests/s: %.2fx; added p50 over direct: remit %.0f us, baseline %.0f us\n", r/b, r50-d50, b50-d50 }'
 fi
 n_cpu=$(awk '$1=="nginx"{print $6}' <<<"$results"); r_cpu=$(awk '$1=="remit"{print $6}' <<<"$results")
-awk -v nc="$n_cpu" -v rc="$r_cpu" 'BEGIN {
-  printf "server CPU per request: nginx %.1f us, remit %.1f us (nginx / remit: %.2fx; the rate remit would reach on a core of its own, beside nginx'"'"'s)\n", nc, rc, nc/rc }'
+h_cpu=$(awk '$1=="bare-axum-hyper"{print $6}' <<<"$results"); h_rps=$(awk '$1=="bare-axum-hyper"{print $2}' <<<"$results")
+awk -v nc="$n_cpu" -v rc="$r_cpu" -v hc="$h_cpu" -v h="$h_rps" -v n="$n_rps" 'BEGIN {
+  printf "server CPU per request: nginx %.1f us, remit %.1f us (nginx / remit: %.2fx; the rate remit would reach on a core of its own, beside nginx'"'"'s)\n", nc, rc, nc/rc;
+  printf "the bare HTTP stack (axum + hyper-util, no pipeline): %.1f us a request, %.2fx nginx'"'"'s requests/s; remit adds %.1f us to it\n", hc, h/n, rc-hc }'
 awk -v n="$n_rps" -v x="$x_rps" -v x50="$x50" -v r="$r_rps" -v d50="$d50" -v n50="$n50" -v r50="$r50" -v d99="$d99" -v n99="$n99" -v r99="$r99" 'BEGIN {
   printf "remit / nginx requests/s: %.2fx (danger_skip_fsync: %.2fx)\n", r/n, x/n;
   printf "added p50 over direct with danger_skip_fsync: %.0f us\n", x50-d50;
