@@ -114,7 +114,14 @@ pub struct GatewaySettings {
     pub trusted_proxies: Vec<IpNet>,
     /// TLS on the proxy listener (and mutual TLS with `client_ca_file`); plain HTTP without.
     pub tls: Option<TlsSettings>,
+    /// The most memory the policy layer's cache of Cedar answers may hold; 0 turns it off.
+    pub decision_cache_bytes: u64,
 }
+
+/// The default budget of the policy layer's decision cache: tens of thousands of answers.
+pub const DECISION_CACHE_DEFAULT_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest budget `gateway.decision_cache_bytes` accepts.
+pub const DECISION_CACHE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// How the audit log is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,6 +346,7 @@ struct RawGateway {
     client_ca_file: Option<Spanned<String>>,
     client_trust_domain: Option<Spanned<String>>,
     client_auth: Option<Spanned<String>>,
+    decision_cache_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -790,6 +798,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         client_ca_file: None,
         client_trust_domain: None,
         client_auth: None,
+        decision_cache_bytes: None,
     });
     let tls = tls::parse_tls(
         cx,
@@ -829,6 +838,12 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         "gateway.upstream_timeout_s",
         30,
         1..=3600,
+    )?;
+    let decision_cache_bytes = bounded(
+        raw.decision_cache_bytes,
+        "gateway.decision_cache_bytes",
+        DECISION_CACHE_DEFAULT_BYTES,
+        0..=DECISION_CACHE_MAX_BYTES,
     )?;
     let web_origin = |s: &Spanned<String>, field: &str| {
         let v = s.get_ref().trim_end_matches('/');
@@ -951,6 +966,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         authz_listen,
         trusted_proxies,
         tls,
+        decision_cache_bytes,
     })
 }
 
@@ -2030,6 +2046,42 @@ boundary = ["tickets.read"]
         ] {
             let e = scan(bad).unwrap_err();
             assert_eq!(e.line, line, "{bad}: {e}");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn decision_cache_budget_parses_with_a_default_and_a_ceiling() {
+        let gw = |t: &str| Config::parse(&format!("[gateway]\n{t}\n{BASE}"), "remit.toml");
+        let c = Config::parse(BASE, "remit.toml").unwrap();
+        assert_eq!(c.gateway.decision_cache_bytes, DECISION_CACHE_DEFAULT_BYTES);
+        assert_eq!(
+            gw("decision_cache_bytes = 0")
+                .unwrap()
+                .gateway
+                .decision_cache_bytes,
+            0
+        );
+        assert_eq!(
+            gw("decision_cache_bytes = 65536")
+                .unwrap()
+                .gateway
+                .decision_cache_bytes,
+            65536
+        );
+        for (bad, says) in [
+            (
+                "decision_cache_bytes = 1073741825",
+                "must be between 0 and 1073741824",
+            ),
+            ("decision_cache_bytes = -1", "expected u64"),
+            ("decision_cache_bytes = \"4MB\"", "expected u64"),
+            (
+                "decision_cache_bytes = 1\ndecision_cache_bytes = 2",
+                "duplicate key",
+            ),
+        ] {
+            let e = gw(bad).unwrap_err();
             assert!(e.message.contains(says), "{bad}: {e}");
         }
     }

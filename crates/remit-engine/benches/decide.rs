@@ -5,7 +5,10 @@
 //! rotate through a pool of 1,000 pre-generated random requests:
 //!
 //! - `pipeline`: `Engine::decide` (authenticate, classify, sliced Cedar decision) on
-//!   prebuilt `RequestFacts`;
+//!   prebuilt `RequestFacts`, with the decision cache off (`decision_cache_bytes = 0`), so
+//!   Cedar runs for every request;
+//! - `pipeline_cached`: the same with the decision cache on, every request a repeat (the
+//!   pool was decided once before), as when a job calls the same thing again;
 //! - `pipeline+parse`: the same, parsing the request's method, path and headers first;
 //! - `cedar_full_set`: bare `cedar-policy` `Authorizer::is_authorized` over all 203
 //!   policies, with a prebuilt `Request` and entities;
@@ -217,8 +220,9 @@ fn main() {
         args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--profile-time");
     let world = World::generate(7);
     let started = Instant::now();
-    let engine = world.engine();
+    let engine = world.engine_uncached();
     let engine_load = started.elapsed();
+    let cached = world.engine();
     let started = Instant::now();
     let mut peers = Peers::new(&world);
     let peers_load = started.elapsed();
@@ -274,6 +278,16 @@ fn main() {
                 pipeline(&engine, &pool[i].facts, now)
             });
         });
+        for p in &pool {
+            pipeline(&cached, &p.facts, now);
+        }
+        g.bench_function("pipeline_cached", |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) % POOL;
+                pipeline(&cached, &pool[i].facts, now)
+            });
+        });
         g.bench_function("pipeline+parse", |b| {
             let mut i = 0;
             b.iter(|| {
@@ -313,6 +327,10 @@ fn main() {
     let rows: Vec<(&str, (u64, u64, u64))> = vec![
         ("remit pipeline (Engine::decide)", summary(remit_ns.clone())),
         (
+            "remit pipeline, decision cache on, a repeat",
+            percentiles(&pool, |p| pipeline(&cached, &p.facts, now)),
+        ),
+        (
             "remit pipeline + RequestFacts::parse",
             percentiles(&pool, |p| pipeline(&engine, &parse(p), now)),
         ),
@@ -331,9 +349,9 @@ fn main() {
     ];
     let breakdown: Vec<(&str, (u64, u64, u64))> = vec![
         (
-            "policy layer only, sliced (evaluate)",
+            "policy layer only, sliced (evaluate_uncached)",
             percentiles(&pool, |p| {
-                engine.policy().evaluate(&p.policy.input()).verdict
+                engine.policy().evaluate_uncached(&p.policy.input()).verdict
                     == remit_policy::PolicyVerdict::Allow
             }),
         ),

@@ -137,7 +137,8 @@ impl Engine {
         policies: &[PolicySource],
         rules: remit_scan::RuleSet,
     ) -> Result<Self, PolicyError> {
-        let policy = PolicyEngine::load(policies, &config.registry, &config.routes)?;
+        let policy = PolicyEngine::load(policies, &config.registry, &config.routes)?
+            .with_decision_cache(config.gateway.decision_cache_bytes);
         let unknown = policy.unknown_record_sets(|s| config.record_sets.get(s).is_some());
         if !unknown.is_empty() {
             return Err(PolicyError::Invalid(unknown));

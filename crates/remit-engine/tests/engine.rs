@@ -243,6 +243,89 @@ fn expired_identity_is_unclassified() {
     );
 }
 
+/// The decision cache changes no decision: over random requests, each decided twice (the
+/// second time from the cache), an engine with the cache and one without give the same
+/// verdict, reasons, policies and obligations; and the cache is used.
+#[test]
+fn cached_decisions_equal_fresh_ones() {
+    let world = support::World::generate(7);
+    let cached = world.engine();
+    let fresh = world.engine_uncached();
+    let now = time::OffsetDateTime::now_utc();
+    let requests = world.requests(13, 1_500);
+    for round in 0..2 {
+        for (i, r) in requests.iter().enumerate() {
+            let id = format!("cache-{round}-{i}");
+            let a = cached.decide(&r.facts(), id.clone(), now).unwrap().decision;
+            let b = fresh.decide(&r.facts(), id, now).unwrap().decision;
+            assert_eq!(
+                (&a.verdict, &a.reasons, &a.policies, &a.obligations),
+                (&b.verdict, &b.reasons, &b.policies, &b.obligations),
+                "round {round}, request {i} {r:?}"
+            );
+        }
+    }
+    assert!(cached.policy().cached_answers() > 0, "the cache was used");
+    assert_eq!(
+        fresh.policy().cached_answers(),
+        0,
+        "`decision_cache_bytes = 0` keeps nothing"
+    );
+}
+
+/// Regression guard for the decision cache's key: requests that differ only in a context
+/// value a policy reads (a tool argument, the declared purpose) are answered apart,
+/// whichever is decided first, and a repeat gets the same answer as the first time.
+#[test]
+fn the_decision_cache_tells_requests_apart_by_context() {
+    let search = |limit: u32, purpose: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search_docs","arguments":{{"query":"deploy","limit":{limit}}}}}}}"#
+        );
+        RequestFacts::parse(
+            "POST",
+            "/mcp/docs",
+            [
+                (
+                    "Authorization",
+                    b"Bearer rk_demo_retrieval_agent".as_slice(),
+                ),
+                ("Remit-Purpose", purpose.as_bytes()),
+                ("Content-Type", b"application/json".as_slice()),
+            ],
+            Some(body.into_bytes()),
+            None,
+        )
+        .unwrap()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    for order in [[5, 50, 5, 50], [50, 5, 50, 5]] {
+        let e = engine();
+        for limit in order {
+            let d = e
+                .decide(&search(limit, "doc-retrieval"), "t".into(), now)
+                .unwrap()
+                .decision;
+            let want = if limit <= 10 {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            };
+            assert_eq!(
+                d.verdict, want,
+                "limit {limit} in order {order:?}: {:?}",
+                d.reasons
+            );
+        }
+        assert!(e.policy().cached_answers() >= 2, "both answers are kept");
+        let d = e
+            .decide(&search(5, "case-summary"), "t".into(), now)
+            .unwrap()
+            .decision;
+        assert_eq!(d.verdict, Verdict::Deny, "another purpose: {:?}", d.reasons);
+    }
+}
+
 /// The pipeline, bare Cedar over the whole policy set, regorus' interpreter and regorus' VM
 /// agree on thousands of random requests over a world of 1,000 identities and 200 policies
 /// (and so does a plain-Rust oracle computed from the policies' model).

@@ -12,15 +12,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 mod diag;
 pub mod schema;
 mod slice;
 
+use cache::{Answer, Answers, ContextValue, RequestParts};
 use slice::{CONTEXT_ATTRS, Needs, Sliced, Slices};
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
@@ -165,6 +168,9 @@ pub struct PolicyEngine {
     resource_types: HashMap<String, EntityTypeName>,
     meta: HashMap<PolicyId, PolicyMeta>,
     warnings: Vec<Diagnostic>,
+    /// Cedar's answers to requests already evaluated; valid for this engine's policies
+    /// and entities, which never change after load.
+    answers: Answers,
 }
 
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
@@ -550,6 +556,7 @@ impl PolicyEngine {
             resource_types,
             meta,
             warnings,
+            answers: Answers::new(cache::DEFAULT_BYTES),
         })
     }
 
@@ -625,12 +632,82 @@ impl PolicyEngine {
         }
     }
 
-    /// Builds the Cedar request for `input`, with only the context attributes in `needs`.
+    /// The context attributes in `needs` for `input`, in [`CONTEXT_ATTRS`] order: the one
+    /// list both the Cedar request and the decision cache's key are written from.
+    fn context<'a>(
+        input: &PolicyInput<'a>,
+        approved: bool,
+        needs: Needs,
+    ) -> Result<Vec<(&'static str, ContextValue<'a>)>, String> {
+        use ContextValue as V;
+        let mut ctx = Vec::with_capacity(CONTEXT_ATTRS.len());
+        for (i, name) in CONTEXT_ATTRS.iter().enumerate() {
+            if !needs.has(i) {
+                continue;
+            }
+            let value = match *name {
+                "class" => V::Str(input.class.as_str()),
+                "authority" => V::Str(input.authority.as_str()),
+                "purpose" => match input.purpose {
+                    Some(p) => V::Str(p.as_str()),
+                    None => continue,
+                },
+                "sensitive" => V::Bool(input.sensitive),
+                "method" => V::Str(input.method),
+                "path" => V::Str(input.path),
+                "source_ip" => match input.source_ip {
+                    Some(ip) => V::Ip(ip),
+                    None => continue,
+                },
+                "risk" => V::Long(input.risk),
+                "approved" => V::Bool(approved),
+                "chain_depth" => V::Long(input.chain_depth),
+                "mcp" => {
+                    let Some(m) = input.mcp_method else { continue };
+                    let mut rec = vec![("method", V::Str(m))];
+                    if let Some(t) = input.mcp_tool {
+                        rec.push(("tool", V::Str(t)));
+                    }
+                    if let Some(n) = input.mcp_name {
+                        rec.push(("name", V::Str(n)));
+                    }
+                    V::Record(rec)
+                }
+                "params" => V::Record(
+                    input
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), V::Str(v.as_str())))
+                        .collect(),
+                ),
+                "arguments" => V::Record(
+                    input
+                        .arguments
+                        .iter()
+                        .map(|(k, v)| {
+                            let v = match v {
+                                ArgValue::String(s) => V::Str(s.as_str()),
+                                ArgValue::Long(n) => V::Long(*n),
+                                ArgValue::Bool(b) => V::Bool(*b),
+                            };
+                            (k.as_str(), v)
+                        })
+                        .collect(),
+                ),
+                "credential" => V::Record(vec![("exposed", V::Bool(input.credential_exposed))]),
+                "secrets" => V::Set(input.secrets.iter().map(|r| V::Str(r)).collect()),
+                other => return Err(format!("context attribute `{other}` has no value")),
+            };
+            ctx.push((*name, value));
+        }
+        Ok(ctx)
+    }
+
+    /// Builds the Cedar request for `input` from its context attributes (see [`Self::context`]).
     fn request(
         &self,
         input: &PolicyInput<'_>,
-        approved: bool,
-        needs: Needs,
+        context: &[(&'static str, ContextValue<'_>)],
     ) -> Result<Request, String> {
         let principal = self
             .principal_uid(input.principal)
@@ -652,81 +729,10 @@ impl PolicyEngine {
             })?;
         let resource =
             EntityUid::from_type_name_and_id(rtype.clone(), EntityId::new(&input.resource.id));
-        let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(CONTEXT_ATTRS.len());
-        for (i, name) in CONTEXT_ATTRS.iter().enumerate() {
-            if !needs.has(i) {
-                continue;
-            }
-            let value = match *name {
-                "class" => RestrictedExpression::new_string(input.class.as_str().into()),
-                "authority" => RestrictedExpression::new_string(input.authority.as_str().into()),
-                "purpose" => match input.purpose {
-                    Some(p) => RestrictedExpression::new_string(p.to_string()),
-                    None => continue,
-                },
-                "sensitive" => RestrictedExpression::new_bool(input.sensitive),
-                "method" => RestrictedExpression::new_string(input.method.into()),
-                "path" => RestrictedExpression::new_string(input.path.into()),
-                "source_ip" => match input.source_ip {
-                    Some(ip) => RestrictedExpression::new_ip(ip.to_string()),
-                    None => continue,
-                },
-                "risk" => RestrictedExpression::new_long(input.risk),
-                "approved" => RestrictedExpression::new_bool(approved),
-                "chain_depth" => RestrictedExpression::new_long(input.chain_depth),
-                "mcp" => {
-                    let Some(m) = input.mcp_method else { continue };
-                    let mut rec = vec![(
-                        "method".to_owned(),
-                        RestrictedExpression::new_string(m.into()),
-                    )];
-                    if let Some(t) = input.mcp_tool {
-                        rec.push((
-                            "tool".to_owned(),
-                            RestrictedExpression::new_string(t.into()),
-                        ));
-                    }
-                    if let Some(n) = input.mcp_name {
-                        rec.push((
-                            "name".to_owned(),
-                            RestrictedExpression::new_string(n.into()),
-                        ));
-                    }
-                    RestrictedExpression::new_record(rec).map_err(|e| e.to_string())?
-                }
-                "params" => {
-                    let params = input
-                        .params
-                        .iter()
-                        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
-                    RestrictedExpression::new_record(params).map_err(|e| e.to_string())?
-                }
-                "arguments" => {
-                    let args = input.arguments.iter().map(|(k, v)| {
-                        let e = match v {
-                            ArgValue::String(s) => RestrictedExpression::new_string(s.clone()),
-                            ArgValue::Long(n) => RestrictedExpression::new_long(*n),
-                            ArgValue::Bool(b) => RestrictedExpression::new_bool(*b),
-                        };
-                        (k.clone(), e)
-                    });
-                    RestrictedExpression::new_record(args).map_err(|e| e.to_string())?
-                }
-                "credential" => RestrictedExpression::new_record([(
-                    "exposed".to_owned(),
-                    RestrictedExpression::new_bool(input.credential_exposed),
-                )])
-                .map_err(|e| e.to_string())?,
-                "secrets" => RestrictedExpression::new_set(
-                    input
-                        .secrets
-                        .iter()
-                        .map(|r| RestrictedExpression::new_string((*r).to_owned())),
-                ),
-                other => return Err(format!("context attribute `{other}` has no value")),
-            };
-            ctx.push(((*name).to_owned(), value));
-        }
+        let ctx = context
+            .iter()
+            .map(|(name, v)| Ok(((*name).to_owned(), v.to_cedar()?)))
+            .collect::<Result<Vec<_>, String>>()?;
         // Cedar builds a context by evaluating it as a record expression, which costs as
         // much as a policy; a slice whose policies read no context needs none.
         let context = if ctx.is_empty() {
@@ -737,42 +743,67 @@ impl PolicyEngine {
         Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())
     }
 
-    /// Evaluates `input` against the policies that can apply to it.
+    /// Evaluates `input` against the policies that can apply to it, reusing Cedar's answer
+    /// to an identical Cedar request (see [`cache`]).
     pub fn evaluate(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
-        let slice = self
-            .slices
-            .get(input.action, input.principal)
-            .unwrap_or(&self.empty);
-        self.evaluate_in(input, slice)
+        self.evaluate_in(input, self.slice(input), true)
+    }
+
+    /// As [`Self::evaluate`], but always running Cedar: the reference the decision cache
+    /// is tested and benchmarked against.
+    pub fn evaluate_uncached(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
+        self.evaluate_in(input, self.slice(input), false)
     }
 
     /// Evaluates `input` against every loaded policy with the full context, without
-    /// slicing: the reference the sliced path is tested and benchmarked against.
+    /// slicing or the cache: the reference the sliced path is tested and benchmarked
+    /// against.
     pub fn evaluate_unsliced(&self, input: &PolicyInput<'_>) -> PolicyOutcome {
-        self.evaluate_in(input, &self.all)
+        self.evaluate_in(input, &self.all, false)
     }
 
-    fn evaluate_in(&self, input: &PolicyInput<'_>, set: &Sliced) -> PolicyOutcome {
-        let first = match self.authorize(input, set, input.approved) {
+    /// The same engine with a decision cache of at most `bytes` (0: none), as
+    /// `gateway.decision_cache_bytes` asks.
+    #[must_use]
+    pub fn with_decision_cache(mut self, bytes: u64) -> Self {
+        self.answers = Answers::new(bytes);
+        self
+    }
+
+    /// How many of Cedar's answers the decision cache holds.
+    pub fn cached_answers(&self) -> usize {
+        self.answers.len()
+    }
+
+    fn slice(&self, input: &PolicyInput<'_>) -> &Sliced {
+        self.slices
+            .get(input.action, input.principal)
+            .unwrap_or(&self.empty)
+    }
+
+    fn evaluate_in(&self, input: &PolicyInput<'_>, set: &Sliced, cached: bool) -> PolicyOutcome {
+        let first = match self.authorize(input, set, input.approved, cached) {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
-        if first.0 == CedarDecision::Allow {
-            return self.allow(first.1);
+        if first.decision == CedarDecision::Allow {
+            return self.allow(&first.policies);
         }
         // Denied. If every forbid that applied is lifted by an approval, ask whether an
         // approval would change the answer: evaluate again as if approved.
-        let forbids = first.1;
+        let forbids = &first.policies;
         if !input.approved
             && !forbids.is_empty()
             && forbids
                 .iter()
                 .all(|id| self.meta.get(id).is_some_and(|m| m.remedy_approval))
-            && let Ok((CedarDecision::Allow, _)) = self.authorize(input, set, true)
+            && self
+                .authorize(input, set, true, cached)
+                .is_ok_and(|a| a.decision == CedarDecision::Allow)
         {
             return PolicyOutcome {
                 verdict: PolicyVerdict::ApprovalRequired,
-                reasons: self.reasons(&forbids, input),
+                reasons: self.reasons(forbids, input),
                 policies: forbids.iter().map(ToString::to_string).collect(),
                 obligations: Vec::new(),
             };
@@ -784,7 +815,7 @@ impl PolicyEngine {
                 display_resource(input.resource)
             )]
         } else {
-            self.reasons(&forbids, input)
+            self.reasons(forbids, input)
         };
         PolicyOutcome {
             verdict: PolicyVerdict::Deny,
@@ -794,20 +825,41 @@ impl PolicyEngine {
         }
     }
 
-    /// Runs Cedar; a forbid that failed to evaluate is a deny (Cedar itself would skip it).
+    /// Runs Cedar, or reuses its answer to the same Cedar request when `cached` (see
+    /// [`cache`]); a forbid that failed to evaluate is a deny (Cedar itself would skip it).
     fn authorize(
         &self,
         input: &PolicyInput<'_>,
         set: &Sliced,
         approved: bool,
-    ) -> Result<(CedarDecision, Vec<PolicyId>), PolicyOutcome> {
-        let request = self
-            .request(input, approved, set.needs)
-            .map_err(|e| deny_error(format!("the policy request could not be built: {e}")))?;
+        cached: bool,
+    ) -> Result<Arc<Answer>, PolicyOutcome> {
+        let built = |e| deny_error(format!("the policy request could not be built: {e}"));
+        let context = Self::context(input, approved, set.needs).map_err(built)?;
+        let mut key = Vec::new();
+        let keep = cached
+            && cache::key(
+                &RequestParts {
+                    principal: match input.principal {
+                        Principal::Identity(id) => Some(id.as_str()),
+                        Principal::Unclassified => None,
+                    },
+                    action: input.action.as_str(),
+                    resource_type: input.resource.rtype.as_str(),
+                    resource_id: &input.resource.id,
+                    context: &context,
+                },
+                &mut key,
+            );
+        if keep && let Some(answer) = self.answers.get(&key) {
+            return Ok(answer);
+        }
+        let request = self.request(input, &context).map_err(built)?;
         let response = self
             .authorizer
             .is_authorized(&request, &set.set, &self.entities);
         let diagnostics = response.diagnostics();
+        let mut clean = true;
         for err in diagnostics.errors() {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
             let id = e.policy_id();
@@ -819,15 +871,24 @@ impl PolicyEngine {
                 outcome.policies.push(id.to_string());
                 return Err(outcome);
             }
+            clean = false;
         }
-        let mut ids: Vec<PolicyId> = diagnostics.reason().cloned().collect();
-        ids.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
-        Ok((response.decision(), ids))
+        let mut policies: Vec<PolicyId> = diagnostics.reason().cloned().collect();
+        policies.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
+        let answer = Arc::new(Answer {
+            decision: response.decision(),
+            policies,
+        });
+        // Only a clean answer is kept: a permit that failed to evaluate is evaluated again.
+        if keep && clean {
+            self.answers.insert(&key, answer.clone());
+        }
+        Ok(answer)
     }
 
-    fn allow(&self, permits: Vec<PolicyId>) -> PolicyOutcome {
+    fn allow(&self, permits: &[PolicyId]) -> PolicyOutcome {
         let mut obligations: Vec<Obligation> = Vec::new();
-        for id in &permits {
+        for id in permits {
             if let Some(m) = self.meta.get(id) {
                 for o in &m.obligations {
                     if !obligations.contains(o) {
@@ -853,6 +914,31 @@ impl PolicyEngine {
                 },
             )
             .collect()
+    }
+}
+
+impl ContextValue<'_> {
+    /// The value as Cedar takes it.
+    fn to_cedar(&self) -> Result<RestrictedExpression, String> {
+        Ok(match self {
+            Self::Str(s) => RestrictedExpression::new_string((*s).to_owned()),
+            Self::Bool(b) => RestrictedExpression::new_bool(*b),
+            Self::Long(n) => RestrictedExpression::new_long(*n),
+            Self::Ip(ip) => RestrictedExpression::new_ip(ip.to_string()),
+            Self::Record(fields) => RestrictedExpression::new_record(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok(((*k).to_owned(), v.to_cedar()?)))
+                    .collect::<Result<Vec<_>, String>>()?,
+            )
+            .map_err(|e| e.to_string())?,
+            Self::Set(items) => RestrictedExpression::new_set(
+                items
+                    .iter()
+                    .map(ContextValue::to_cedar)
+                    .collect::<Result<Vec<_>, String>>()?,
+            ),
+        })
     }
 }
 

@@ -593,11 +593,25 @@ impl World {
 
     /// The remit pipeline over this world.
     pub fn engine(&self) -> Engine {
+        self.engine_from(self.config())
+    }
+
+    /// The same pipeline without the decision cache: Cedar runs for every request.
+    pub fn engine_uncached(&self) -> Engine {
+        let text =
+            self.config_toml()
+                .replacen("[gateway]\n", "[gateway]\ndecision_cache_bytes = 0\n", 1);
+        let config = Config::parse(&text, "synth.toml").expect("the synthetic config parses");
+        assert_eq!(config.gateway.decision_cache_bytes, 0);
+        self.engine_from(config)
+    }
+
+    fn engine_from(&self, config: Config) -> Engine {
         let source = PolicySource {
             file: "synth.cedar".into(),
             text: self.cedar_text(),
         };
-        Engine::new(self.config(), &[source]).expect("the synthetic policies load")
+        Engine::new(config, &[source]).expect("the synthetic policies load")
     }
 
     /// `n` random requests from `seed`.
