@@ -2,8 +2,9 @@
 # Proxy hop benchmark: wrk against (1) the upstream directly, (2) nginx `proxy_pass` to it,
 # (3) remit's proxy to it (API key, Cedar decision, durable SQLite record per request),
 # (4) the same with `danger_skip_fsync` (records reach the OS, fsynced only at checkpoints),
-# and (5) the HTTP stack remit's proxy is built on with nothing of remit in it (axum and
-# hyper-util's client: remit-gateway's example `bare_proxy`), all in one run on loopback.
+# (5) the HTTP stack remit's proxy is built on with nothing of remit in it (axum and
+# hyper-util's client: remit-gateway's example `bare_proxy`), and (6) the same without axum
+# (hyper-util's server and a `service_fn`), all in one run on loopback.
 # The server under test is pinned to core 0; the upstream and wrk share core 1. Needs the
 # Debian packages nginx and wrk (`apt-get install nginx wrk`). Beside each rate it gives
 # the server's CPU time per request (every thread, user and system, from /proc): nginx's
@@ -46,7 +47,8 @@ taskset -c 0 nginx -p "$work" -c "$work/proxy.conf" & pids+=($!); nginx_pid=$!
 RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml" --data-dir "$work/data" & pids+=($!); remit_pid=$!
 RUST_LOG=error taskset -c 0 target/release/remit serve --config "$work/remit-nofsync.toml" --data-dir "$work/data-nofsync" & pids+=($!); nofsync_pid=$!
 RUST_LOG=error taskset -c 0 target/release/examples/bare_proxy 127.0.0.1:18088 127.0.0.1:18080 & pids+=($!); bare_pid=$!
-ports="18080 18081 18082 18084 18088"
+RUST_LOG=error taskset -c 0 target/release/examples/bare_proxy 127.0.0.1:18089 127.0.0.1:18080 hyper & pids+=($!); hyper_pid=$!
+ports="18080 18081 18082 18084 18088 18089"
 if [ -n "${REMIT_BASELINE:-}" ]; then
   sed -e 's/18082/18086/; s/18083/18087/' "$work/remit.toml" > "$work/remit-baseline.toml"
   RUST_LOG=warn taskset -c 0 "$REMIT_BASELINE" serve --config "$work/remit-baseline.toml" --data-dir "$work/data-baseline" & pids+=($!); baseline_pid=$!
@@ -65,10 +67,10 @@ cpu_ticks() {
   done
   echo "$total"
 }
-run() { # name url pid-of-the-server-under-test
+run() { # name url pid-of-the-server-under-test [connections] [wrk script]
   local out c0 c1
   c0=$(cpu_ticks "$3")
-  out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -H 'Authorization: Bearer rk_bench' "$2")
+  out=$(taskset -c 1 wrk -t1 -c"${4:-$conns}" -d"${secs}s" --latency ${5:+-s "$5"} -H 'Authorization: Bearer rk_bench' "$2")
   c1=$(cpu_ticks "$3")
   local rps p50 p99 non2xx n cpu
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
@@ -82,13 +84,26 @@ run() { # name url pid-of-the-server-under-test
 }
 to_us() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'; }
 
+# Every request names a resource not seen before, so no decision can be reused: the
+# policy layer's cache only ever misses (and evicts).
+cat > "$work/new-resource.lua" <<'LUA'
+local n = 0
+request = function() n = n + 1; return wrk.format(nil, "/bench/n" .. n) end
+LUA
+
 echo "warming up" >&2
 taskset -c 1 wrk -t1 -c"$conns" -d2s -H 'Authorization: Bearer rk_bench' http://127.0.0.1:18082/bench/1 >/dev/null
 results=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid"; run nginx http://127.0.0.1:18081/bench/1 "$nginx_pid"
   run remit http://127.0.0.1:18082/bench/1 "$remit_pid"
   if [ -n "${REMIT_BASELINE:-}" ]; then run remit-baseline http://127.0.0.1:18086/bench/1 "$baseline_pid"; fi
   run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid"
-  run bare-axum-hyper http://127.0.0.1:18088/bench/1 "$bare_pid")
+  run remit-new-resources http://127.0.0.1:18082/ "$remit_pid" "$conns" "$work/new-resource.lua"
+  run bare-axum-hyper http://127.0.0.1:18088/bench/1 "$bare_pid"
+  run bare-hyper http://127.0.0.1:18089/bench/1 "$hyper_pid")
+# The hop's own latency, unloaded: one connection, one request at a time.
+unloaded=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid" 1; run nginx http://127.0.0.1:18081/bench/1 "$nginx_pid" 1
+  run remit http://127.0.0.1:18082/bench/1 "$remit_pid" 1; run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid" 1
+  run bare-axum-hyper http://127.0.0.1:18088/bench/1 "$bare_pid" 1; run bare-hyper http://127.0.0.1:18089/bench/1 "$hyper_pid" 1)
 # Decision records: the entries of the audit segments that hold a decision.
 records=$(cat "$work"/data/audit/*/*.seg 2>/dev/null | grep -c '"kind":"decision"' || true)
 
@@ -119,3 +134,11 @@ awk -v n="$n_rps" -v x="$x_rps" -v x50="$x50" -v r="$r_rps" -v d50="$d50" -v n50
   printf "added p99 over direct: nginx %.0f us, remit %.0f us\n", n99-d99, r99-d99;
 }'
 echo "decision records written by remit: $records (wrk's requests, warm-up included)"
+echo
+echo "unloaded: wrk -t1 -c1 -d${secs}s (one request at a time)"
+echo "| target | requests/s | p50 | p99 | added p50 over direct | added p99 over direct |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+u50=$(to_us "$(awk '$1=="direct"{print $3}' <<<"$unloaded")"); u99=$(to_us "$(awk '$1=="direct"{print $4}' <<<"$unloaded")")
+while read -r name rps p50 p99 _ _; do
+  echo "| $name | $rps | $p50 | $p99 | $(awk -v a="$(to_us "$p50")" -v d="$u50" 'BEGIN{printf "%.0f us", a-d}') | $(awk -v a="$(to_us "$p99")" -v d="$u99" 'BEGIN{printf "%.0f us", a-d}') |"
+done <<<"$unloaded"

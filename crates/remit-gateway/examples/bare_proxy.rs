@@ -5,7 +5,10 @@
 //! nginx and remit so the cost of the HTTP stack itself is measured, not guessed: what remit
 //! adds is the difference between it and remit.
 //!
-//! Usage: `bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY` (both loopback in the benchmark).
+//! With a third argument `hyper`, the same client behind hyper-util's server with a plain
+//! `service_fn` and no axum at all: how much of the stack's cost is axum's.
+//!
+//! Usage: `bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [hyper]` (loopback in the benchmark).
 
 use std::time::Duration;
 
@@ -27,7 +30,11 @@ struct Bare {
     authority: std::sync::Arc<str>,
 }
 
-async fn forward(State(bare): State<Bare>, mut req: Request) -> Response {
+async fn forward(State(bare): State<Bare>, req: Request) -> Response {
+    forward_one(&bare, req).await
+}
+
+async fn forward_one(bare: &Bare, mut req: Request) -> Response {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = Uri::try_from(format!("http://{}{target}", bare.authority)) else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -43,29 +50,55 @@ async fn forward(State(bare): State<Bare>, mut req: Request) -> Response {
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(authority)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY");
+        eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [hyper]");
         std::process::exit(2);
     };
+    let plain_hyper = args.next().as_deref() == Some("hyper");
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
         .build(connector);
-    let app = Router::new()
-        .fallback(forward)
-        .with_state(Bare {
-            client,
-            authority: authority.into(),
-        })
-        .layer(
-            ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async { StatusCode::SERVICE_UNAVAILABLE },
-                ))
-                .load_shed()
-                .concurrency_limit(4096),
-        );
+    let bare = Bare {
+        client,
+        authority: authority.into(),
+    };
+    if plain_hyper {
+        return serve_hyper(&listen, bare).await;
+    }
+    let app = Router::new().fallback(forward).with_state(bare).layer(
+        ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                |_: tower::BoxError| async { StatusCode::SERVICE_UNAVAILABLE },
+            ))
+            .load_shed()
+            .concurrency_limit(4096),
+    );
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     axum::serve(remit_gateway::nodelay(listener), app).await
+}
+
+/// One task per connection, hyper-util's HTTP/1.1-or-2 server, a `service_fn`.
+async fn serve_hyper(listen: &str, bare: Bare) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let bare = bare.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let bare = bare.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            forward_one(&bare, req.map(Body::new)).await,
+                        )
+                    }
+                });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
+    }
 }
