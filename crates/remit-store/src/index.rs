@@ -494,11 +494,15 @@ impl Indexer {
                 };
                 match segment::classify(line) {
                     Some(Line::Entry(bytes)) => {
+                        // Readers hand entries out as text. Checked once for the whole
+                        // line, so the parser (`from_str`) need not check each string again.
+                        let text =
+                            std::str::from_utf8(bytes).map_err(|e| damaged(at, e.to_string()))?;
                         // A record whose columns have another shape (a kind added later)
                         // is still indexed, by its chain fields alone.
-                        let e: EntryCols<'_> = match serde_json::from_slice(bytes) {
+                        let e: EntryCols<'_> = match serde_json::from_str(text) {
                             Ok(e) => e,
-                            Err(_) => serde_json::from_slice::<EntryHead<'_>>(bytes)
+                            Err(_) => serde_json::from_str::<EntryHead<'_>>(text)
                                 .map_err(|e| damaged(at, format!("not an entry: {e}")))?
                                 .into(),
                         };
@@ -548,8 +552,6 @@ impl Indexer {
                                 leaf_hash(bytes)
                             }
                         };
-                        // Readers hand entries out as text.
-                        std::str::from_utf8(bytes).map_err(|e| damaged(at, e.to_string()))?;
                         let r = &e.record;
                         // Decisions and token records carry a verdict in `decision`.
                         let decision = r.kind == "decision" || r.kind == "token";
