@@ -772,9 +772,13 @@ fn sync_groups(
         {
             let mut st = shared.lock();
             st.pos = last.pos;
+            // A stopped index takes nothing more (it is rebuilt at the next start).
+            let feeding = !shared.index_failed.load(Ordering::Acquire);
             for fed in group.iter_mut().filter_map(|p| p.fed.take()) {
                 // A full feed drops the batch: the index then hashes its lines itself.
-                st.feed.push(fed);
+                if feeding {
+                    st.feed.push(fed);
+                }
             }
             drop(st);
             shared.durable_lines.fetch_add(lines, Ordering::AcqRel);
@@ -824,7 +828,7 @@ mod tests {
             time: "2026-11-27T00:00:00Z".into(),
             replica: "replica-1".into(),
             decision: Decision {
-                verdict: if id % 3 == 0 {
+                verdict: if id.is_multiple_of(3) {
                     Verdict::Deny
                 } else {
                     Verdict::Allow
@@ -1002,7 +1006,11 @@ mod tests {
             let mut entries = Vec::new();
             for _ in 0..n {
                 let seq = chain.size();
-                let kind = if seq % 2 == 0 { "decision" } else { "outcome" };
+                let kind = if seq.is_multiple_of(2) {
+                    "decision"
+                } else {
+                    "outcome"
+                };
                 let record = format!(r#"{{"decision_id":"d-{seq}","kind":"{kind}"}}"#);
                 let start = out.len();
                 let (seq, leaf) = chain.append_to(record.as_bytes(), &mut out);
