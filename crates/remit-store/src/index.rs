@@ -9,7 +9,7 @@
 //! where the index stopped. While indexing it replays the chain (`seq`, `prev`), so the
 //! writer resumes from the state the segments prove, not from what the index says.
 //!
-//! Lines the writer wrote in this process come with a [`Feed`]: for each entry, where the
+//! Lines the writer wrote in this process come with a `Feed`: for each entry, where the
 //! writer put it, its length, position in the chain and leaf hash, and for each batch the
 //! chain (last hash, Merkle frontier) after it, all computed by the writer as it appended.
 //! The index still reads every line from the segment and checks that the entry at that
@@ -101,6 +101,9 @@ pub(crate) struct Feed {
     batches: VecDeque<FedBatch>,
     /// The next entry of the first batch.
     next: usize,
+    /// Whether an entry of the first batch was passed without its line being read as an
+    /// entry (the file differs from the feed there).
+    skipped: bool,
     entries: usize,
 }
 
@@ -130,6 +133,7 @@ impl Feed {
         }
         later.entries = 0;
         later.next = 0;
+        later.skipped = false;
     }
 
     fn pop(&mut self) {
@@ -137,6 +141,7 @@ impl Feed {
             self.entries -= b.entries.len();
         }
         self.next = 0;
+        self.skipped = false;
     }
 
     /// The writer's entry at `offset` of `segment`, if it fed one there. Forgets every
@@ -155,7 +160,10 @@ impl Feed {
         }
         while let Some(e) = b.entries.get(self.next) {
             match e.offset.cmp(&offset) {
-                std::cmp::Ordering::Less => self.next += 1,
+                std::cmp::Ordering::Less => {
+                    self.next += 1;
+                    self.skipped = true;
+                }
                 std::cmp::Ordering::Equal => {
                     self.next += 1;
                     return Some(*e);
@@ -173,7 +181,7 @@ impl Feed {
         if (b.segment, b.end) != (segment, end) {
             return None;
         }
-        let whole = self.next == b.entries.len();
+        let whole = self.next == b.entries.len() && !self.skipped;
         let after = b.after.take();
         self.pop();
         after.filter(|_| whole)

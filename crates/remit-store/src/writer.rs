@@ -1068,15 +1068,24 @@ mod tests {
         let (r, n) = index_with(dir.path(), Vec::new(), end).await;
         assert_eq!((r, n), (Ok(()), 0));
         let hashed = index_rows(dir.path());
-        // All of it, every other batch (a full feed drops batches), and one batch without
-        // the writer's frontier.
+        // All of it, every other batch (a full feed drops batches), one batch without the
+        // writer's frontier.
         let every_other = || {
             let (fed, _) = written_segment(dir.path(), &[3, 1, 4, 2]);
             fed.into_iter().step_by(2).collect::<Vec<_>>()
         };
         let mut no_frontier = written_segment(dir.path(), &[3, 1, 4, 2]).0;
         no_frontier[1].after = None;
-        for (feed, want) in [(fed, 10), (every_other(), 7), (no_frontier, 10)] {
+        // A fed entry placed where no line starts is passed over, and its batch's
+        // frontier not taken.
+        let mut misplaced = written_segment(dir.path(), &[3, 1, 4, 2]).0;
+        misplaced[2].entries[1].offset -= 1;
+        for (feed, want) in [
+            (fed, 10),
+            (every_other(), 7),
+            (no_frontier, 10),
+            (misplaced, 9),
+        ] {
             let (r, n) = index_with(dir.path(), feed, end).await;
             assert_eq!((r, n), (Ok(()), want));
             assert_eq!(index_rows(dir.path()), hashed);
