@@ -10,6 +10,8 @@
 #
 # Usage: bench/proxy_instructions.sh [seconds] BINARY...
 # (default: target/release/remit, built first). Needs nginx, wrk and valgrind.
+# With CALLGRIND_KEEP=DIR, each binary's callgrind output is kept as DIR/cg-<n>-<name>
+# (for `callgrind_annotate --inclusive=yes`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; shift || true
@@ -39,6 +41,11 @@ for bin in "${bins[@]}"; do
   callgrind_control -d "$vpid" >/dev/null 2>&1  # ...to here, dumped as "$out.1"
   kill "$vpid"; wait "$vpid" 2>/dev/null || true
   total=$(awk '/^(totals|summary):/ {print $2; exit}' "$out.1")
+  if [ -n "${CALLGRIND_KEEP:-}" ]; then
+    mkdir -p "$CALLGRIND_KEEP"
+    kept=$((${kept:-0} + 1))
+    cp "$out.1" "$CALLGRIND_KEEP/cg-$kept-$(basename "$bin")"
+  fi
   workers=$(callgrind_annotate --inclusive=yes --threshold=100 "$out.1" 2>/dev/null \
     | awk '/multi_thread::worker::run \[/ && !done {gsub(",", "", $1); print $1; done = 1}')
   per() { awk -v t="$1" -v n="$reqs" 'BEGIN {printf "%.0f", t/n}'; }

@@ -186,6 +186,12 @@ impl Live {
         }
     }
 
+    /// What the writer and the index share.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The data directory.
     pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -8,8 +8,18 @@
 //! reached in the same commit, so after a crash [`Indexer::catch_up`] resumes exactly
 //! where the index stopped. While indexing it replays the chain (`seq`, `prev`), so the
 //! writer resumes from the state the segments prove, not from what the index says.
+//!
+//! Lines the writer wrote in this process come with a `Feed`: for each entry, where the
+//! writer put it, its length, position in the chain and leaf hash, and for each batch the
+//! chain (last hash, Merkle frontier) after it, all computed by the writer as it appended.
+//! The index still reads every line from the segment and checks that the entry at that
+//! place has that length, `seq`, `replica` and `prev`, but takes the writer's leaf rather
+//! than hashing the line again, and the writer's frontier at a batch's end rather than
+//! pushing each leaf. Lines without a feed (at open, after a restart, in `remit audit`, or
+//! when the feed was full) are hashed here as before.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use remit_audit::merkle::leaf_hash;
@@ -48,6 +58,134 @@ pub enum IndexError {
 pub(crate) struct Pos {
     pub segment: u64,
     pub offset: u64,
+}
+
+/// Entries held in a [`Feed`] at most (about 56 bytes each); the writer's batches beyond
+/// this are not fed, and the index hashes their lines itself.
+pub(crate) const FEED_ENTRIES: usize = 1 << 16;
+/// Batches held in a [`Feed`] at most (each holds a frontier of up to 64 hashes).
+pub(crate) const FEED_BATCHES: usize = 1 << 12;
+
+/// One entry as the writer wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FedEntry {
+    /// Its position in the chain.
+    pub seq: u64,
+    /// Its first byte in the segment file.
+    pub offset: u64,
+    /// Its length, without the `\n`.
+    pub len: u64,
+    /// `leaf_hash` of its bytes, as the writer computed it when it appended the entry.
+    pub leaf: Hash,
+}
+
+/// One batch the writer wrote (into one segment) and the syncer made durable.
+#[derive(Debug)]
+pub(crate) struct FedBatch {
+    /// The segment it is in.
+    pub segment: u64,
+    /// The offset just after its last line.
+    pub end: u64,
+    /// Its entries, in order (not its review copies and checkpoints).
+    pub entries: Vec<FedEntry>,
+    /// The writer's chain after its last entry: the last leaf and the frontier.
+    pub after: Option<(Hash, Frontier)>,
+}
+
+/// What the writer computed for durable lines not yet indexed, oldest first: a bounded
+/// queue ([`FEED_ENTRIES`], [`FEED_BATCHES`]). Matched to lines by their place in the
+/// segments, so a batch missing from it (not fed because it was full) only means that
+/// batch's lines are hashed by the index.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    batches: VecDeque<FedBatch>,
+    /// The next entry of the first batch.
+    next: usize,
+    /// Whether an entry of the first batch was passed without its line being read as an
+    /// entry (the file differs from the feed there).
+    skipped: bool,
+    entries: usize,
+}
+
+impl Feed {
+    /// Adds a batch written after every batch already in the feed, unless the feed is full
+    /// (then its lines are hashed by the index). Whether it was added.
+    pub fn push(&mut self, batch: FedBatch) -> bool {
+        if self.batches.len() >= FEED_BATCHES || self.entries + batch.entries.len() > FEED_ENTRIES {
+            return false;
+        }
+        self.entries += batch.entries.len();
+        self.batches.push_back(batch);
+        true
+    }
+
+    /// Moves every batch of `later` (written after this feed's) to the end of this one,
+    /// within its bounds.
+    pub fn append(&mut self, later: &mut Feed) {
+        if self.batches.is_empty() {
+            std::mem::swap(self, later);
+            return;
+        }
+        // A partly read first batch is not moved on its own.
+        debug_assert_eq!(later.next, 0);
+        for b in later.batches.drain(..) {
+            self.push(b);
+        }
+        later.entries = 0;
+        later.next = 0;
+        later.skipped = false;
+    }
+
+    fn pop(&mut self) {
+        if let Some(b) = self.batches.pop_front() {
+            self.entries -= b.entries.len();
+        }
+        self.next = 0;
+        self.skipped = false;
+    }
+
+    /// The writer's entry at `offset` of `segment`, if it fed one there. Forgets every
+    /// batch that ends at or before `offset` (the index has passed it).
+    fn entry_at(&mut self, segment: u64, offset: u64) -> Option<FedEntry> {
+        while self
+            .batches
+            .front()
+            .is_some_and(|b| (b.segment, b.end) <= (segment, offset))
+        {
+            self.pop();
+        }
+        let b = self.batches.front()?;
+        if b.segment != segment {
+            return None;
+        }
+        while let Some(e) = b.entries.get(self.next) {
+            match e.offset.cmp(&offset) {
+                std::cmp::Ordering::Less => {
+                    self.next += 1;
+                    self.skipped = true;
+                }
+                std::cmp::Ordering::Equal => {
+                    self.next += 1;
+                    return Some(*e);
+                }
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+
+    /// The writer's chain after the batch that ends at `end` of `segment`, if the index
+    /// has just read that batch's last line and taken every entry of it from the feed.
+    fn after(&mut self, segment: u64, end: u64) -> Option<(Hash, Frontier)> {
+        let b = self.batches.front_mut()?;
+        if (b.segment, b.end) != (segment, end) {
+            return None;
+        }
+        let whole = self.next == b.entries.len() && !self.skipped;
+        let after = b.after.take();
+        self.pop();
+        after.filter(|_| whole)
+    }
 }
 
 /// The chain fields of an entry.
@@ -125,6 +263,8 @@ pub(crate) struct Indexer {
     prev: Hash,
     frontier: Frontier,
     anchored: u64,
+    /// Entries indexed with a leaf hash from a [`Feed`].
+    fed_entries: u64,
 }
 
 impl Indexer {
@@ -187,6 +327,7 @@ impl Indexer {
             prev,
             frontier,
             anchored: u64::try_from(anchored).unwrap_or(0),
+            fed_entries: 0,
         })
     }
 
@@ -210,6 +351,11 @@ impl Indexer {
         self.anchored
     }
 
+    /// How many entries were indexed with a leaf hash from a [`Feed`] (committed or not).
+    pub fn fed_entries(&self) -> u64 {
+        self.fed_entries
+    }
+
     /// Indexes every whole line from the current position up to `until` (`None`: to the
     /// end of the last segment), in transactions of at most [`INDEX_TX_LINES`] lines,
     /// calling `progress` with the lines of each committed transaction. Bytes after the
@@ -218,6 +364,17 @@ impl Indexer {
     pub fn catch_up(
         &mut self,
         until: Option<Pos>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), IndexError> {
+        self.catch_up_fed(until, &mut Feed::default(), progress)
+    }
+
+    /// Like [`Indexer::catch_up`], taking leaf hashes and frontiers from `feed` for the
+    /// lines the writer fed (checked against the lines read, see [`Feed`]).
+    pub fn catch_up_fed(
+        &mut self,
+        until: Option<Pos>,
+        feed: &mut Feed,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), IndexError> {
         loop {
@@ -241,7 +398,7 @@ impl Indexer {
                 return Ok(());
             }
             let mut reader = LineReader::open(&path, self.pos.offset, end)?;
-            let (lines, full) = self.index_lines(&path, &mut reader)?;
+            let (lines, full) = self.index_lines(&path, &mut reader, feed)?;
             if lines > 0 {
                 progress(lines);
             }
@@ -309,11 +466,17 @@ impl Indexer {
         &mut self,
         path: &Path,
         reader: &mut LineReader,
+        feed: &mut Feed,
     ) -> Result<(u64, bool), IndexError> {
         let tx = self.conn.transaction()?;
         let mut lines = 0usize;
         let mut prev = self.prev;
+        // The frontier is `frontier` with `leaves` pushed: leaves are pushed only at the
+        // end of the transaction, and not at all when the writer's frontier after a batch
+        // replaces them (`fed_since` says every leaf in `leaves` came from the feed).
         let mut frontier = self.frontier.clone();
+        let mut leaves: Vec<Hash> = Vec::new();
+        let mut fed_since = true;
         let mut anchored = self.anchored;
         let replica = self.replica.as_str();
         let segment_no = i64::try_from(self.pos.segment).unwrap_or(i64::MAX);
@@ -339,15 +502,19 @@ impl Indexer {
                 };
                 match segment::classify(line) {
                     Some(Line::Entry(bytes)) => {
+                        // Readers hand entries out as text. Checked once for the whole
+                        // line, so the parser (`from_str`) need not check each string again.
+                        let text =
+                            std::str::from_utf8(bytes).map_err(|e| damaged(at, e.to_string()))?;
                         // A record whose columns have another shape (a kind added later)
                         // is still indexed, by its chain fields alone.
-                        let e: EntryCols<'_> = match serde_json::from_slice(bytes) {
+                        let e: EntryCols<'_> = match serde_json::from_str(text) {
                             Ok(e) => e,
-                            Err(_) => serde_json::from_slice::<EntryHead<'_>>(bytes)
+                            Err(_) => serde_json::from_str::<EntryHead<'_>>(text)
                                 .map_err(|e| damaged(at, format!("not an entry: {e}")))?
                                 .into(),
                         };
-                        let expected = frontier.size();
+                        let expected = frontier.size() + leaves.len() as u64;
                         let id = e.record.decision_id.as_deref().unwrap_or("");
                         let mut prev_hex = [0u8; 64];
                         // 32 bytes always fit 64 hex digits.
@@ -366,9 +533,33 @@ impl Indexer {
                             )
                             .into());
                         }
-                        let leaf = leaf_hash(bytes);
-                        // Readers hand entries out as text.
-                        std::str::from_utf8(bytes).map_err(|e| damaged(at, e.to_string()))?;
+                        let leaf = match feed.entry_at(self.pos.segment, at) {
+                            // The writer's leaf is the hash of the bytes it wrote here;
+                            // these are those bytes if they have its length and `seq` (and,
+                            // checked above, the `prev` and `replica` it wrote).
+                            Some(f) if f.seq == e.seq && f.len == bytes.len() as u64 => {
+                                debug_assert_eq!(f.leaf, leaf_hash(bytes), "fed leaf of {}", e.seq);
+                                self.fed_entries += 1;
+                                f.leaf
+                            }
+                            Some(f) => {
+                                return Err(damaged(
+                                    at,
+                                    format!(
+                                        "record {} ({} bytes) is not record {} ({} bytes) that this process wrote here; run `remit audit verify`",
+                                        e.seq,
+                                        bytes.len(),
+                                        f.seq,
+                                        f.len
+                                    ),
+                                )
+                                .into());
+                            }
+                            None => {
+                                fed_since = false;
+                                leaf_hash(bytes)
+                            }
+                        };
                         let r = &e.record;
                         // Decisions and token records carry a verdict in `decision`.
                         let decision = r.kind == "decision" || r.kind == "token";
@@ -387,19 +578,20 @@ impl Indexer {
                             i64::try_from(bytes.len()).unwrap_or(i64::MAX),
                             &leaf.0[..],
                         ])?;
-                        frontier.push(leaf);
+                        leaves.push(leaf);
                         prev = leaf;
                     }
                     Some(Line::Checkpoint(bytes)) => {
                         let cp: SignedCheckpoint = serde_json::from_slice(bytes)
                             .map_err(|e| damaged(at, format!("not a checkpoint: {e}")))?;
                         let size = cp.checkpoint.tree_size;
-                        if size != frontier.size() || cp.checkpoint.replica != replica {
+                        let have = frontier.size() + leaves.len() as u64;
+                        if size != have || cp.checkpoint.replica != replica {
                             return Err(damaged(
                                 at,
                                 format!(
                                     "a checkpoint at tree size {size} after record {}",
-                                    frontier.size().wrapping_sub(1)
+                                    have.wrapping_sub(1)
                                 ),
                             )
                             .into());
@@ -428,7 +620,27 @@ impl Indexer {
                     None => return Err(damaged(at, "not an audit line".into()).into()),
                 }
                 lines += 1;
+                if let Some((last, after)) = feed.after(self.pos.segment, reader.offset()) {
+                    // The writer's chain after a batch whose every entry the index took from
+                    // the feed and checked: the frontier that pushing those leaves gives.
+                    if fed_since
+                        && last == prev
+                        && after.size() == frontier.size() + leaves.len() as u64
+                    {
+                        #[cfg(debug_assertions)]
+                        {
+                            let mut pushed = frontier.clone();
+                            leaves.iter().for_each(|l| pushed.push(*l));
+                            debug_assert_eq!(pushed, after, "fed frontier");
+                        }
+                        frontier = after;
+                        leaves.clear();
+                    }
+                }
             }
+        }
+        for leaf in leaves.drain(..) {
+            frontier.push(leaf);
         }
         let pos = Pos {
             segment: self.pos.segment,

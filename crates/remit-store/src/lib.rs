@@ -160,6 +160,16 @@ impl SqliteStore {
     /// (or creates) the replica's signing key, recovers the replica's segments (indexing
     /// what the index lacks, cutting off a torn last line) and resumes its chain.
     pub async fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_segmented(data_dir, options, segment::SEGMENT_LIMIT).await
+    }
+
+    /// Opens the store, starting a new segment file once one holds `segment_limit` bytes
+    /// (tests roll segments over with a small one).
+    async fn open_segmented(
+        data_dir: &Path,
+        options: StoreOptions,
+        segment_limit: u64,
+    ) -> Result<Self, StoreError> {
         let dir_err = |message: String| StoreError::DataDir {
             path: data_dir.display().to_string(),
             message,
@@ -178,7 +188,7 @@ impl SqliteStore {
         let key = keys::load_or_create(data_dir)?;
         let public_key = key.public();
         let replica = options.replica.clone();
-        let (writer, shared, indexed) = Writer::open(data_dir, key, options, lock)?;
+        let (writer, shared, indexed) = Writer::open(data_dir, key, options, segment_limit, lock)?;
         let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE_LIMIT);
         std::thread::Builder::new()
             .name("remit-audit-writer".into())

@@ -17,7 +17,10 @@
 //!
 //! The index thread ([`run_index`]) follows behind, reading only what the writer has
 //! published as durable. The writer waits for it only when it is more than
-//! [`INDEX_LAG_LIMIT`] lines behind.
+//! [`INDEX_LAG_LIMIT`] lines behind. With each batch the writer hands on what it computed
+//! while appending (each entry's place and leaf hash, the chain after the batch), and the
+//! syncer publishes it with the batch's durable position ([`index::Feed`]), so the index
+//! does not hash those lines again.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -33,8 +36,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{oneshot, watch};
 
-use crate::index::{self, Indexer, Pos};
-use crate::segment::{self, ReviewCopy, ReviewLine, SEGMENT_LIMIT, SegmentError, io_err};
+use crate::index::{self, FedBatch, FedEntry, Feed, Indexer, Pos};
+use crate::segment::{self, ReviewCopy, ReviewLine, SegmentError, io_err};
 use crate::{DB_FILE, Durability, StoreError, StoreOptions};
 
 /// The index may fall this many lines behind the durable segments before the writer
@@ -88,6 +91,8 @@ pub(crate) struct Shared {
     pub index_failed: AtomicBool,
     /// Readers waiting for the index to catch up (it then does not wait for more).
     pub hurry: AtomicU64,
+    /// Entries indexed with the leaf hash the writer handed on (not hashed again).
+    pub fed_entries: AtomicU64,
 }
 
 impl Shared {
@@ -102,11 +107,15 @@ impl Shared {
 struct Durable {
     pos: Pos,
     closed: bool,
+    /// What the writer computed for the durable lines up to `pos` that the index has not
+    /// taken yet (bounded; see [`Feed`]).
+    feed: Feed,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Durable> {
-        // Only positions are behind the lock; a panic elsewhere leaves them valid.
+        // Only positions and the feed are behind the lock; a panic elsewhere leaves them
+        // valid (a feed is only ever pushed whole or taken whole).
         self.durable.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -123,6 +132,8 @@ struct Pending {
     pos: Pos,
     lines: u64,
     replies: Vec<Reply>,
+    /// The batch's entries and chain, for the index once the batch is durable.
+    fed: Option<FedBatch>,
 }
 
 pub(crate) struct Writer {
@@ -130,6 +141,9 @@ pub(crate) struct Writer {
     dir: PathBuf,
     segment: u64,
     len: u64,
+    /// A segment is closed once it holds this many bytes ([`segment::SEGMENT_LIMIT`]; less
+    /// in tests).
+    segment_limit: u64,
     buf: Vec<u8>,
     broken: bool,
     chain: Chain,
@@ -210,6 +224,7 @@ impl Writer {
         data_dir: &Path,
         key: AuditKey,
         options: StoreOptions,
+        segment_limit: u64,
         lock: File,
     ) -> Result<(Self, Arc<Shared>, watch::Receiver<u64>), StoreError> {
         let replica = options.replica.as_str();
@@ -285,6 +300,7 @@ impl Writer {
                 dir,
                 segment: pos.segment,
                 len,
+                segment_limit,
                 buf: Vec::with_capacity(1 << 20),
                 broken: false,
                 chain,
@@ -465,11 +481,17 @@ impl Writer {
         }
         let before = self.chain.clone();
         match self.write(batch, checkpoint) {
-            Ok((signed, lines)) => {
+            Ok((signed, lines, entries)) => {
                 if let Some(size) = signed {
                     self.anchored = size;
                     self.last_checkpoint = Instant::now();
                 }
+                let fed = (!entries.is_empty()).then(|| FedBatch {
+                    segment: self.segment,
+                    end: self.len,
+                    entries,
+                    after: Some((self.chain.prev(), self.chain.frontier().clone())),
+                });
                 Ok(Pending {
                     file: self.file.clone(),
                     path: segment::segment_path(&self.dir, self.segment),
@@ -479,6 +501,7 @@ impl Writer {
                     },
                     lines,
                     replies: Vec::new(),
+                    fed,
                 })
             }
             Err(e) => {
@@ -494,13 +517,13 @@ impl Writer {
     }
 
     /// The batch's lines, written (not yet synced): (the checkpoint's tree size if one
-    /// was signed, lines written).
+    /// was signed, lines written, the entries as written).
     fn write(
         &mut self,
         batch: &[Job],
         checkpoint: bool,
-    ) -> Result<(Option<u64>, u64), SegmentError> {
-        if self.len >= SEGMENT_LIMIT && self.chain.size() != self.segment {
+    ) -> Result<(Option<u64>, u64, Vec<FedEntry>), SegmentError> {
+        if self.len >= self.segment_limit && self.chain.size() != self.segment {
             let (file, len) = open_segment(&self.dir, self.chain.size())?;
             self.file = Arc::new(file);
             self.segment = self.chain.size();
@@ -510,11 +533,19 @@ impl Writer {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut lines = 0u64;
+        let mut entries = Vec::with_capacity(batch.len());
         for job in batch {
             let Job::Record { record, review, .. } = job else {
                 continue;
             };
-            self.chain.append_to(record, &mut buf);
+            let start = buf.len();
+            let (seq, leaf) = self.chain.append_to(record, &mut buf);
+            entries.push(FedEntry {
+                seq,
+                offset: self.len + start as u64,
+                len: (buf.len() - start) as u64,
+                leaf,
+            });
             buf.push(b'\n');
             lines += 1;
             if let Some(r) = review {
@@ -560,7 +591,7 @@ impl Writer {
         self.buf = buf;
         result.map_err(io_err(&path))?;
         self.len += written;
-        Ok((signed, lines))
+        Ok((signed, lines, entries))
     }
 }
 
@@ -603,6 +634,7 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
         tracing::debug!(error = %e, "the audit index thread keeps its priority");
     }
     let mut done = 0u64;
+    let mut feed = Feed::default();
     loop {
         let (until, closed) = {
             let mut st = shared.lock();
@@ -621,14 +653,19 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+            // Taken with the position it belongs to: the feed never runs ahead of `until`.
+            feed.append(&mut st.feed);
             (st.pos, st.closed)
         };
-        let result = indexer.catch_up(Some(until), &mut |n| {
+        let result = indexer.catch_up_fed(Some(until), &mut feed, &mut |n| {
             done += n;
             shared.indexed_lines.store(done, Ordering::Release);
             progress.send_replace(done);
             shared.cv.notify_all();
         });
+        shared
+            .fed_entries
+            .store(indexer.fed_entries(), Ordering::Release);
         if let Err(e) = result {
             tracing::error!(error = %e, "the audit index stopped; records stay durable in the segments and are indexed at the next start");
             metrics::counter!("remit_audit_index_failures_total").increment(1);
@@ -733,7 +770,17 @@ fn sync_groups(
             && lines > 0
             && let Some(last) = group.last()
         {
-            shared.lock().pos = last.pos;
+            let mut st = shared.lock();
+            st.pos = last.pos;
+            // A stopped index takes nothing more (it is rebuilt at the next start).
+            let feeding = !shared.index_failed.load(Ordering::Acquire);
+            for fed in group.iter_mut().filter_map(|p| p.fed.take()) {
+                // A full feed drops the batch: the index then hashes its lines itself.
+                if feeding {
+                    st.feed.push(fed);
+                }
+            }
+            drop(st);
             shared.durable_lines.fetch_add(lines, Ordering::AcqRel);
             shared.cv.notify_all();
         }
@@ -755,5 +802,315 @@ fn sync_groups(
             }
             None => answer(&result, replies),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use remit_audit::{Chain, Hash};
+    use remit_core::{
+        ActionName, AuditRecord, Authority, Class, Decision, DecisionRecord, OutcomeRecord,
+        RecordSink, ResourceRef, ResourceType, ReviewNote, Verdict,
+    };
+    use rusqlite::types::Value;
+
+    use super::*;
+    use crate::SqliteStore;
+    use crate::index::{FedBatch, FedEntry};
+
+    fn decision(id: usize) -> AuditRecord {
+        AuditRecord::Decision(DecisionRecord {
+            v: remit_core::decision::RECORD_VERSION,
+            time: "2026-11-27T00:00:00Z".into(),
+            replica: "replica-1".into(),
+            decision: Decision {
+                verdict: if id.is_multiple_of(3) {
+                    Verdict::Deny
+                } else {
+                    Verdict::Allow
+                },
+                decision_id: format!("d-{id}"),
+                identity: Some(remit_core::IdentityId::parse(&format!("job-{}", id % 4)).unwrap()),
+                credential_id: None,
+                class: Class::Unclassified,
+                authority: Authority::none(),
+                purpose: Some(remit_core::Purpose::parse("billing").unwrap()),
+                action: ActionName::parse("status.read").unwrap(),
+                resource: ResourceRef {
+                    rtype: ResourceType::parse("Service").unwrap(),
+                    id: "api".into(),
+                },
+                sensitive: false,
+                reasons: vec![],
+                policies: vec!["status.public".into()],
+                obligations: vec![],
+                approval: None,
+                retry_after_s: None,
+                rate_limit: None,
+                record_sets: Vec::new(),
+                scan: None,
+            },
+            method: "GET".into(),
+            path: format!("/status/{id}"),
+            route: Some("GET /status".into()),
+            mcp_method: None,
+            mcp_tool: None,
+            source_ip: None,
+            body_sha256: None,
+            peer_spiffe_id: None,
+            decide_us: 3,
+            alerts: Vec::new(),
+        })
+    }
+
+    fn outcome(id: usize) -> AuditRecord {
+        let body = format!("{{\"ticket\": {id}}}").into_bytes();
+        AuditRecord::Outcome(OutcomeRecord {
+            v: 2,
+            time: "2026-11-27T00:00:01Z".into(),
+            replica: "replica-1".into(),
+            decision_id: format!("d-{id}"),
+            status: 200,
+            response_sha256: "00".repeat(32),
+            response_bytes: 40,
+            complete: true,
+            latency_us: 900,
+            error: None,
+            review: Some(ReviewNote {
+                stored_bytes: body.len() as u64,
+                limit: 64,
+                truncated: false,
+                sha256: "11".repeat(32),
+                redacted: 0,
+                withheld: None,
+            }),
+            review_body: Some(body),
+            scan: None,
+            record_sets: Vec::new(),
+        })
+    }
+
+    /// Every row the index holds, table by table, in a comparable form.
+    fn index_rows(data_dir: &Path) -> Vec<(String, Vec<Vec<Value>>)> {
+        let conn = rusqlite::Connection::open(data_dir.join(DB_FILE)).unwrap();
+        [
+            "SELECT rowid, replica, seq, kind, id, time, identity, human, purpose, verdict, segment, seg_offset, len, leaf FROM audit_entries ORDER BY rowid",
+            "SELECT id, body, total, truncated FROM audit_bodies ORDER BY id",
+            "SELECT replica, tree_size, checkpoint FROM audit_checkpoints ORDER BY replica, tree_size",
+            "SELECT replica, size, prev, frontier, segment, seg_offset FROM audit_state ORDER BY replica",
+        ]
+        .iter()
+        .map(|q| {
+            let mut stmt = conn.prepare(q).unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+                .unwrap()
+                .collect::<Result<Vec<Vec<Value>>, _>>()
+                .unwrap();
+            ((*q).to_owned(), rows)
+        })
+        .collect()
+    }
+
+    fn copy_segments(from: &Path, to: &Path) {
+        let (from, to) = (
+            segment::replica_dir(from, "replica-1").unwrap(),
+            segment::replica_dir(to, "replica-1").unwrap(),
+        );
+        std::fs::create_dir_all(&to).unwrap();
+        for first in segment::list(&from).unwrap() {
+            std::fs::copy(
+                segment::segment_path(&from, first),
+                segment::segment_path(&to, first),
+            )
+            .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_index_fed_by_the_writer_equals_the_index_rebuilt_from_the_segments() {
+        let fed = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            checkpoint_every: 7,
+            checkpoint_interval: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        };
+        // Small segments, so the writer rolls over to new files many times.
+        let store = SqliteStore::open_segmented(fed.path(), options.clone(), 4096)
+            .await
+            .unwrap();
+        for round in 0..6 {
+            // Concurrent appends share batches; outcomes (with review copies) are queued
+            // without a waiter; checkpoints are due every 7 entries and forced here too.
+            let tasks: Vec<_> = (0..10)
+                .map(|i| {
+                    let store = store.clone();
+                    let id = round * 10 + i;
+                    tokio::spawn(async move {
+                        store.append(decision(id)).await.unwrap();
+                        assert!(matches!(
+                            store.queue(outcome(id)),
+                            remit_core::Queued::Queued
+                        ));
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            store.checkpoint().await.unwrap();
+        }
+        assert_eq!(store.count().await.unwrap(), 60);
+        store.shutdown().await.unwrap();
+        // Read once the index thread has finished (shutdown waits for it).
+        let fed_entries = store.live.shared().fed_entries.load(Ordering::Acquire);
+        assert_eq!(
+            fed_entries, 120,
+            "every entry of this run came through the feed"
+        );
+        let dir = segment::replica_dir(fed.path(), "replica-1").unwrap();
+        assert!(
+            segment::list(&dir).unwrap().len() >= 3,
+            "segments rolled over"
+        );
+
+        // The same segments, indexed from the files alone (hashing every line).
+        let rebuilt = tempfile::tempdir().unwrap();
+        copy_segments(fed.path(), rebuilt.path());
+        let store = SqliteStore::open_segmented(rebuilt.path(), options, 4096)
+            .await
+            .unwrap();
+        assert_eq!(store.live.shared().fed_entries.load(Ordering::Acquire), 0);
+        store.shutdown().await.unwrap();
+
+        let (a, b) = (index_rows(fed.path()), index_rows(rebuilt.path()));
+        for ((query, a), (_, b)) in a.iter().zip(&b) {
+            assert!(!a.is_empty(), "{query}");
+            assert_eq!(a, b, "{query}");
+        }
+    }
+
+    /// A segment of `batches` (entries each, a review line after every second entry),
+    /// the feed the writer would hand on for it, and its end.
+    fn written_segment(dir: &Path, batches: &[usize]) -> (Vec<FedBatch>, Pos) {
+        let seg_dir = segment::replica_dir(dir, "replica-1").unwrap();
+        std::fs::create_dir_all(&seg_dir).unwrap();
+        let mut chain = Chain::new("replica-1").unwrap();
+        let (mut out, mut fed) = (Vec::new(), Vec::new());
+        for &n in batches {
+            let mut entries = Vec::new();
+            for _ in 0..n {
+                let seq = chain.size();
+                let kind = if seq.is_multiple_of(2) {
+                    "decision"
+                } else {
+                    "outcome"
+                };
+                let record = format!(r#"{{"decision_id":"d-{seq}","kind":"{kind}"}}"#);
+                let start = out.len();
+                let (seq, leaf) = chain.append_to(record.as_bytes(), &mut out);
+                entries.push(FedEntry {
+                    seq,
+                    offset: start as u64,
+                    len: (out.len() - start) as u64,
+                    leaf,
+                });
+                out.push(b'\n');
+                if seq % 2 == 1 {
+                    out.extend_from_slice(
+                        format!(r#"{{"review":{{"body":"00","id":"d-{seq}","total":1,"truncated":false}}}}"#)
+                            .as_bytes(),
+                    );
+                    out.push(b'\n');
+                }
+            }
+            fed.push(FedBatch {
+                segment: 0,
+                end: out.len() as u64,
+                entries,
+                after: Some((chain.prev(), chain.frontier().clone())),
+            });
+        }
+        std::fs::write(segment::segment_path(&seg_dir, 0), &out).unwrap();
+        let end = Pos {
+            segment: 0,
+            offset: out.len() as u64,
+        };
+        (fed, end)
+    }
+
+    /// Indexes the segment in `dir` with `feed` into a new index: the result and the
+    /// entries taken from the feed.
+    async fn index_with(dir: &Path, feed: Vec<FedBatch>, until: Pos) -> (Result<(), String>, u64) {
+        let _ = std::fs::remove_file(dir.join(DB_FILE));
+        crate::open_pool(dir, true).await.unwrap().close().await;
+        let conn = index::open_db(&dir.join(DB_FILE)).unwrap();
+        let mut indexer = Indexer::open(conn, dir, "replica-1").unwrap();
+        let mut f = Feed::default();
+        for b in feed {
+            assert!(f.push(b));
+        }
+        let result = indexer
+            .catch_up_fed(Some(until), &mut f, &mut |_| {})
+            .map_err(|e| e.to_string());
+        (result, indexer.fed_entries())
+    }
+
+    #[tokio::test]
+    async fn an_index_fed_in_part_equals_one_that_hashed_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fed, end) = written_segment(dir.path(), &[3, 1, 4, 2]);
+        let (r, n) = index_with(dir.path(), Vec::new(), end).await;
+        assert_eq!((r, n), (Ok(()), 0));
+        let hashed = index_rows(dir.path());
+        // All of it, every other batch (a full feed drops batches), one batch without the
+        // writer's frontier.
+        let every_other = || {
+            let (fed, _) = written_segment(dir.path(), &[3, 1, 4, 2]);
+            fed.into_iter().step_by(2).collect::<Vec<_>>()
+        };
+        let mut no_frontier = written_segment(dir.path(), &[3, 1, 4, 2]).0;
+        no_frontier[1].after = None;
+        // A fed entry placed where no line starts is passed over, and its batch's
+        // frontier not taken.
+        let mut misplaced = written_segment(dir.path(), &[3, 1, 4, 2]).0;
+        misplaced[2].entries[1].offset -= 1;
+        for (feed, want) in [
+            (fed, 10),
+            (every_other(), 7),
+            (no_frontier, 10),
+            (misplaced, 9),
+        ] {
+            let (r, n) = index_with(dir.path(), feed, end).await;
+            assert_eq!((r, n), (Ok(()), want));
+            assert_eq!(index_rows(dir.path()), hashed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fed_entry_that_is_not_the_line_at_its_place_stops_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        for wrong in [|e: &mut FedEntry| e.seq += 1, |e: &mut FedEntry| e.len -= 1] {
+            let (mut fed, end) = written_segment(dir.path(), &[2, 2]);
+            wrong(&mut fed[1].entries[0]);
+            let (r, _) = index_with(dir.path(), fed, end).await;
+            let err = r.unwrap_err();
+            assert!(err.contains("that this process wrote here"), "{err}");
+        }
+    }
+
+    #[cfg(debug_assertions)]
+    #[tokio::test]
+    #[should_panic(expected = "fed leaf")]
+    async fn a_fed_leaf_that_is_not_the_hash_of_the_line_is_caught_in_debug_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut fed, end) = written_segment(dir.path(), &[2]);
+        fed[0].entries[1].leaf = Hash::ZERO;
+        let _ = index_with(dir.path(), fed, end).await;
     }
 }
