@@ -197,9 +197,10 @@ impl Live {
         &self.data_dir
     }
 
-    /// Waits (at most [`INDEX_WAIT`]) until the index holds every line durable now.
+    /// Waits (at most [`INDEX_WAIT`]) until the index holds every line written now (an
+    /// outcome may be written but not yet durable: see `writer::QUIET_SYNC_DELAY`).
     pub(crate) async fn caught_up(&self) {
-        let target = self.shared.durable_lines.load(Ordering::Acquire);
+        let target = self.shared.written_lines.load(Ordering::Acquire);
         if self.shared.index_failed.load(Ordering::Acquire) {
             return;
         }

@@ -10,8 +10,10 @@
 //!
 //! The batch's waiters then go to the **syncer** thread ([`run_syncer`]), which calls
 //! `fdatasync` once for everything written since its last one and only then has them
-//! answered (by its answer thread, while it starts the next `fdatasync`): the writer
-//! hashes and writes batch N+1 while batch N is being synced. A failed
+//! answered: by itself when nothing is written behind them, else by its answer thread
+//! while it starts the next `fdatasync`. The writer hashes and writes batch N+1 while
+//! batch N is being synced. A group nobody waits for (outcomes, queued without a waiter)
+//! waits up to [`QUIET_SYNC_DELAY`] for one somebody does, so both share a sync. A failed
 //! `fdatasync` cannot be undone (the page cache may have dropped the data), so it fails
 //! that batch and every later one until a restart, whose recovery reads the segments.
 //!
@@ -83,6 +85,8 @@ pub(crate) enum Job {
 pub(crate) struct Shared {
     durable: Mutex<Durable>,
     cv: Condvar,
+    /// Lines written (not necessarily durable yet) since this process opened the log.
+    pub written_lines: AtomicU64,
     /// Lines durable since this process opened the log.
     pub durable_lines: AtomicU64,
     /// Lines indexed since this process opened the log.
@@ -103,13 +107,27 @@ impl Shared {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Durable {
     pos: Pos,
     closed: bool,
+    /// The index thread waits until `durable_lines` reaches this (`u64::MAX`: it is not
+    /// waiting): the syncer wakes it only then, not after every group.
+    index_wants: u64,
     /// What the writer computed for the durable lines up to `pos` that the index has not
     /// taken yet (bounded; see [`Feed`]).
     feed: Feed,
+}
+
+impl Default for Durable {
+    fn default() -> Self {
+        Self {
+            pos: Pos::default(),
+            closed: false,
+            index_wants: u64::MAX,
+            feed: Feed::default(),
+        }
+    }
 }
 
 impl Shared {
@@ -452,6 +470,9 @@ impl Writer {
                 let Some(syncer) = &self.syncer else {
                     return Err(SinkError::Closed);
                 };
+                self.shared
+                    .written_lines
+                    .fetch_add(pending.lines, Ordering::AcqRel);
                 if let Err(std::sync::mpsc::SendError(p)) = syncer.send(pending) {
                     for reply in p.replies {
                         let _ = reply.send(Err(SinkError::Closed));
@@ -639,6 +660,8 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
         let (until, closed) = {
             let mut st = shared.lock();
             while st.pos == indexer.pos() && !st.closed {
+                // Any new durable line wakes it...
+                st.index_wants = shared.durable_lines.load(Ordering::Acquire) + 1;
                 st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             let since = Instant::now();
@@ -647,12 +670,15 @@ fn run_index(mut indexer: Indexer, shared: &Shared, progress: &watch::Sender<u64
                 && shared.durable_lines.load(Ordering::Acquire) < done + INDEX_MIN_LINES
                 && let Some(left) = INDEX_DELAY.checked_sub(since.elapsed())
             {
+                // ...then only enough of them for a transaction (or a reader, or time).
+                st.index_wants = done + INDEX_MIN_LINES;
                 st = shared
                     .cv
                     .wait_timeout(st, left)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+            st.index_wants = u64::MAX;
             // Taken with the position it belongs to: the feed never runs ahead of `until`.
             feed.append(&mut st.feed);
             (st.pos, st.closed)
@@ -736,12 +762,24 @@ fn sync_groups(
     answers: Option<&std::sync::mpsc::SyncSender<Answers>>,
 ) {
     let mut group: Vec<Pending> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    // A batch taken to learn whether another was queued behind a group: the next group's.
+    let mut next: Option<Pending> = None;
+    loop {
+        let first = match next.take() {
+            Some(p) => p,
+            None => match rx.recv() {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         group.push(first);
         while group.len() < group_limit
             && let Ok(more) = rx.try_recv()
         {
             group.push(more);
+        }
+        if fsync && group_limit > 1 && group.iter().all(|p| p.replies.is_empty()) {
+            wait_for_a_waiter(rx, &mut group, group_limit);
         }
         let mut result = if failed.load(Ordering::Acquire) {
             Err(SinkError::Store(
@@ -780,9 +818,13 @@ fn sync_groups(
                     st.feed.push(fed);
                 }
             }
+            // Counted under the lock the index waits with, so no wake-up is lost.
+            let durable = shared.durable_lines.fetch_add(lines, Ordering::AcqRel) + lines;
+            let wake = durable >= st.index_wants;
             drop(st);
-            shared.durable_lines.fetch_add(lines, Ordering::AcqRel);
-            shared.cv.notify_all();
+            if wake {
+                shared.cv.notify_all();
+            }
         }
         let mut replies = Vec::new();
         for p in group.drain(..) {
@@ -792,15 +834,55 @@ fn sync_groups(
                 replies.extend(p.replies);
             }
         }
+        if replies.is_empty() {
+            continue;
+        }
+        // Nothing written behind this group: there is no next fdatasync to hurry to, so
+        // answering here saves the answer thread's wake-up (most of a request's latency
+        // when requests come one at a time).
+        next = rx.try_recv().ok();
         match answers {
-            Some(answers) => {
+            Some(answers) if next.is_some() => {
                 if let Err(std::sync::mpsc::SendError((result, replies))) =
                     answers.send((result, replies))
                 {
                     answer(&result, replies);
                 }
             }
-            None => answer(&result, replies),
+            _ => answer(&result, replies),
+        }
+    }
+}
+
+/// How long a group nobody waits for (outcomes, which are queued without a waiter; a
+/// checkpoint on its timer) waits for a batch that somebody does wait for, so one
+/// `fdatasync` serves both: without it, a request's decision record can queue behind the
+/// previous response's outcome and pay for two. It bounds how long such lines stay
+/// unsynced.
+pub(crate) const QUIET_SYNC_DELAY: Duration = Duration::from_millis(2);
+
+/// Adds to `group` (which has no waiters) the batches written within
+/// [`QUIET_SYNC_DELAY`], up to the first one with a waiter.
+fn wait_for_a_waiter(
+    rx: &std::sync::mpsc::Receiver<Pending>,
+    group: &mut Vec<Pending>,
+    group_limit: usize,
+) {
+    let deadline = Instant::now() + QUIET_SYNC_DELAY;
+    while group.len() < group_limit {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        match rx.recv_timeout(left) {
+            Ok(p) => {
+                let waited_for = !p.replies.is_empty();
+                group.push(p);
+                if waited_for {
+                    return;
+                }
+            }
+            // Disconnected: sync what there is; the loop then ends.
+            Err(_) => return,
         }
     }
 }
@@ -1112,5 +1194,87 @@ mod tests {
         let (mut fed, end) = written_segment(dir.path(), &[2]);
         fed[0].entries[1].leaf = Hash::ZERO;
         let _ = index_with(dir.path(), fed, end).await;
+    }
+
+    fn pending(file: &Arc<File>, waiter: bool) -> Pending {
+        Pending {
+            file: file.clone(),
+            path: PathBuf::from("segment"),
+            pos: Pos::default(),
+            lines: 1,
+            replies: if waiter {
+                vec![oneshot::channel().0]
+            } else {
+                Vec::new()
+            },
+            fed: None,
+        }
+    }
+
+    /// A group nobody waits for (an outcome) takes in what is written behind it up to the
+    /// first batch somebody waits for (the next request's decision), so one `fdatasync`
+    /// serves both; alone, it waits no longer than `QUIET_SYNC_DELAY`.
+    #[test]
+    fn a_group_nobody_waits_for_shares_its_sync_with_the_next_waited_for_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(File::create(dir.path().join("segment")).unwrap());
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        for waiter in [false, true, false] {
+            tx.send(pending(&file, waiter)).unwrap();
+        }
+        let mut group = vec![pending(&file, false)];
+        wait_for_a_waiter(&rx, &mut group, usize::MAX);
+        let waiters: Vec<bool> = group.iter().map(|p| !p.replies.is_empty()).collect();
+        assert_eq!(
+            waiters,
+            [false, false, true],
+            "up to the first waited-for batch"
+        );
+        assert!(
+            rx.try_recv().is_ok_and(|p| p.replies.is_empty()),
+            "the rest stays queued"
+        );
+
+        let started = Instant::now();
+        let mut group = vec![pending(&file, false)];
+        wait_for_a_waiter(&rx, &mut group, usize::MAX);
+        assert_eq!(group.len(), 1);
+        assert!(
+            started.elapsed() >= QUIET_SYNC_DELAY,
+            "it waited for a waiter"
+        );
+
+        let mut group = vec![pending(&file, false), pending(&file, false)];
+        wait_for_a_waiter(&rx, &mut group, 2);
+        assert_eq!(group.len(), 2, "a full group waits for nothing");
+        drop(tx);
+        wait_for_a_waiter(&rx, &mut vec![pending(&file, false)], usize::MAX);
+    }
+
+    /// Regression guard for the shared sync: an outcome with nothing written after it is
+    /// still made durable and indexed (on its own, after `QUIET_SYNC_DELAY`), and a reader
+    /// waits for it.
+    #[tokio::test]
+    async fn an_outcome_with_nothing_after_it_is_made_durable_and_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store.append(decision(1)).await.unwrap();
+        assert!(matches!(
+            store.queue(outcome(1)),
+            remit_core::Queued::Queued
+        ));
+        // The writer may not have taken the outcome yet: wait until it has written it.
+        let shared = store.live.shared();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.written_lines.load(Ordering::Acquire) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        store.live.caught_up().await;
+        let written = shared.written_lines.load(Ordering::Acquire);
+        // The decision, the outcome and its review copy.
+        assert_eq!(written, 3);
+        assert_eq!(shared.durable_lines.load(Ordering::Acquire), written);
+        assert_eq!(shared.indexed_lines.load(Ordering::Acquire), written);
+        store.shutdown().await.unwrap();
     }
 }
