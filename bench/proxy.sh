@@ -102,7 +102,9 @@ results=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid"; run nginx h
   run bare-hyper http://127.0.0.1:18089/bench/1 "$hyper_pid")
 # The hop's own latency, unloaded: one connection, one request at a time.
 unloaded=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid" 1; run nginx http://127.0.0.1:18081/bench/1 "$nginx_pid" 1
-  run remit http://127.0.0.1:18082/bench/1 "$remit_pid" 1; run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid" 1
+  run remit http://127.0.0.1:18082/bench/1 "$remit_pid" 1
+  if [ -n "${REMIT_BASELINE:-}" ]; then run remit-baseline http://127.0.0.1:18086/bench/1 "$baseline_pid" 1; fi
+  run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid" 1
   run bare-axum-hyper http://127.0.0.1:18088/bench/1 "$bare_pid" 1; run bare-hyper http://127.0.0.1:18089/bench/1 "$hyper_pid" 1)
 # Decision records: the entries of the audit segments that hold a decision.
 records=$(cat "$work"/data/audit/*/*.seg 2>/dev/null | grep -c '"kind":"decision"' || true)

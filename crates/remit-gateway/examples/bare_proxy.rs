@@ -10,8 +10,6 @@
 //!
 //! Usage: `bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [hyper]` (loopback in the benchmark).
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -54,12 +52,7 @@ async fn main() -> std::io::Result<()> {
         std::process::exit(2);
     };
     let plain_hyper = args.next().as_deref() == Some("hyper");
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .build(connector);
+    let client = remit_gateway::proxy::upstream_client();
     let bare = Bare {
         client,
         authority: authority.into(),

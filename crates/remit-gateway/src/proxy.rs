@@ -123,12 +123,7 @@ impl ProxyState {
                 .map_err(|_| err("names an invalid header"))?;
             credentials.insert(u.name.clone(), (name, value));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
+        let client = upstream_client();
         let class_room = engine
             .config()
             .budgets
@@ -155,6 +150,21 @@ impl ProxyState {
         Arc::make_mut(&mut self.0).watch = Some(watch);
         self
     }
+}
+
+/// The pooled HTTP client the proxy reaches upstreams with (keep-alive, `TCP_NODELAY`);
+/// `examples/bare_proxy.rs` measures the same client with nothing of remit around it.
+pub fn upstream_client<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build(connector)
 }
 
 /// The proxy listener's service: one fallback handler behind load shedding.
