@@ -175,6 +175,11 @@ impl Answers {
         }
     }
 
+    /// Whether anything is kept (a budget of zero keeps nothing, and no key is built).
+    pub(crate) fn is_on(&self) -> bool {
+        self.cache.is_some()
+    }
+
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Answer>> {
         self.cache.as_ref()?.get(key)
     }

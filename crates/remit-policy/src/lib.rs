@@ -838,6 +838,7 @@ impl PolicyEngine {
         let context = Self::context(input, approved, set.needs).map_err(built)?;
         let mut key = Vec::new();
         let keep = cached
+            && self.answers.is_on()
             && cache::key(
                 &RequestParts {
                     principal: match input.principal {
