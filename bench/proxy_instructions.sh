@@ -6,7 +6,8 @@
 # nothing about wall-clock throughput (see bench/proxy.sh for that). The count is split
 # into the tokio workers (the request path: hyper, the handler, the decision, the records'
 # canonical JSON) and the rest (the audit store's threads), from the inclusive count of
-# tokio's `worker::run`.
+# tokio's `worker::run`. remit is not pinned to a core here (valgrind runs one thread at a
+# time anyway), so it runs tokio's multi-threaded scheduler, whose workers the split finds.
 #
 # Usage: bench/proxy_instructions.sh [seconds] BINARY...
 # (default: target/release/remit, built first). Needs nginx, wrk and valgrind.

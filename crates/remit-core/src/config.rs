@@ -116,7 +116,13 @@ pub struct GatewaySettings {
     pub tls: Option<TlsSettings>,
     /// The most memory the policy layer's cache of Cedar answers may hold; 0 turns it off.
     pub decision_cache_bytes: u64,
+    /// The threads that serve the listeners. `None`: one per core remit may run on. One
+    /// runs every listener on a single-threaded scheduler (see [`WORKER_THREADS_MAX`]).
+    pub worker_threads: Option<std::num::NonZeroUsize>,
 }
+
+/// The most threads `gateway.worker_threads` accepts.
+pub const WORKER_THREADS_MAX: u64 = 1024;
 
 /// The default budget of the policy layer's decision cache: tens of thousands of answers.
 pub const DECISION_CACHE_DEFAULT_BYTES: u64 = 4 * 1024 * 1024;
@@ -347,6 +353,7 @@ struct RawGateway {
     client_trust_domain: Option<Spanned<String>>,
     client_auth: Option<Spanned<String>>,
     decision_cache_bytes: Option<Spanned<u64>>,
+    worker_threads: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -799,6 +806,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         client_trust_domain: None,
         client_auth: None,
         decision_cache_bytes: None,
+        worker_threads: None,
     });
     let tls = tls::parse_tls(
         cx,
@@ -845,6 +853,16 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         DECISION_CACHE_DEFAULT_BYTES,
         0..=DECISION_CACHE_MAX_BYTES,
     )?;
+    // 0 (the default) is "one per core": the runtime asks the OS when it starts.
+    let worker_threads = bounded(
+        raw.worker_threads,
+        "gateway.worker_threads",
+        0,
+        0..=WORKER_THREADS_MAX,
+    )?;
+    let worker_threads = usize::try_from(worker_threads)
+        .ok()
+        .and_then(std::num::NonZeroUsize::new);
     let web_origin = |s: &Spanned<String>, field: &str| {
         let v = s.get_ref().trim_end_matches('/');
         let ok = (v.starts_with("http://") || v.starts_with("https://"))
@@ -967,6 +985,7 @@ fn parse_gateway(cx: &Ctx<'_>, raw: Option<RawGateway>) -> Result<GatewaySetting
         trusted_proxies,
         tls,
         decision_cache_bytes,
+        worker_threads,
     })
 }
 
@@ -2080,6 +2099,36 @@ boundary = ["tickets.read"]
                 "decision_cache_bytes = 1\ndecision_cache_bytes = 2",
                 "duplicate key",
             ),
+        ] {
+            let e = gw(bad).unwrap_err();
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn worker_threads_parse_with_one_per_core_by_default_and_a_ceiling() {
+        let gw = |t: &str| Config::parse(&format!("[gateway]\n{t}\n{BASE}"), "remit.toml");
+        assert_eq!(
+            Config::parse(BASE, "remit.toml")
+                .unwrap()
+                .gateway
+                .worker_threads,
+            None
+        );
+        let threads = |t: &str| gw(t).unwrap().gateway.worker_threads.map(|n| n.get());
+        assert_eq!(threads("worker_threads = 0"), None);
+        assert_eq!(threads("worker_threads = 1"), Some(1));
+        assert_eq!(threads("worker_threads = 1024"), Some(1024));
+        for (bad, says) in [
+            ("worker_threads = 1025", "must be between 0 and 1024"),
+            (
+                "worker_threads = 18446744073709551615",
+                "must be between 0 and 1024",
+            ),
+            ("worker_threads = -1", "expected u64"),
+            ("worker_threads = 1.5", "expected u64"),
+            ("worker_threads = \"auto\"", "expected u64"),
+            ("worker_threads = 2\nworker_threads = 2", "duplicate key"),
         ] {
             let e = gw(bad).unwrap_err();
             assert!(e.message.contains(says), "{bad}: {e}");

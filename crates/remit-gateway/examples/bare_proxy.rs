@@ -8,6 +8,9 @@
 //! With a third argument `hyper`, the same client behind hyper-util's server with a plain
 //! `service_fn` and no axum at all: how much of the stack's cost is axum's.
 //!
+//! It runs on the runtime `remit serve` builds ([`remit_gateway::runtime`]): the
+//! single-threaded scheduler when it may use one core, as in the benchmark.
+//!
 //! Usage: `bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [hyper]` (loopback in the benchmark).
 
 use axum::Router;
@@ -44,8 +47,12 @@ async fn forward_one(bare: &Bare, mut req: Request) -> Response {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
+    // remit's runtime, chosen as `remit serve` chooses it with `worker_threads` unset.
+    remit_gateway::runtime::build(None)?.block_on(run())
+}
+
+async fn run() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(authority)) = (args.next(), args.next()) else {
         eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [hyper]");

@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod problem;
 pub mod proxy;
 mod records;
+pub mod runtime;
 pub mod tls;
 pub mod token;
 pub mod watch;

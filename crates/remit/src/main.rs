@@ -219,7 +219,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve { config, data_dir } => {
             let engine = load(&config)?;
             let data_dir = data_dir.unwrap_or_else(|| default_data_dir(&config));
-            runtime()?.block_on(serve(engine, data_dir, None))?;
+            remit_gateway::runtime::build(engine.config().gateway.worker_threads)
+                .context("starting the async runtime")?
+                .block_on(serve(engine, data_dir, None))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => runtime()?.block_on(audit::run(command)),
@@ -349,11 +351,9 @@ pub(crate) fn default_data_dir(config: &Path) -> PathBuf {
     config.parent().unwrap_or(Path::new(".")).join("data")
 }
 
+/// The async runtime of a command other than `serve`: one thread per core remit may use.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    remit_gateway::runtime::build(None).context("starting the async runtime")
 }
 
 /// Loads the pipeline, printing policy warnings.
@@ -453,7 +453,13 @@ pub(crate) async fn serve(
         Some(t) if t.client_ca.is_some() => "https (mutual TLS)",
         Some(_) => "https",
     };
-    tracing::info!(admin = %admin_addr, proxy = %proxy_addr, proxy_scheme, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), "remit is serving");
+    let rt = tokio::runtime::Handle::current();
+    let scheduler = match rt.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "single_threaded",
+        _ => "multi_threaded",
+    };
+    let workers = rt.metrics().num_workers();
+    tracing::info!(admin = %admin_addr, proxy = %proxy_addr, proxy_scheme, grpc = %grpc_shown, authz = %authz_shown, data_dir = %data_dir.display(), workers, scheduler, "remit is serving");
     if let Some(tx) = ready {
         let _ = tx.send((admin_addr, proxy_addr));
     }

@@ -253,6 +253,12 @@ impl Drop for Running {
 /// Starts `remit` with `args` and waits for the log line naming the admin and proxy
 /// addresses.
 fn spawn_serving(args: &[&str]) -> (Running, String, String) {
+    let (running, admin, proxy, _) = spawn_serving_line(args);
+    (running, admin, proxy)
+}
+
+/// [`spawn_serving`], with the whole log line that named the addresses.
+fn spawn_serving_line(args: &[&str]) -> (Running, String, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_remit"))
         .args(args)
         .env("RUST_LOG", "info")
@@ -273,14 +279,14 @@ fn spawn_serving(args: &[&str]) -> (Running, String, String) {
                     .map(str::to_owned)
             };
             if let (Some(admin), Some(proxy)) = (field("admin="), field("proxy=")) {
-                let _ = tx.send((admin, proxy));
+                let _ = tx.send((admin, proxy, line.clone()));
             }
         }
     });
-    let (admin, proxy) = rx
+    let (admin, proxy, line) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("remit started serving");
-    (running, admin, proxy)
+    (running, admin, proxy, line)
 }
 
 /// The quickstart world in `dir` with every listener on an ephemeral port and `extra`
@@ -371,6 +377,48 @@ async fn serve_decides_and_keeps_records_in_the_data_dir() {
         metrics.contains("remit_decisions_total{verdict=\"allow\"} 1"),
         "{metrics}"
     );
+}
+
+/// `gateway.worker_threads` decides the runtime `serve` runs on: one thread is the
+/// single-threaded scheduler, and it serves, decides and stops as the multi-threaded does.
+#[tokio::test]
+async fn serve_runs_on_the_worker_threads_configured() {
+    for (threads, want) in [
+        (1, "workers=1 scheduler=\"single_threaded\""),
+        (3, "workers=3 scheduler=\"multi_threaded\""),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, data) = serving_world(dir.path(), "");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(
+            text.contains("[gateway]\n"),
+            "the quickstart has a [gateway] table"
+        );
+        let text = text.replacen(
+            "[gateway]\n",
+            &format!("[gateway]\nworker_threads = {threads}\n"),
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let (server, addr, proxy, line) = spawn_serving_line(&[
+            "serve",
+            "--config",
+            &cfg,
+            "--data-dir",
+            &data.display().to_string(),
+        ]);
+        assert!(line.contains(want), "{threads} threads: {line}");
+        let v = decide(&addr, json!({"method": "GET", "path": "/status"})).await;
+        assert_eq!(v["decision"], "allow", "{threads} threads: {v}");
+        // The proxy listener answers on the same runtime: a request without a
+        // credential is decided (a deny, 403) before any upstream is asked (none runs
+        // here: forwarding would be a 502).
+        let r = reqwest::get(format!("http://{proxy}/api/tickets/1"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{threads} threads");
+        server.stop();
+    }
 }
 
 /// The quickstart as the README runs it: `remit demo`, then each scenario.
