@@ -4,7 +4,9 @@
 # (4) the same with `danger_skip_fsync` (records reach the OS, fsynced only at checkpoints),
 # (5) the HTTP stack remit's proxy is built on with nothing of remit in it (axum and
 # hyper-util's client: remit-gateway's example `bare_proxy`), and (6) the same without axum
-# (hyper-util's server and a `service_fn`), all in one run on loopback.
+# (hyper-util's server and a `service_fn`), (7) the stack of (5) on tokio's multi-threaded
+# scheduler with one worker instead of the single-threaded one remit picks on one core, all
+# in one run on loopback.
 # The server under test is pinned to core 0; the upstream and wrk share core 1. Needs the
 # Debian packages nginx and wrk (`apt-get install nginx wrk`). Beside each rate it gives
 # the server's CPU time per request (every thread, user and system, from /proc): nginx's
@@ -48,7 +50,8 @@ RUST_LOG=warn taskset -c 0 target/release/remit serve --config "$work/remit.toml
 RUST_LOG=error taskset -c 0 target/release/remit serve --config "$work/remit-nofsync.toml" --data-dir "$work/data-nofsync" & pids+=($!); nofsync_pid=$!
 RUST_LOG=error taskset -c 0 target/release/examples/bare_proxy 127.0.0.1:18088 127.0.0.1:18080 & pids+=($!); bare_pid=$!
 RUST_LOG=error taskset -c 0 target/release/examples/bare_proxy 127.0.0.1:18089 127.0.0.1:18080 hyper & pids+=($!); hyper_pid=$!
-ports="18080 18081 18082 18084 18088 18089"
+RUST_LOG=error taskset -c 0 target/release/examples/bare_proxy 127.0.0.1:18090 127.0.0.1:18080 axum multi & pids+=($!); multi_pid=$!
+ports="18080 18081 18082 18084 18088 18089 18090"
 if [ -n "${REMIT_BASELINE:-}" ]; then
   sed -e 's/18082/18086/; s/18083/18087/' "$work/remit.toml" > "$work/remit-baseline.toml"
   RUST_LOG=warn taskset -c 0 "$REMIT_BASELINE" serve --config "$work/remit-baseline.toml" --data-dir "$work/data-baseline" & pids+=($!); baseline_pid=$!
@@ -99,7 +102,8 @@ results=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid"; run nginx h
   run remit-danger-skip-fsync http://127.0.0.1:18084/bench/1 "$nofsync_pid"
   run remit-new-resources http://127.0.0.1:18082/ "$remit_pid" "$conns" "$work/new-resource.lua"
   run bare-axum-hyper http://127.0.0.1:18088/bench/1 "$bare_pid"
-  run bare-hyper http://127.0.0.1:18089/bench/1 "$hyper_pid")
+  run bare-hyper http://127.0.0.1:18089/bench/1 "$hyper_pid"
+  run bare-axum-hyper-multi-threaded http://127.0.0.1:18090/bench/1 "$multi_pid")
 # The hop's own latency, unloaded: one connection, one request at a time.
 unloaded=$(run direct http://127.0.0.1:18080/bench/1 "$upstream_pid" 1; run nginx http://127.0.0.1:18081/bench/1 "$nginx_pid" 1
   run remit http://127.0.0.1:18082/bench/1 "$remit_pid" 1

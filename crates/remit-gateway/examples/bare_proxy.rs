@@ -9,9 +9,12 @@
 //! `service_fn` and no axum at all: how much of the stack's cost is axum's.
 //!
 //! It runs on the runtime `remit serve` builds ([`remit_gateway::runtime`]): the
-//! single-threaded scheduler when it may use one core, as in the benchmark.
+//! single-threaded scheduler when it may use one core, as in the benchmark. With a fourth
+//! argument `multi`, on tokio's multi-threaded scheduler with one worker instead (what
+//! remit ran on before it chose by cores): the scheduler's own cost, side by side.
 //!
-//! Usage: `bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [hyper]` (loopback in the benchmark).
+//! Usage: `bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [axum|hyper] [multi]` (loopback in the
+//! benchmark).
 
 use axum::Router;
 use axum::body::Body;
@@ -48,24 +51,32 @@ async fn forward_one(bare: &Bare, mut req: Request) -> Response {
 }
 
 fn main() -> std::io::Result<()> {
-    // remit's runtime, chosen as `remit serve` chooses it with `worker_threads` unset.
-    remit_gateway::runtime::build(None)?.block_on(run())
-}
-
-async fn run() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(authority)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [hyper]");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, authority, rest @ ..] = args.as_slice() else {
+        eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_AUTHORITY [axum|hyper] [multi]");
         std::process::exit(2);
     };
-    let plain_hyper = args.next().as_deref() == Some("hyper");
+    let plain_hyper = rest.first().map(String::as_str) == Some("hyper");
+    let runtime = if rest.get(1).map(String::as_str) == Some("multi") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+    } else {
+        // remit's runtime, chosen as `remit serve` chooses it with `worker_threads` unset.
+        remit_gateway::runtime::build(None)?
+    };
+    runtime.block_on(run(listen, authority, plain_hyper))
+}
+
+async fn run(listen: &str, authority: &str, plain_hyper: bool) -> std::io::Result<()> {
     let client = remit_gateway::proxy::upstream_client();
     let bare = Bare {
         client,
         authority: authority.into(),
     };
     if plain_hyper {
-        return serve_hyper(&listen, bare).await;
+        return serve_hyper(listen, bare).await;
     }
     let app = Router::new().fallback(forward).with_state(bare).layer(
         ServiceBuilder::new()
@@ -75,7 +86,7 @@ async fn run() -> std::io::Result<()> {
             .load_shed()
             .concurrency_limit(4096),
     );
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     axum::serve(remit_gateway::nodelay(listener), app).await
 }
 
