@@ -5,9 +5,9 @@
 //! or a cgroup quota of one CPU, as `std::thread::available_parallelism` reads them) — the
 //! single-threaded scheduler instead. A multi-threaded scheduler with one worker still pays
 //! for work stealing it cannot do: its task queues and wake-ups are the cross-thread kind,
-//! and the future `block_on` drives runs on a thread of its own. On one core, remit and the
-//! bare HTTP stack of `bench/proxy.sh` spent 11–35 % more CPU per request with it (see
-//! BENCHMARKS.md, "Proxy hop", 2026-11-27). Either way blocking work goes to tokio's
+//! and the future `block_on` drives runs on a thread of its own. On one core, the bare
+//! HTTP stack of `bench/proxy.sh` used 13–34 % less CPU per request on the single-threaded
+//! scheduler, remit about 6 % less (see BENCHMARKS.md, "Proxy hop", 2026-11-27). Either way blocking work goes to tokio's
 //! blocking pool or to the audit store's own threads, never to a listener's thread.
 
 use std::num::NonZeroUsize;
