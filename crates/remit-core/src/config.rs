@@ -116,8 +116,9 @@ pub struct GatewaySettings {
     pub tls: Option<TlsSettings>,
     /// The most memory the policy layer's cache of Cedar answers may hold; 0 turns it off.
     pub decision_cache_bytes: u64,
-    /// The threads that serve the listeners. `None`: one per core remit may run on. One
-    /// runs every listener on a single-threaded scheduler (see [`WORKER_THREADS_MAX`]).
+    /// The threads that serve the listeners, at most [`WORKER_THREADS_MAX`]. `None`: one per
+    /// core remit may run on. One runs every listener on a single-threaded scheduler. Read
+    /// at start-up only.
     pub worker_threads: Option<std::num::NonZeroUsize>,
 }
 
