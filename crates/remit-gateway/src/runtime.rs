@@ -7,8 +7,9 @@
 //! for work stealing it cannot do: its task queues and wake-ups are the cross-thread kind,
 //! and the future `block_on` drives runs on a thread of its own. On one core, the bare
 //! HTTP stack of `bench/proxy.sh` used 13–34 % less CPU per request on the single-threaded
-//! scheduler, remit about 6 % less (see BENCHMARKS.md, "Proxy hop", 2026-11-27). Either way blocking work goes to tokio's
-//! blocking pool or to the audit store's own threads, never to a listener's thread.
+//! scheduler, remit about 6 % less (see BENCHMARKS.md, "Proxy hop", 2026-11-27). Either
+//! way blocking work goes to tokio's blocking pool, sqlx's connection threads or the audit
+//! store's own threads, never to a listener's thread.
 
 use std::num::NonZeroUsize;
 
